@@ -36,9 +36,9 @@ def mean_logit_diff(logits: Tensor, ds: IOIDataset) -> float:
 
 def io_prob(logits: Tensor, ds: IOIDataset) -> Float[Tensor, "batch"]:
     """Probability of the IO token at END (softmax over the whole vocabulary)."""
-    end = at_end(logits, ds).float()
+    end = at_end(logits, ds).double()  # softmax over 50k entries: float64 is cheap here
     probs = end.softmax(-1)
-    return probs[torch.arange(end.shape[0], device=end.device), ds.io_tokens.to(end.device)]
+    return probs[torch.arange(end.shape[0], device=end.device), ds.io_tokens.to(end.device)].float()
 
 
 def io_above_s(logits: Tensor, ds: IOIDataset) -> float:

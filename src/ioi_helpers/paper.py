@@ -84,3 +84,12 @@ def compare_heads(found: list[Head], paper: list[Head]) -> dict[str, list[str]]:
         "missing": [head_name(h) for h in sorted(p - f, key=key)],
         "extra": [head_name(h) for h in sorted(f - p, key=key)],
     }
+
+
+def stand_in_note(model_name: str) -> str:
+    """The one visible sentence every comparison block carries when the model is not GPT-2."""
+    return (
+        f"**Note:** these results come from **{model_name}**, not GPT-2 small. The paper's "
+        f"numbers and head lists are for GPT-2 small and are shown only for comparison; "
+        f"agreement is not expected unless the model is GPT-2 small."
+    )
