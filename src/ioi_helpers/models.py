@@ -190,12 +190,22 @@ def load_model(name: str | None = None, device: str | None = None, seed: int = 0
     ``gpt2-random``. The bridge gets an ``ioi_model_name`` attribute used in captions and
     cache keys.
     """
-    from transformer_lens.model_bridge import TransformerBridge
-
     name = default_model_name() if name is None else str(name)
     hf = load_hf_model(name, seed=seed)
+    return bridge_from_hf(hf, name if name != "gpt2-random" else f"gpt2-random(seed={seed})",
+                          device=device)
+
+
+def bridge_from_hf(hf_model, name: str, device: str | None = None):
+    """Wrap a Hugging Face ``GPT2LMHeadModel`` exactly as :func:`load_model` does.
+
+    TransformerBridge in compatibility mode (processed weights, legacy hook names), eval mode,
+    no gradients; ``name`` becomes ``ioi_model_name``. Tests use it on tiny random GPT-2s.
+    """
+    from transformer_lens.model_bridge import TransformerBridge
+
     device = device or default_device()
-    hf = hf.to(device)
+    hf = hf_model.eval().to(device)
     bridge = TransformerBridge.boot_transformers(
         "gpt2", hf_model=hf, tokenizer=get_tokenizer(), load_weights=False, device=device
     )
@@ -203,7 +213,7 @@ def load_model(name: str | None = None, device: str | None = None, seed: int = 0
     bridge.eval()
     for p in bridge.parameters():
         p.requires_grad_(False)
-    bridge.ioi_model_name = name if name != "gpt2-random" else f"gpt2-random(seed={seed})"
+    bridge.ioi_model_name = name
     return bridge
 
 
