@@ -1,0 +1,383 @@
+"""Execute the book's chapters and build the book.
+
+    python -m ioi_helpers.pipeline                      # every chapter in _toc.yml, then the book
+    python -m ioi_helpers.pipeline --model ioi-tiny --chapters 01_task --no-build
+
+Chapters are jupytext percent-format ``.py`` files listed in ``_toc.yml``, each with a cell
+tagged ``parameters``. For each one the pipeline converts it to a notebook, runs it with
+papermill in a kernel on this very interpreter, injects ``model_name`` (``--model``, else
+``$IOI_MODEL``, else ``"gpt2"``) and any ``-p KEY VALUE``, and writes ``OUT/executed/NAME.ipynb``
+atomically: a stale copy is deleted first and the new one appears only once every cell ran.
+Chapters record their numbers in ``OUT/results`` (``$IOI_RESULTS_DIR``).
+
+The book is then built with Jupyter Book from a staged source tree ``OUT/site`` (config, a toc
+holding only the chapters just run, pages, ``book/_static``, the executed notebooks with their
+charts turned into offline HTML, and a Vega bundle) into ``OUT/html``, with warnings as errors.
+``OUT`` is ``_build`` in the repository unless ``--out`` says otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import copy
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import nbformat
+import yaml
+
+from .results import RESULTS_ENV_VAR
+
+ROOT = Path(__file__).resolve().parents[2]  # the repository (the package is installed editable)
+KERNEL = "ioi-book"
+TOC_LISTS = ("parts", "chapters", "sections")
+PAGE_SUFFIXES = (".md", ".ipynb")
+VEGALITE_MIME = re.compile(r"application/vnd\.vegalite\.v\d+[.+]json")
+CELL_MARKER = re.compile(r"#\s*%%")
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+class ChapterError(RuntimeError):
+    """A chapter that could not be executed; the message names the chapter and the cell."""
+
+
+class BuildError(RuntimeError):
+    """Jupyter Book failed or warned."""
+
+
+# ----------------------------------------------------------------------------- the toc
+
+
+def read_toc(root: Path = ROOT) -> dict:
+    return yaml.safe_load((root / "_toc.yml").read_text())
+
+
+def toc_files(toc: dict) -> list[str]:
+    """Every ``file`` of a jb-book toc in reading order, the root first."""
+    files = [toc["root"]]
+
+    def walk(node: dict) -> None:
+        for key in TOC_LISTS:
+            for item in node.get(key) or []:
+                if "file" in item:
+                    files.append(item["file"])
+                walk(item)
+
+    walk(toc)
+    return files
+
+
+def book_sources(root: Path = ROOT, toc: dict | None = None) -> dict[str, Path]:
+    """The source of every toc entry: a ``.py`` chapter, else a ``.md``/``.ipynb`` page.
+
+    Raises ``FileNotFoundError`` naming every entry that has no source yet.
+    """
+    toc = read_toc(root) if toc is None else toc
+    sources: dict[str, Path] = {}
+    missing = []
+    for entry in toc_files(toc):
+        base = root / entry
+        found = [p for p in (base.with_suffix(".py"), *map(base.with_suffix, PAGE_SUFFIXES)) if p.exists()]
+        if found:
+            sources[entry] = found[0]
+        else:
+            missing.append(entry)
+    if missing:
+        raise FileNotFoundError(
+            f"_toc.yml lists {', '.join(missing)} but there is no .py, .md or .ipynb source for "
+            f"{'it' if len(missing) == 1 else 'them'} under {root}: write the chapter or remove "
+            f"the entry from _toc.yml")
+    return sources
+
+
+def chapter_paths(root: Path = ROOT, names: Iterable[str] | None = None) -> list[Path]:
+    """The ``.py`` chapters of the toc in order, or those named (by stem, e.g. ``01_task``)."""
+    chapters = [p for p in book_sources(root).values() if p.suffix == ".py"]
+    if names is None:
+        return chapters
+    by_name = {p.stem: p for p in chapters}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise ValueError(f"unknown chapter(s) {', '.join(unknown)}; the chapters in _toc.yml are "
+                         f"{', '.join(by_name) or 'none'}")
+    return [by_name[n] for n in names]
+
+
+def _prune(node: dict, drop: set[str]) -> dict:
+    """A copy of a toc node without the entries in ``drop`` (and parts left empty)."""
+    out = {k: v for k, v in node.items() if k not in TOC_LISTS}
+    for key in TOC_LISTS:
+        items = [_prune(i, drop) for i in node.get(key) or [] if i.get("file") not in drop]
+        items = [i for i in items if "file" in i or "url" in i or any(k in i for k in TOC_LISTS)]
+        if items:
+            out[key] = items
+    return out
+
+
+# ----------------------------------------------------------------------------- one chapter
+
+
+def ensure_kernel() -> str:
+    """The name of a kernelspec that runs this very interpreter, written if needed.
+
+    It lives in ``sys.prefix`` (the venv), so a fresh machine needs no ``jupyter kernelspec``
+    step and papermill never picks another Python. The kernel logs only errors (not ipykernel's
+    notice about unencrypted local TCP, which papermill would print once per chapter).
+    """
+    from ipykernel.kernelspec import make_ipkernel_cmd
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    argv = make_ipkernel_cmd(executable=sys.executable, extra_arguments=["--IPKernelApp.log_level=ERROR"])
+
+    def installed() -> list[str] | None:
+        try:
+            return KernelSpecManager().get_kernel_spec(KERNEL).argv
+        except NoSuchKernel:
+            return None
+
+    if installed() != argv:
+        spec = {"argv": argv, "display_name": f"Python (IOI book, {sys.prefix})", "language": "python"}
+        spec_dir = Path(sys.prefix, "share", "jupyter", "kernels", KERNEL)
+        spec_dir.mkdir(parents=True, exist_ok=True)
+        (spec_dir / "kernel.json").write_text(json.dumps(spec, indent=1))
+        if installed() != argv:
+            raise RuntimeError(f"another kernelspec named {KERNEL!r} shadows the one written to "
+                               f"{spec_dir}; remove it (jupyter kernelspec remove {KERNEL})")
+    return KERNEL
+
+
+def load_chapter(path: Path) -> nbformat.NotebookNode:
+    """A jupytext chapter as a notebook; it must have a cell tagged ``parameters``.
+
+    The notebook names the portable ``python3`` kernel (for readers who download it); the
+    pipeline itself runs it on :func:`ensure_kernel`'s.
+    """
+    import jupytext
+
+    nb = jupytext.read(path)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata.setdefault("language_info", {"name": "python"})
+    if not any("parameters" in c.metadata.get("tags", []) for c in nb.cells):
+        raise ChapterError(f"chapter {path.stem} ({path}) has no cell tagged 'parameters': "
+                           f"start its parameters cell with `# %% tags=[\"parameters\"]`")
+    return nb
+
+
+def _cell_line(path: Path, index: int, n_cells: int) -> int | None:
+    """The line of ``path`` where cell ``index`` starts, when every cell has a ``# %%`` marker."""
+    lines = [i for i, line in enumerate(path.read_text().splitlines(), 1) if CELL_MARKER.match(line)]
+    return lines[index] if len(lines) == n_cells else None
+
+
+def _failure(path: Path, nb: nbformat.NotebookNode, err: Any) -> str:
+    """The message for a papermill error: chapter, cell (number, line, first line), exception."""
+    injected_at = 1 + next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
+    if err.cell_index == injected_at:
+        where = "the injected parameters cell"
+    else:
+        index = err.cell_index - (err.cell_index > injected_at)  # in the chapter, without it
+        first = next((s for s in nb.cells[index].source.splitlines() if s.strip()), "").strip()
+        line = _cell_line(path, index, len(nb.cells))
+        where = f"cell {index + 1}" + (f" (line {line})" if line else "") + f": `{first}`"
+    trace = ANSI.sub("", "\n".join(err.traceback or []))
+    return f"chapter {path.stem} failed at {where}\n{err.ename}: {err.evalue}\n\n{trace}"
+
+
+def run_chapter(path: Path, params: dict[str, Any], out_dir: Path) -> Path:
+    """Execute one chapter with ``params`` injected; return ``out_dir/NAME.ipynb``.
+
+    Any earlier ``NAME.ipynb`` is deleted first; the new one is written to a temporary file and
+    renamed only once every cell ran. A failing cell raises :class:`ChapterError`.
+    """
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    path, out_dir = Path(path).resolve(), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    final = out_dir / f"{path.stem}.ipynb"
+    final.unlink(missing_ok=True)
+    nb = load_chapter(path)
+    kernel = ensure_kernel()
+    try:
+        executed = papermill.execute_notebook(
+            copy.deepcopy(nb), None, parameters=dict(params), kernel_name=kernel,
+            cwd=str(path.parent), progress_bar=False, log_output=False)
+    except PapermillExecutionError as err:
+        raise ChapterError(_failure(path, nb, err)) from None
+    except Exception as err:  # the kernel died, could not start, ...
+        text = str(err) if len(str(err)) < 2000 else str(err)[:2000] + " [...]"
+        raise ChapterError(f"chapter {path.stem} failed: {type(err).__name__}: {text}") from err
+    executed.metadata.papermill.update(input_path=str(path), output_path=str(final))
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".ipynb.part", dir=out_dir)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            nbformat.write(executed, f)
+        os.replace(tmp, final)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return final
+
+
+# ----------------------------------------------------------------------------- the book
+
+
+def offline_charts(nb: nbformat.NotebookNode) -> None:
+    """Turn every Vega-Lite output into the book's offline HTML (:func:`plots.chart_html`).
+
+    The spec moves into the HTML; the Vega-Lite entry itself is dropped, since myst-nb warns
+    about a mimetype it cannot render.
+    """
+    from .plots import chart_html
+
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            for key in [k for k in data if VEGALITE_MIME.fullmatch(k)]:
+                data["text/html"] = chart_html(data.pop(key))
+
+
+def stage_book(executed: Sequence[Path], out_dir: Path, root: Path = ROOT) -> Path:
+    """Lay out the Jupyter Book source tree ``out_dir/site`` and return it.
+
+    It holds ``_config.yml``, a ``_toc.yml`` keeping only the chapters in ``executed``, the
+    pages and other files of ``book/`` (no ``.py``; pages must live there), ``book/_static`` as
+    ``_static`` plus the Vega bundle, and each executed chapter as ``ENTRY.ipynb`` with offline
+    charts.
+    """
+    from .plots import vega_bundle
+
+    toc = read_toc(root)
+    sources = book_sources(root, toc)
+    done = {Path(p).stem: Path(p) for p in executed}
+    chapters = {e: s for e, s in sources.items() if s.suffix == ".py"}
+    site = Path(out_dir) / "site"
+    shutil.rmtree(site, ignore_errors=True)
+    ignore = shutil.ignore_patterns("*.py", "_build", "_executed", "_static", "__pycache__",
+                                   ".ipynb_checkpoints")
+    if (root / "book").is_dir():
+        shutil.copytree(root / "book", site / "book", ignore=ignore)
+    site.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(root / "_config.yml", site / "_config.yml")
+    drop = {e for e, s in chapters.items() if s.stem not in done}
+    (site / "_toc.yml").write_text(yaml.safe_dump(_prune(toc, drop), sort_keys=False))
+    for entry, src in chapters.items():
+        if entry not in drop:
+            nb = nbformat.read(done[src.stem], as_version=4)
+            offline_charts(nb)
+            dest = (site / entry).with_suffix(".ipynb")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            nbformat.write(nb, dest)
+    static = site / "_static"
+    if (root / "book" / "_static").is_dir():
+        shutil.copytree(root / "book" / "_static", static)
+    static.mkdir(exist_ok=True)
+    (static / "vega-bundle.js").write_text(vega_bundle())
+    return site
+
+
+def build_book(executed: Sequence[Path], out_dir: Path, root: Path = ROOT) -> Path:
+    """Stage and build the book (warnings are errors); return ``out_dir/html``.
+
+    A previous ``out_dir/html`` is removed first, so a failed build leaves no stale site.
+    """
+    out_dir = Path(out_dir)
+    html = out_dir / "html"
+    shutil.rmtree(html, ignore_errors=True)
+    site = stage_book(executed, out_dir, root)
+    work = out_dir / "jupyter-book"  # Jupyter Book writes WORK/_build/{html,.doctrees}
+    cmd = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()",
+           "build", str(site), "--path-output", str(work), "--builder", "html", "--all",
+           "-W", "-n", "--keep-going"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        log = ANSI.sub("", proc.stdout + proc.stderr).splitlines()
+        warnings = [line for line in log if "WARNING" in line or "ERROR" in line]
+        raise BuildError("jupyter-book build failed (warnings are errors):\n"
+                         + "\n".join(warnings or log[-40:]))
+    os.replace(work / "_build" / "html", html)
+    return html
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def _value(text: str) -> Any:
+    """A ``-p`` value: a Python literal (3, 0.5, True, None, [1, 2]) or else the string."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m ioi_helpers.pipeline",
+        description="Execute the book's chapters with papermill, then build the book with "
+                    "Jupyter Book (warnings are errors).")
+    parser.add_argument("--chapters", metavar="A,B,...",
+                        help="run only these chapters (stems such as 01_task); the built book "
+                             "then holds only them. Default: every chapter in _toc.yml")
+    parser.add_argument("--model", metavar="NAME",
+                        help="sets model_name in every chapter (default: $IOI_MODEL, else gpt2)")
+    parser.add_argument("-p", "--param", nargs=2, action="append", default=[],
+                        metavar=("KEY", "VALUE"),
+                        help="another parameter for every chapter; VALUE is read as a Python "
+                             "literal when it is one, else as a string (repeatable)")
+    parser.add_argument("--out", type=Path, default=ROOT / "_build", metavar="DIR",
+                        help="where executed notebooks (DIR/executed) and the site "
+                             "(DIR/html) go (default: %(default)s)")
+    parser.add_argument("--no-build", action="store_true", help="execute only, do not build")
+    parser.add_argument("--root", type=Path, default=ROOT, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.model is None:
+        from .models import default_model_name
+
+        args.model = default_model_name()
+    params = {"model_name": args.model, **{k: _value(v) for k, v in args.param}}
+    names = [n.strip() for n in args.chapters.split(",") if n.strip()] if args.chapters else None
+    out = args.out.resolve()
+    try:
+        chapters = chapter_paths(args.root, names)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    # Chapters record their numbers for the scorecard next to the executed notebooks.
+    os.environ[RESULTS_ENV_VAR] = str(out / "results")
+    print(f"model {args.model}; {len(chapters)} chapter(s) -> {out / 'executed'}", flush=True)
+    executed = []
+    for path in chapters:
+        start = time.perf_counter()
+        try:
+            executed.append(run_chapter(path, params, out / "executed"))
+        except ChapterError as err:
+            print(f"FAILED after {time.perf_counter() - start:.1f}s: {err}", file=sys.stderr)
+            return 1
+        print(f"  {path.stem}: {time.perf_counter() - start:.1f}s", flush=True)
+    if args.no_build:
+        return 0
+    start = time.perf_counter()
+    try:
+        html = build_book(executed, out, args.root)
+    except BuildError as err:
+        print(f"FAILED: {err}", file=sys.stderr)
+        return 1
+    print(f"  book: {time.perf_counter() - start:.1f}s -> {html / 'index.html'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
