@@ -35,6 +35,7 @@ from typing import Any, Iterable, Sequence
 import nbformat
 import yaml
 
+from .hooks import PROGRESS_ENV_VAR
 from .results import RESULTS_ENV_VAR
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository (the package is installed editable)
@@ -207,6 +208,8 @@ def run_chapter(path: Path, params: dict[str, Any], out_dir: Path) -> Path:
     final.unlink(missing_ok=True)
     nb = load_chapter(path)
     kernel = ensure_kernel()
+    # the kernel inherits this: progress bars would leave widget junk in the executed book
+    os.environ[PROGRESS_ENV_VAR] = "1"
     try:
         executed = papermill.execute_notebook(
             copy.deepcopy(nb), None, parameters=dict(params), kernel_name=kernel,
@@ -355,8 +358,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    # Chapters record their numbers for the scorecard next to the executed notebooks.
+    # Chapters record their numbers for the scorecard next to the executed notebooks; a full
+    # run starts from an empty folder so the scorecard can never show a stale number.
     os.environ[RESULTS_ENV_VAR] = str(out / "results")
+    if names is None:
+        shutil.rmtree(out / "results", ignore_errors=True)
     print(f"model {args.model}; {len(chapters)} chapter(s) -> {out / 'executed'}", flush=True)
     executed = []
     for path in chapters:
