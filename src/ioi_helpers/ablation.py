@@ -1,0 +1,416 @@
+"""Knockouts (mean, resample or zero ablation of heads) and the circuit criteria of Sec. 4:
+faithfulness, completeness and minimality.
+
+The paper's knockout is a *mean ablation*: a head's output at a position is replaced by its
+mean over p_ABC, the mean taken per template group and per position (prompts of one template
+have the same length, so positions line up). MLPs, LayerNorms and embeddings are never
+ablated. A head's output here is its ``hook_z`` (the output before ``W_O``; the output is
+linear in it, so averaging either is the same).
+
+Typical use::
+
+    values = ablation_values(model, ds, abc)                      # p_ABC means, per group
+    f = faithfulness(model, ds, values, circuit)                  # F(M), F(C), ratio, spread
+    completeness(model, ds, values, circuit, class_sets(paper.CIRCUIT))
+    minimality(model, ds, values, circuit, PAPER_MINIMALITY_K)
+
+A *circuit* maps each head to the positions where it is kept, e.g.
+``{(9, 9): ["END"], (5, 5): ["S2"]}``; ``None`` keeps a head everywhere. In the circuit run
+C(x) every head outside C is ablated at all positions and each head of C everywhere except
+at its kept positions (taken per prompt from ``ds.pos``).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Iterable, Literal, Mapping, Sequence
+
+import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+from . import metrics
+from .dataset import IOIDataset
+from .hooks import Head, hook_name, positions, progress_bar, run
+
+Circuit = Mapping[Head, Sequence[str] | None]
+Method = Literal["mean", "resample", "zero"]
+Values = Float[Tensor, "layer batch seq head d_head"]
+Mask = Bool[Tensor, "layer batch seq head"]
+
+# The sets K of the minimality test, for each head v of the paper's circuit (App., the
+# table of K sets for minimality; transcribed in the ARENA IOI exercises as
+# K_FOR_EACH_COMPONENT). Method parameters, not results.
+PAPER_MINIMALITY_K: dict[Head, tuple[Head, ...]] = {
+    (9, 9): (),
+    (10, 0): ((9, 9),),
+    (9, 6): ((9, 9), (10, 0)),
+    (10, 7): ((11, 10),),
+    (11, 10): ((10, 7),),
+    (8, 10): ((7, 9), (8, 6), (7, 3)),
+    (7, 9): ((8, 10), (8, 6), (7, 3)),
+    (8, 6): ((7, 9), (8, 10), (7, 3)),
+    (7, 3): ((7, 9), (8, 10), (8, 6)),
+    (5, 5): ((5, 9), (6, 9), (5, 8)),
+    (5, 9): ((11, 10), (10, 7)),
+    (6, 9): ((5, 9), (5, 5), (5, 8)),
+    (5, 8): ((11, 10), (10, 7)),
+    (0, 1): ((0, 10), (3, 0)),
+    (0, 10): ((0, 1), (3, 0)),
+    (3, 0): ((0, 1), (0, 10)),
+    (4, 11): ((2, 2),),
+    (2, 2): ((4, 11),),
+    (11, 2): ((9, 9), (10, 0), (9, 6)),
+    (10, 6): ((9, 9), (10, 0), (9, 6), (11, 2)),
+    (10, 10): ((9, 9), (10, 0), (9, 6), (11, 2), (10, 6)),
+    (10, 2): ((9, 9), (10, 0), (9, 6), (11, 2), (10, 6), (10, 10)),
+    (9, 7): ((9, 9), (10, 0), (9, 6), (11, 2), (10, 6), (10, 10), (10, 2)),
+    (10, 1): ((9, 9), (10, 0), (9, 6), (11, 2), (10, 6), (10, 10), (10, 2), (9, 7)),
+    (11, 9): ((9, 9), (10, 0), (9, 6), (9, 0)),
+    (9, 0): ((9, 9), (10, 0), (9, 6), (11, 9)),
+}
+
+# Greedy completeness search: the paper's / authors' parameters (5 runs of 10 steps, 10
+# candidate heads tried per step) and the cheaper defaults used here.
+PAPER_GREEDY = {"n_sets": 5, "n_steps": 10, "candidates": 10}
+RANDOM_SETS_PAPER = {"n_sets": 50, "p": 0.5}
+
+
+# ----------------------------------------------------------------------------- values
+
+
+def head_outputs(model, ds: IOIDataset, batch_size: int = 100) -> Values:
+    """Every head's output (``hook_z``) on ``ds``, ``[layer, batch, seq, head, d_head]``."""
+    names = [hook_name("z", l) for l in range(model.cfg.n_layers)]
+    parts = []
+    for start in range(0, len(ds), batch_size):
+        part = ds[start:start + batch_size]
+        _, store = run(model, part.tokens, part.pos["END"], cache=names)
+        z = torch.stack([store[n] for n in names]).float().cpu()
+        pad = ds.tokens.shape[1] - z.shape[2]
+        parts.append(torch.nn.functional.pad(z, (0, 0, 0, 0, 0, pad)))
+    return torch.cat(parts, dim=1)
+
+
+def _by_group(ds: IOIDataset) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for i, g in enumerate(ds.groups):
+        out.setdefault(g, []).append(i)
+    return out
+
+
+def ablation_values(model, ds: IOIDataset, reference: IOIDataset, method: Method = "mean",
+                    seed: int = 0, batch_size: int = 100) -> Values:
+    """What each head's output is replaced by, for every prompt of ``ds`` and position.
+
+    * ``"mean"`` (the paper's knockout): the mean of the head's output over the prompts of
+      ``reference`` (p_ABC) of the same template group, position by position.
+    * ``"resample"``: the output on one random prompt of ``reference`` of the same group
+      (another prompt than the one at the same index, when the group has two or more), drawn
+      once per prompt with ``seed``.
+    * ``"zero"``: zeros.
+
+    Groups are matched by name (``ds.groups``); a template fixes the prompt length, so the
+    positions of a group line up. Positions after a prompt's END are padding (never read).
+    """
+    if method not in ("mean", "resample", "zero"):
+        raise ValueError(f"method must be 'mean', 'resample' or 'zero', got {method!r}")
+    cfg = model.cfg
+    shape = (cfg.n_layers, len(ds), ds.tokens.shape[1], cfg.n_heads, cfg.d_head)
+    if method == "zero":
+        return torch.zeros(shape)
+    ref_groups = _by_group(reference)
+    z_ref = head_outputs(model, reference, batch_size)
+    out = torch.zeros(shape)
+    rng = random.Random(seed)
+    for g, idx in _by_group(ds).items():
+        if g not in ref_groups:
+            raise ValueError(f"template group {g} has no prompt in the reference dataset")
+        ref_idx = ref_groups[g]
+        length = int(ds.lengths[idx[0]])
+        if int(reference.lengths[ref_idx[0]]) != length:
+            raise ValueError(f"group {g}: prompt lengths differ between ds and reference")
+        if method == "mean":
+            out[:, idx, :length] = z_ref[:, ref_idx, :length].mean(dim=1, keepdim=True)
+        else:
+            for i in idx:
+                choices = [j for j in ref_idx if j != i] or ref_idx
+                out[:, i, :length] = z_ref[:, rng.choice(choices), :length]
+    return out
+
+
+# ----------------------------------------------------------------------------- masks
+
+
+def knockout_mask(model, ds: IOIDataset,
+                  heads: Iterable[Head] | Mapping[Head, Sequence[str] | None]) -> Mask:
+    """True where a head is ablated: each head in ``heads`` at all positions, or, given a
+    mapping head -> positions, at those named positions of each prompt (``None``: all)."""
+    cfg = model.cfg
+    mask = torch.zeros(cfg.n_layers, len(ds), ds.tokens.shape[1], cfg.n_heads, dtype=torch.bool)
+    spec = heads if isinstance(heads, Mapping) else {tuple(h): None for h in heads}
+    rows = torch.arange(len(ds))
+    for (l, h), where in spec.items():
+        if where is None:
+            mask[l, :, :, h] = True
+        else:
+            for name in where:
+                mask[l, rows, positions(ds, name), h] = True
+    return mask
+
+
+def circuit_mask(model, ds: IOIDataset, circuit: Circuit, removed: Iterable[Head] = ()) -> Mask:
+    """True where a head is ablated in the run of the circuit minus ``removed``: heads outside
+    the circuit (or removed) everywhere, circuit heads everywhere but their kept positions."""
+    cfg = model.cfg
+    mask = torch.ones(cfg.n_layers, len(ds), ds.tokens.shape[1], cfg.n_heads, dtype=torch.bool)
+    removed = {tuple(h) for h in removed}
+    rows = torch.arange(len(ds))
+    for head, kept in circuit.items():
+        l, h = head
+        if tuple(head) in removed:
+            continue
+        if kept is None:
+            mask[l, :, :, h] = False
+        else:
+            for name in kept:
+                mask[l, rows, positions(ds, name), h] = False
+    return mask
+
+
+# ----------------------------------------------------------------------------- runs
+
+
+def run_ablated(model, ds: IOIDataset, mask: Mask, values: Values,
+                batch_size: int = 100) -> Float[Tensor, "batch vocab"]:
+    """Logits at END with each head's output replaced by ``values`` where ``mask`` is True."""
+    if mask.shape[:3] != values.shape[:3] or mask.shape[1] != len(ds):
+        raise ValueError("mask and values must be [layer, batch, seq, head(, d_head)] for ds")
+    device = model.cfg.device
+    outs = []
+    for start in range(0, len(ds), batch_size):
+        sl = slice(start, start + batch_size)
+        part = ds[sl]
+        seq = part.tokens.shape[1]
+        hooks = []
+        for l in range(model.cfg.n_layers):
+            m = mask[l, sl, :seq]
+            if m.any():
+                v = values[l, sl, :seq].to(device)
+                m = m.to(device)[..., None]
+                hooks.append((hook_name("z", l), lambda z, hook, m=m, v=v: torch.where(m, v, z)))
+        logits, _ = run(model, part.tokens, part.pos["END"], fwd_hooks=hooks)
+        outs.append(logits.float().cpu())
+    return torch.cat(outs)
+
+
+def ablated_logit_diff(model, ds: IOIDataset, mask: Mask, values: Values,
+                       batch_size: int = 100) -> Float[Tensor, "batch"]:
+    """Per-prompt logit difference of the ablated run."""
+    return metrics.logit_diff(run_ablated(model, ds, mask, values, batch_size), ds)
+
+
+def circuit_logit_diff(model, ds: IOIDataset, values: Values, circuit: Circuit,
+                       removed: Iterable[Head] = (), batch_size: int = 100) -> Float[Tensor, "batch"]:
+    """Per-prompt logit difference of C \\ removed; its mean is F(C \\ K)."""
+    return ablated_logit_diff(model, ds, circuit_mask(model, ds, circuit, removed), values, batch_size)
+
+
+def model_logit_diff(model, ds: IOIDataset, values: Values, removed: Iterable[Head] = (),
+                     circuit: Circuit | None = None, k_positions: Literal["all", "kept"] = "all",
+                     batch_size: int = 100) -> Float[Tensor, "batch"]:
+    """Per-prompt logit difference of M \\ removed; its mean is F(M \\ K).
+
+    ``k_positions="all"`` (default; the paper's "remove K from the model") ablates the heads
+    of K at every position. ``"kept"`` ablates them only at their kept positions in
+    ``circuit``, as the authors' code did (it removed nodes = (head, position))."""
+    removed = [tuple(h) for h in removed]
+    if k_positions == "all":
+        spec = {h: None for h in removed}
+    elif k_positions == "kept":
+        if circuit is None:
+            raise ValueError("k_positions='kept' needs the circuit")
+        spec = {h: circuit[h] for h in removed}
+    else:
+        raise ValueError(f"k_positions must be 'all' or 'kept', got {k_positions!r}")
+    return ablated_logit_diff(model, ds, knockout_mask(model, ds, spec), values, batch_size)
+
+
+# ----------------------------------------------------------------------------- faithfulness
+
+
+@dataclass
+class Faithfulness:
+    """F(M) and F(C), per prompt and summarised. F is the mean logit difference."""
+
+    model_ld: Float[Tensor, "batch"]
+    circuit_ld: Float[Tensor, "batch"]
+
+    @property
+    def F_M(self) -> float:
+        return self.model_ld.mean().item()
+
+    @property
+    def F_C(self) -> float:
+        return self.circuit_ld.mean().item()
+
+    @property
+    def ratio(self) -> float:
+        """F(C) / F(M), a ratio of means (the paper's faithfulness)."""
+        return self.F_C / self.F_M
+
+    @property
+    def gap(self) -> float:
+        """F(M) - F(C) (the paper: 0.46, 13% of F(M))."""
+        return self.F_M - self.F_C
+
+    def summary(self) -> dict[str, float]:
+        """Means, ratio, gap and the per-prompt spread (std, quantiles of the difference and
+        the median of per-prompt ratios, which is not the paper's ratio of means)."""
+        diff = self.circuit_ld - self.model_ld
+        q = torch.quantile(diff, torch.tensor([0.1, 0.5, 0.9]))
+        return {
+            "F(M)": self.F_M,
+            "F(C)": self.F_C,
+            "F(C)/F(M)": self.ratio,
+            "F(M)-F(C)": self.gap,
+            "std F(M) per prompt": self.model_ld.std().item(),
+            "std F(C) per prompt": self.circuit_ld.std().item(),
+            "F(C)-F(M) per prompt, 10%": q[0].item(),
+            "F(C)-F(M) per prompt, median": q[1].item(),
+            "F(C)-F(M) per prompt, 90%": q[2].item(),
+            "median per-prompt F(C)/F(M)": (self.circuit_ld / self.model_ld).median().item(),
+        }
+
+
+def faithfulness(model, ds: IOIDataset, values: Values, circuit: Circuit,
+                 batch_size: int = 100) -> Faithfulness:
+    """F(C) vs F(M): the circuit run against the unablated model."""
+    model_ld = ablated_logit_diff(model, ds, knockout_mask(model, ds, []), values, batch_size)
+    return Faithfulness(model_ld, circuit_logit_diff(model, ds, values, circuit, (), batch_size))
+
+
+# ----------------------------------------------------------------------------- completeness
+
+
+def random_sets(circuit: Circuit, n_sets: int = 10, p: float = 0.5, seed: int = 0,
+                ) -> dict[str, tuple[Head, ...]]:
+    """``n_sets`` random subsets K of the circuit, each head in with probability ``p``
+    (the authors: 50 sets, p = 1/2)."""
+    rng = random.Random(seed)
+    heads = sorted(circuit)
+    return {f"random {i}": tuple(h for h in heads if rng.random() < p) for i in range(n_sets)}
+
+
+def class_sets(classes: Mapping[str, Iterable[Head]], circuit: Circuit | None = None,
+               ) -> dict[str, tuple[Head, ...]]:
+    """One set K per head class (restricted to the circuit's heads), plus the empty set."""
+    out = {"empty": ()}
+    for name, heads in classes.items():
+        out[name] = tuple(tuple(h) for h in heads if circuit is None or tuple(h) in circuit)
+    return out
+
+
+def completeness(model, ds: IOIDataset, values: Values, circuit: Circuit,
+                 sets: Mapping[str, Iterable[Head]], k_positions: Literal["all", "kept"] = "all",
+                 batch_size: int = 100, progress: bool | None = None) -> list[dict]:
+    """For each named set K: F(C \\ K), F(M \\ K) and the incompleteness score
+    |F(C \\ K) - F(M \\ K)| (rows of a table; per-prompt values under ``"per prompt"``)."""
+    rows = []
+    for name, k in progress_bar(list(sets.items()), progress, desc="completeness"):
+        k = tuple(tuple(h) for h in k)
+        c = circuit_logit_diff(model, ds, values, circuit, k, batch_size)
+        m = model_logit_diff(model, ds, values, k, circuit, k_positions, batch_size)
+        rows.append({"set": name, "K": k, "F(C\\K)": c.mean().item(), "F(M\\K)": m.mean().item(),
+                     "score": abs(c.mean().item() - m.mean().item()),
+                     "per prompt": (c, m)})
+    return rows
+
+
+def greedy_completeness(model, ds: IOIDataset, values: Values, circuit: Circuit,
+                        n_sets: int = 1, n_steps: int = 5, candidates: int = 5, seed: int = 0,
+                        k_positions: Literal["all", "kept"] = "all", batch_size: int = 100,
+                        progress: bool | None = None) -> list[dict]:
+    """Greedy search for sets K that maximise |F(C \\ K) - F(M \\ K)| (the paper's objective).
+
+    Each of ``n_sets`` runs starts from K = {} and takes ``n_steps`` steps; a step scores
+    ``candidates`` heads drawn at random from C \\ K and adds the best one if it raises the
+    score. The paper's parameters are :data:`PAPER_GREEDY` (5 runs, 10 steps, 10 candidates:
+    about 1000 forward passes); the defaults are cheaper. The authors searched on a small
+    dataset and re-evaluated the sets found on a large one: pass a small ``ds``/``values``
+    here, then :func:`completeness` on the big one. (Their code also has a variant that
+    minimises F(C \\ K) alone; not implemented.)
+
+    Returns one row per run: the final K, its score, and the K after each accepted step.
+    """
+    rng = random.Random(seed)
+    memo: dict[frozenset, float] = {}
+
+    def score(k: tuple[Head, ...]) -> float:
+        key = frozenset(k)
+        if key not in memo:
+            c = circuit_logit_diff(model, ds, values, circuit, k, batch_size).mean().item()
+            m = model_logit_diff(model, ds, values, k, circuit, k_positions, batch_size).mean().item()
+            memo[key] = abs(c - m)
+        return memo[key]
+
+    rows = []
+    for run_i in progress_bar(range(n_sets), progress, desc="greedy completeness"):
+        k: tuple[Head, ...] = ()
+        best = score(k)
+        trajectory = []
+        for _ in range(n_steps):
+            pool = sorted(h for h in circuit if h not in k)
+            if not pool:
+                break
+            tried = rng.sample(pool, min(candidates, len(pool)))
+            scores = [score(k + (h,)) for h in tried]
+            i = max(range(len(tried)), key=scores.__getitem__)
+            if scores[i] > best:
+                k, best = k + (tried[i],), scores[i]
+                trajectory.append((k, best))
+        rows.append({"run": run_i, "K": k, "score": best, "trajectory": trajectory})
+    return rows
+
+
+# ----------------------------------------------------------------------------- minimality
+
+
+def same_class_k(classes: Mapping[str, Iterable[Head]]) -> dict[Head, tuple[Head, ...]]:
+    """K(v) = the other heads of v's class: a generic choice for circuits other than the
+    paper's (for the paper's circuit use :data:`PAPER_MINIMALITY_K`)."""
+    out = {}
+    for heads in classes.values():
+        heads = [tuple(h) for h in heads]
+        for v in heads:
+            out[v] = tuple(h for h in heads if h != v)
+    return out
+
+
+def minimality(model, ds: IOIDataset, values: Values, circuit: Circuit,
+               k_sets: Mapping[Head, Iterable[Head]] | None = None, batch_size: int = 100,
+               progress: bool | None = None) -> dict[Head, dict]:
+    """Minimality score of each circuit head v: |F(C \\ (K u {v})) - F(C \\ K)|.
+
+    ``k_sets`` gives K for each v (default: K = {} for every head); the paper's choices are
+    :data:`PAPER_MINIMALITY_K`, :func:`same_class_k` builds per-class ones. The paper reports
+    the scores relative to F(M) (every head >= 1%): ``"relative"`` in each row.
+    """
+    k_sets = k_sets or {}
+    f_m = ablated_logit_diff(model, ds, knockout_mask(model, ds, []), values, batch_size).mean().item()
+    memo: dict[frozenset, float] = {}
+
+    def f_c(removed: tuple[Head, ...]) -> float:
+        key = frozenset(removed)
+        if key not in memo:
+            memo[key] = circuit_logit_diff(model, ds, values, circuit, removed, batch_size).mean().item()
+        return memo[key]
+
+    out = {}
+    for v in progress_bar(sorted(circuit), progress, desc="minimality"):
+        k = tuple(tuple(h) for h in k_sets.get(v, ()) if tuple(h) != v)
+        without_k, without_kv = f_c(k), f_c(k + (v,))
+        out[v] = {"K": k, "F(C\\K)": without_k, "F(C\\(K+v))": without_kv,
+                  "score": abs(without_kv - without_k), "relative": abs(without_kv - without_k) / abs(f_m)}
+    return out

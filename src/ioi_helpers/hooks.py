@@ -1,0 +1,147 @@
+"""Low-level hooking helpers shared by ``patching``, ``ablation`` and ``scores``.
+
+* per-prompt positions: :func:`positions` turns ``"END"``/``"S2"``/... into one index per
+  prompt (prompts of different templates have different lengths), :func:`gather` and
+  :func:`scatter` read and write ``x[i, pos[i]]``;
+* :func:`run` runs the model once with hooks, caching chosen activations and returning the
+  logits at END only (the forward stops before the unembedding of the other positions,
+  which is a third of GPT-2 small's cost on IOI prompts);
+* :func:`progress_bar`: a tqdm bar in a live session, nothing in an executed notebook.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Callable, Iterable, Sequence
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from .dataset import POSITIONS, IOIDataset
+
+Head = tuple[int, int]
+Hook = tuple[str, Callable]
+PROGRESS_ENV_VAR = "IOI_NO_PROGRESS"
+
+
+# ----------------------------------------------------------------------------- positions
+
+
+def positions(ds: IOIDataset, where: str | int | Tensor) -> Int[Tensor, "batch"]:
+    """One position index per prompt.
+
+    ``where`` is a name from :data:`dataset.POSITIONS` (taken from ``ds.pos``), an absolute
+    index (the same for every prompt) or a ``[batch]`` tensor (returned as is).
+    """
+    if isinstance(where, str):
+        if where not in ds.pos:
+            raise ValueError(f"unknown position {where!r}; choose one of {POSITIONS}")
+        return ds.pos[where]
+    if isinstance(where, Tensor):
+        if where.shape != (len(ds),):
+            raise ValueError(f"a position tensor must have shape [{len(ds)}], got {tuple(where.shape)}")
+        return where.long()
+    return torch.full((len(ds),), int(where), dtype=torch.long)
+
+
+def gather(x: Float[Tensor, "batch seq *rest"], pos: Int[Tensor, "batch"]) -> Float[Tensor, "batch *rest"]:
+    """``x[i, pos[i]]`` for every prompt ``i``."""
+    return x[torch.arange(x.shape[0], device=x.device), pos.to(x.device)]
+
+
+def scatter(x: Float[Tensor, "batch seq *rest"], pos: Int[Tensor, "batch"],
+            values: Float[Tensor, "batch *rest"]) -> Float[Tensor, "batch seq *rest"]:
+    """A copy of ``x`` with ``x[i, pos[i]] = values[i]``."""
+    out = x.clone()
+    out[torch.arange(x.shape[0], device=x.device), pos.to(x.device)] = values.to(x.dtype)
+    return out
+
+
+# ----------------------------------------------------------------------------- running
+
+
+def hook_name(component: str, layer: int) -> str:
+    """Legacy TransformerLens hook name of a component at a layer.
+
+    ``z``, ``q``, ``k``, ``v``, ``pattern`` (attention, per head); ``resid_pre``,
+    ``resid_mid``, ``resid_post``, ``attn_out``, ``mlp_out`` (residual stream, per block).
+    """
+    if component in ("z", "q", "k", "v", "pattern", "attn_scores"):
+        return f"blocks.{layer}.attn.hook_{component}"
+    if component in ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out"):
+        return f"blocks.{layer}.hook_{component}"
+    raise ValueError(f"unknown component {component!r}")
+
+
+def end_logits_from_resid(model, resid: Float[Tensor, "batch seq d_model"],
+                          end: Int[Tensor, "batch"]) -> Float[Tensor, "batch vocab"]:
+    """Final LayerNorm and unembedding of the final residual stream at END only."""
+    x = gather(resid, end)[:, None]
+    return model.unembed(model.ln_final(x))[:, 0]
+
+
+def run(model, tokens: Int[Tensor, "batch seq"], end: Int[Tensor, "batch"],
+        fwd_hooks: Sequence[Hook] = (), cache: Iterable[str] = (),
+        start_at_layer: int | None = None, resid: Tensor | None = None,
+        ) -> tuple[Float[Tensor, "batch vocab"], dict[str, Tensor]]:
+    """One forward pass with hooks; returns (logits at END, {hook name: activation}).
+
+    The activations named in ``cache`` are recorded after the hooks in ``fwd_hooks`` ran
+    (so they show the intervened values). The run stops at ``ln_final.hook_in`` and only the
+    END positions are unembedded. With ``start_at_layer`` the forward starts from ``resid``,
+    the residual stream entering that block (it must be the unintervened value there).
+    """
+    from transformer_lens.model_bridge.exceptions import StopAtLayerException
+
+    store: dict[str, Tensor] = {}
+
+    def saver(name):  # keyed by the requested name: legacy names are aliases of others
+        def save(x, hook):
+            store[name] = x.detach()
+
+        return save
+
+    def stop(x, hook):
+        raise StopAtLayerException(x)
+
+    hooks = list(fwd_hooks) + [(name, saver(name)) for name in cache]
+    hooks.append(("ln_final.hook_in", stop))
+    device = model.cfg.device
+    with torch.no_grad():
+        if start_at_layer is None:
+            out = model.run_with_hooks(tokens.to(device), fwd_hooks=hooks)
+        else:
+            out = model.run_with_hooks(resid.to(device), fwd_hooks=hooks,
+                                       start_at_layer=start_at_layer)
+        return end_logits_from_resid(model, out, end), store
+
+
+# ----------------------------------------------------------------------------- progress
+
+
+def progress_enabled(progress: bool | None = None) -> bool:
+    """``progress`` if given; else on in a live Jupyter kernel or a terminal, off when
+    ``$IOI_NO_PROGRESS`` is set (the book's papermill runs set it) or output is not
+    interactive."""
+    if progress is not None:
+        return bool(progress)
+    if os.environ.get(PROGRESS_ENV_VAR, "") not in ("", "0"):
+        return False
+    try:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+        if shell is not None and type(shell).__name__ == "ZMQInteractiveShell":
+            return True
+    except ImportError:  # pragma: no cover - IPython is a dependency of the book
+        pass
+    return bool(getattr(sys.stderr, "isatty", lambda: False)())
+
+
+def progress_bar(iterable, progress: bool | None = None, **kwargs):
+    """``tqdm.auto.tqdm(iterable)``, disabled unless :func:`progress_enabled`."""
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, disable=not progress_enabled(progress), **kwargs)

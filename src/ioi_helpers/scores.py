@@ -1,0 +1,221 @@
+"""Per-head scores used to characterise the circuit's classes.
+
+* :func:`copy_scores` - the copy score (and negative copy score) of Name Movers (Sec. 3.1).
+* :func:`name_attention` - attention from END to IO, S1 and S2, per head.
+* :func:`repeated_token_scores` - induction, duplicate-token and previous-token scores on
+  repeated random tokens (:func:`pattern_scores` computes them from any attention pattern).
+* :func:`attention_projection` / :func:`attention_projection_correlation` - attention to a
+  name vs the head's output projected on that name's unembedding (Sec. 3.1, Fig. 3).
+
+All ``[layer, head]`` results hold NaN for heads that were not asked for.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from .dataset import IOIDataset
+from .hooks import Head, gather, hook_name, positions, progress_bar, run
+
+
+def _heads(model, heads: Iterable[Head] | None) -> list[Head]:
+    if heads is None:
+        return [(l, h) for l in range(model.cfg.n_layers) for h in range(model.cfg.n_heads)]
+    return [tuple(h) for h in heads]
+
+
+def _batches(ds: IOIDataset, batch_size: int):
+    for start in range(0, len(ds), batch_size):
+        yield ds[start:start + batch_size]
+
+
+# ----------------------------------------------------------------------------- copy score
+
+
+def copy_scores(model, ds: IOIDataset, heads: Iterable[Head] | None = None, k: int = 5,
+                negative: bool = False, names: Sequence[str] = ("IO", "S1", "S2"),
+                batch_size: int = 256, progress: bool | None = None) -> Float[Tensor, "layer head"]:
+    """Fraction of names a head's OV circuit copies (Sec. 3.1).
+
+    For each prompt and each name position in ``names`` (IO, S1, S2): take the residual
+    stream at that position after the first MLP (``blocks.0.hook_resid_post``: embeddings,
+    attention 0 and MLP 0), apply the head's OV circuit (its layer's ``ln1`` normalisation,
+    ``W_V``, ``b_V``, ``W_O``; not the layer bias ``b_O``), then the final LayerNorm and the
+    unembedding; a hit is the name's own token among the top ``k`` logits. ``negative=True``
+    uses -OV (the negative copy score of the Negative Name Movers). This is the authors'
+    construction; the processed (LN-folded) weights of compatibility mode give the same
+    numbers as raw GPT-2 weights with explicit LayerNorms.
+    """
+    heads = _heads(model, heads)
+    resid, targets = [], []
+    for part in _batches(ds, batch_size):
+        _, store = run(model, part.tokens, part.pos["END"], cache=["blocks.0.hook_resid_post"])
+        r = store["blocks.0.hook_resid_post"]
+        for name in names:
+            pos = positions(part, name)
+            resid.append(gather(r, pos))
+            targets.append(gather(part.tokens.to(r.device), pos))
+    resid, targets = torch.cat(resid), torch.cat(targets)
+    sign = -1.0 if negative else 1.0
+    out = torch.full((model.cfg.n_layers, model.cfg.n_heads), float("nan"))
+    W_V, b_V, W_O = model.W_V, model.b_V, model.W_O
+    with torch.no_grad():
+        for l, h in progress_bar(heads, progress, desc="copy scores"):
+            x = model.blocks[l].ln1(resid[:, None])[:, 0]
+            o = sign * ((x @ W_V[l, h] + b_V[l, h]) @ W_O[l, h])
+            hits = 0
+            for start in range(0, len(o), batch_size):
+                logits = model.unembed(model.ln_final(o[start:start + batch_size, None]))[:, 0]
+                top = logits.topk(k, dim=-1).indices
+                hits += (top == targets[start:start + batch_size, None]).any(-1).sum().item()
+            out[l, h] = hits / len(o)
+    return out
+
+
+# ----------------------------------------------------------------------------- attention
+
+
+def attention_at(pattern: Float[Tensor, "batch head query key"], query: Int[Tensor, "batch"],
+                 key: Int[Tensor, "batch"]) -> Float[Tensor, "batch head"]:
+    """``pattern[i, :, query[i], key[i]]`` for each prompt ``i``."""
+    rows = torch.arange(pattern.shape[0], device=pattern.device)
+    return pattern[rows, :, query.to(pattern.device), key.to(pattern.device)]
+
+
+def name_attention(model, ds: IOIDataset, to: Sequence[str] = ("IO", "S1", "S2"),
+                   from_: str = "END", batch_size: int = 100) -> dict[str, Float[Tensor, "layer head"]]:
+    """Mean attention probability from ``from_`` to each position in ``to``, per head."""
+    n_layers = model.cfg.n_layers
+    names = [hook_name("pattern", l) for l in range(n_layers)]
+    sums = {t: torch.zeros(n_layers, model.cfg.n_heads) for t in to}
+    for part in _batches(ds, batch_size):
+        _, store = run(model, part.tokens, part.pos["END"], cache=names)
+        q = positions(part, from_)
+        for t in to:
+            kpos = positions(part, t)
+            for l in range(n_layers):
+                sums[t][l] += attention_at(store[names[l]], q, kpos).sum(0).float().cpu()
+    return {t: s / len(ds) for t, s in sums.items()}
+
+
+# ----------------------------------------------------------------------------- repeated tokens
+
+
+def repeated_random_tokens(n_seq: int = 50, seq_len: int = 20, seed: int = 0,
+                           vocab_size: int = 50257, prepend_bos: bool = False,
+                           bos_token_id: int = 50256) -> Int[Tensor, "n_seq total"]:
+    """``n_seq`` sequences of ``seq_len`` distinct random tokens, each repeated twice
+    (``2 * seq_len`` tokens, plus a BOS in front if ``prepend_bos``). Token
+    ``bos_token_id`` (GPT-2's ``<|endoftext|>``) is never drawn."""
+    gen = torch.Generator().manual_seed(seed)
+    pool = torch.tensor([t for t in range(vocab_size) if t != bos_token_id])
+    rows = []
+    for _ in range(n_seq):
+        half = pool[torch.randperm(len(pool), generator=gen)[:seq_len]]
+        row = torch.cat([half, half])
+        if prepend_bos:
+            row = torch.cat([torch.tensor([bos_token_id]), row])
+        rows.append(row)
+    return torch.stack(rows)
+
+
+def pattern_scores(pattern: Float[Tensor, "batch head query key"], seq_len: int, offset: int = 0,
+                   ) -> dict[str, Float[Tensor, "head"]]:
+    """Induction, duplicate-token and previous-token scores from attention patterns on
+    repeated sequences (:func:`repeated_random_tokens`; ``offset`` = 1 with a BOS).
+
+    For every query position i of the second copy (``offset + seq_len <= i <
+    offset + 2 * seq_len``), averaged over those positions and the batch:
+
+    * induction: attention to ``i - seq_len + 1`` (the token after i's earlier occurrence);
+    * duplicate: attention to ``i - seq_len`` (i's earlier occurrence);
+    * previous: attention to ``i - 1``.
+    """
+    q = torch.arange(offset + seq_len, offset + 2 * seq_len, device=pattern.device)
+    sub = pattern[:, :, q]  # [batch, head, n_q, key]
+
+    def at(keys):
+        return sub[:, :, torch.arange(len(q)), keys].mean(dim=(0, 2))
+
+    return {"induction": at(q - seq_len + 1), "duplicate": at(q - seq_len), "previous": at(q - 1)}
+
+
+def repeated_token_scores(model, n_seq: int = 50, seq_len: int = 20, seed: int = 0,
+                          prepend_bos: bool = False, batch_size: int = 50,
+                          ) -> dict[str, Float[Tensor, "layer head"]]:
+    """:func:`pattern_scores` of every head on :func:`repeated_random_tokens`."""
+    tokens = repeated_random_tokens(n_seq, seq_len, seed, model.cfg.d_vocab, prepend_bos)
+    n_layers = model.cfg.n_layers
+    names = [hook_name("pattern", l) for l in range(n_layers)]
+    out = {k: torch.zeros(n_layers, model.cfg.n_heads) for k in ("induction", "duplicate", "previous")}
+    for start in range(0, n_seq, batch_size):
+        part = tokens[start:start + batch_size]
+        end = torch.full((len(part),), part.shape[1] - 1)
+        _, store = run(model, part, end, cache=names)
+        for l in range(n_layers):
+            for k, v in pattern_scores(store[names[l]], seq_len, int(prepend_bos)).items():
+                out[k][l] += v.float().cpu() * len(part) / n_seq
+    return out
+
+
+# ----------------------------------------------------------------------------- attention vs projection
+
+
+def attention_projection(model, ds: IOIDataset, heads: Iterable[Head] | None = None,
+                         s_position: str = "S1", batch_size: int = 100,
+                         ) -> dict[str, Float[Tensor, "layer head batch"]]:
+    """Per head and prompt: the attention from END to a name, and the head's output at END
+    projected on that name's unembedding, ``(z[END, h] @ W_O[h]) . W_U[:, name]``.
+
+    Keys ``attn_IO``, ``proj_IO`` (the IO name at position IO) and ``attn_S``, ``proj_S``
+    (the S name, attention to ``s_position``, S1 by default as in the authors' plots). The
+    head's output excludes the layer bias; ``W_U`` is the model's (processed) unembedding.
+    Entries of heads not asked for are NaN.
+    """
+    heads = _heads(model, heads)
+    layers = sorted({l for l, _ in heads})
+    L, H = model.cfg.n_layers, model.cfg.n_heads
+    out = {k: torch.full((L, H, len(ds)), float("nan")) for k in ("attn_IO", "proj_IO", "attn_S", "proj_S")}
+    W_O, W_U = model.W_O, model.W_U
+    names = [hook_name("pattern", l) for l in layers] + [hook_name("z", l) for l in layers]
+    done = 0
+    for part in _batches(ds, batch_size):
+        _, store = run(model, part.tokens, part.pos["END"], cache=names)
+        end = part.pos["END"]
+        sl = slice(done, done + len(part))
+        for l, h in heads:
+            write = gather(store[hook_name("z", l)][:, :, h], end) @ W_O[l, h]  # [n, d]
+            pattern = store[hook_name("pattern", l)]
+            for key, pos, tok in (("IO", part.pos["IO"], part.io_tokens),
+                                  ("S", positions(part, s_position), part.s_tokens)):
+                out[f"attn_{key}"][l, h, sl] = attention_at(pattern, end, pos)[:, h].float().cpu()
+                unembed = W_U[:, tok.to(W_U.device)].T  # [n, d]
+                out[f"proj_{key}"][l, h, sl] = (write * unembed).sum(-1).float().cpu()
+        done += len(part)
+    return out
+
+
+def pearson(x: Float[Tensor, "... n"], y: Float[Tensor, "... n"]) -> Float[Tensor, "..."]:
+    """Pearson correlation along the last dimension."""
+    x = x - x.mean(-1, keepdim=True)
+    y = y - y.mean(-1, keepdim=True)
+    return (x * y).sum(-1) / (x.pow(2).sum(-1).sqrt() * y.pow(2).sum(-1).sqrt())
+
+
+def attention_projection_correlation(model, ds: IOIDataset, heads: Iterable[Head] | None = None,
+                                     s_position: str = "S1", batch_size: int = 100,
+                                     ) -> dict[str, Float[Tensor, "layer head"]]:
+    """Per head, the correlation over prompts between attention to a name and the output's
+    projection on that name (see :func:`attention_projection`): ``"IO"``, ``"S"``, and
+    ``"pooled"`` (IO and S points together, as in the paper's scatter plots)."""
+    pts = attention_projection(model, ds, heads, s_position, batch_size)
+    return {
+        "IO": pearson(pts["attn_IO"], pts["proj_IO"]),
+        "S": pearson(pts["attn_S"], pts["proj_S"]),
+        "pooled": pearson(torch.cat([pts["attn_IO"], pts["attn_S"]], -1),
+                          torch.cat([pts["proj_IO"], pts["proj_S"]], -1)),
+    }

@@ -1,0 +1,227 @@
+"""Knockouts and the circuit criteria against independent computations: a per-prompt
+hand-written loop (one forward per prompt, group means summed by hand) and the run on the
+mean attention outputs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import tiny_models as tm
+from ioi_helpers import ablation, metrics, paper
+
+TOL = 1e-4
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    model = tm.random_model()
+    ds, abc = tm.datasets(12, seed=5)
+    return model, ds, abc, ablation.ablation_values(model, ds, abc, "mean")
+
+
+def hand_logit_diff(model, ds, abc, keep):
+    """Per prompt, by hand: mean head outputs of its template group over p_ABC (summed in a
+    loop), then a forward of that prompt alone with z replaced wherever ``keep(l, h, p, i)``
+    is False."""
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    means = {}
+    out = []
+    for i in range(len(ds)):
+        g, n = ds.groups[i], int(ds.lengths[i])
+        if g not in means:
+            members = [j for j in range(len(abc)) if abc.groups[j] == g]
+            total = None
+            for j in members:
+                _, cache = model.run_with_cache(abc.tokens[j:j + 1, :n])
+                z = torch.stack([cache[f"blocks.{l}.attn.hook_z"][0] for l in range(n_layers)])
+                total = z if total is None else total + z
+            means[g] = total / len(members)
+
+        def hook(z, hook, i=i, g=g):
+            l = int(hook.name.split(".")[1])
+            z = z.clone()
+            for p in range(z.shape[1]):
+                for h in range(n_heads):
+                    if not keep(l, h, p, i):
+                        z[0, p, h] = means[g][l, p, h]
+            return z
+
+        with torch.no_grad():
+            logits = model.run_with_hooks(ds.tokens[i:i + 1, :n],
+                                          fwd_hooks=[(f"blocks.{l}.attn.hook_z", hook) for l in range(n_layers)])
+        out.append(logits[0, n - 1, ds.io_tokens[i]] - logits[0, n - 1, ds.s_tokens[i]])
+    return torch.stack(out)
+
+
+def keep_circuit(ds, circuit, removed=()):
+    def keep(l, h, p, i):
+        if (l, h) not in circuit or (l, h) in removed:
+            return False
+        kept = circuit[(l, h)]
+        return kept is None or any(int(ds.pos[name][i]) == p for name in kept)
+    return keep
+
+
+CIRCUIT = {(2, 1): ["END"], (2, 3): ["END"], (1, 0): ["S2"], (1, 2): ["S2", "END"],
+           (0, 3): ["S1+1"], (0, 1): None}
+
+
+def test_nothing_ablated_is_the_clean_run(setup):
+    model, ds, abc, values = setup
+    none = ablation.knockout_mask(model, ds, [])
+    got = ablation.run_ablated(model, ds, none, values)
+    with torch.no_grad():
+        ref = metrics.at_end(model(ds.tokens), ds)
+    assert torch.allclose(got, ref, atol=1e-5)
+
+
+def test_everything_ablated_is_the_run_on_mean_attention_outputs(setup):
+    """All heads everywhere -> each attention layer outputs its p_ABC group mean (z -> out is
+    linear): computed here from hook_attn_out, independently of hook_z and of the module."""
+    model, ds, abc, values = setup
+    every = ~ablation.knockout_mask(model, ds, [])
+    got = metrics.logit_diff(ablation.run_ablated(model, ds, every, values), ds)
+    _, cache = model.run_with_cache(abc.tokens)
+    ref = []
+    for i in range(len(ds)):
+        n = int(ds.lengths[i])
+        members = [j for j in range(len(abc)) if abc.groups[j] == ds.groups[i]]
+        mean_out = {l: cache[f"blocks.{l}.hook_attn_out"][members, :n].mean(0) for l in range(3)}
+        hooks = [(f"blocks.{l}.hook_attn_out", lambda x, hook, m=mean_out[l]: m[None].expand_as(x))
+                 for l in range(3)]
+        with torch.no_grad():
+            logits = model.run_with_hooks(ds.tokens[i:i + 1, :n], fwd_hooks=hooks)
+        ref.append(logits[0, n - 1, ds.io_tokens[i]] - logits[0, n - 1, ds.s_tokens[i]])
+    assert (got - torch.stack(ref)).abs().max().item() < TOL
+
+
+def test_full_circuit_is_the_model(setup):
+    model, ds, abc, values = setup
+    everything = {(l, h): None for l in range(3) for h in range(4)}
+    f = ablation.faithfulness(model, ds, values, everything)
+    assert f.F_C == f.F_M and f.ratio == 1.0 and f.gap == 0.0
+    clean = metrics.logit_diff(model(ds.tokens), ds)
+    assert torch.allclose(f.model_ld, clean, atol=1e-5)
+
+
+def test_circuit_run_matches_hand_loop(setup):
+    model, ds, abc, values = setup
+    got = ablation.circuit_logit_diff(model, ds, values, CIRCUIT)
+    ref = hand_logit_diff(model, ds, abc, keep_circuit(ds, CIRCUIT))
+    assert (got - ref).abs().max().item() < TOL
+    assert (got - metrics.logit_diff(model(ds.tokens), ds)).abs().max() > 10 * TOL  # non-vacuous
+    f = ablation.faithfulness(model, ds, values, CIRCUIT)
+    assert abs(f.F_C - ref.mean().item()) < TOL
+    assert abs(f.ratio - f.F_C / f.F_M) < 1e-12
+    assert set(f.summary()) >= {"F(M)", "F(C)", "F(C)/F(M)", "std F(C) per prompt"}
+
+
+def test_knockout_at_positions_matches_hand_loop(setup):
+    model, ds, abc, values = setup
+    spec = {(1, 2): ["S2"], (2, 0): ["END", "IO"], (0, 0): None}
+    got = ablation.ablated_logit_diff(model, ds, ablation.knockout_mask(model, ds, spec), values)
+
+    def keep(l, h, p, i):
+        if (l, h) not in spec:
+            return True
+        where = spec[(l, h)]
+        return where is not None and all(int(ds.pos[n][i]) != p for n in where)
+
+    assert (got - hand_logit_diff(model, ds, abc, keep)).abs().max().item() < TOL
+
+
+def test_completeness_and_minimality_match_hand_loop(setup):
+    model, ds, abc, values = setup
+    k = ((2, 1), (1, 0))
+    rows = ablation.completeness(model, ds, values, CIRCUIT, {"K": k, "empty": ()}, progress=False)
+    c_k = hand_logit_diff(model, ds, abc, keep_circuit(ds, CIRCUIT, k)).mean().item()
+    m_k = hand_logit_diff(model, ds, abc, lambda l, h, p, i: (l, h) not in k).mean().item()
+    assert abs(rows[0]["F(C\\K)"] - c_k) < TOL and abs(rows[0]["F(M\\K)"] - m_k) < TOL
+    assert abs(rows[0]["score"] - abs(c_k - m_k)) < TOL
+    f = ablation.faithfulness(model, ds, values, CIRCUIT)
+    assert abs(rows[1]["score"] - abs(f.F_C - f.F_M)) < TOL
+
+    mini = ablation.minimality(model, ds, values, CIRCUIT, {(1, 2): [(2, 3)]}, progress=False)
+    without_k = hand_logit_diff(model, ds, abc, keep_circuit(ds, CIRCUIT, [(2, 3)])).mean().item()
+    without_kv = hand_logit_diff(model, ds, abc, keep_circuit(ds, CIRCUIT, [(2, 3), (1, 2)])).mean().item()
+    assert abs(mini[(1, 2)]["score"] - abs(without_kv - without_k)) < TOL
+    assert abs(mini[(1, 2)]["relative"] - mini[(1, 2)]["score"] / abs(f.F_M)) < 1e-6
+    assert mini[(0, 3)]["K"] == ()
+
+
+def test_model_minus_k_at_kept_positions_only(setup):
+    model, ds, abc, values = setup
+    k = [(1, 2), (0, 3)]
+    got = ablation.model_logit_diff(model, ds, values, k, CIRCUIT, k_positions="kept")
+
+    def keep(l, h, p, i):
+        return (l, h) not in k or all(int(ds.pos[n][i]) != p for n in CIRCUIT[(l, h)])
+
+    assert (got - hand_logit_diff(model, ds, abc, keep)).abs().max().item() < TOL
+
+
+def test_resample_and_zero_values(setup):
+    model, ds, abc, _ = setup
+    z_abc = ablation.head_outputs(model, abc)
+    res = ablation.ablation_values(model, ds, abc, "resample", seed=1)
+    for i in range(len(ds)):
+        n = int(ds.lengths[i])
+        same = [j for j in range(len(abc)) if abc.groups[j] == ds.groups[i] and j != i]
+        same = same or [i]
+        assert any(torch.equal(res[:, i, :n], z_abc[:, j, :n]) for j in same)
+    assert torch.equal(res, ablation.ablation_values(model, ds, abc, "resample", seed=1))
+    zero = ablation.ablation_values(model, ds, abc, "zero")
+    assert not zero.any()
+    mask = ablation.knockout_mask(model, ds, [(1, 1)])
+
+    def kill(z, hook):
+        z = z.clone()
+        z[:, :, 1] = 0
+        return z
+
+    with torch.no_grad():
+        ref = model.run_with_hooks(ds.tokens, fwd_hooks=[("blocks.1.attn.hook_z", kill)])
+    assert torch.allclose(ablation.run_ablated(model, ds, mask, zero), metrics.at_end(ref, ds), atol=1e-5)
+
+
+def test_mean_values_are_group_means(setup):
+    model, ds, abc, values = setup
+    z_abc = ablation.head_outputs(model, abc)
+    g = ds.groups[0]
+    members = [j for j in range(len(abc)) if abc.groups[j] == g]
+    n = int(ds.lengths[0])
+    assert torch.allclose(values[:, 0, :n], z_abc[:, members, :n].mean(1), atol=1e-6)
+
+
+def test_greedy_completeness_is_reproducible_and_consistent(setup):
+    model, ds, abc, values = setup
+    run1 = ablation.greedy_completeness(model, ds, values, CIRCUIT, n_sets=1, n_steps=2,
+                                        candidates=2, seed=3, progress=False)
+    run2 = ablation.greedy_completeness(model, ds, values, CIRCUIT, n_sets=1, n_steps=2,
+                                        candidates=2, seed=3, progress=False)
+    assert run1[0]["K"] == run2[0]["K"] and run1[0]["score"] == run2[0]["score"]
+    rows = ablation.completeness(model, ds, values, CIRCUIT, {"found": run1[0]["K"], "empty": ()},
+                                 progress=False)
+    assert abs(rows[0]["score"] - run1[0]["score"]) < 1e-9
+    assert run1[0]["score"] >= rows[1]["score"]
+
+
+def test_set_builders_and_paper_minimality_sets():
+    sets = ablation.random_sets(CIRCUIT, n_sets=4, seed=0)
+    assert len(sets) == 4 and all(set(k) <= set(CIRCUIT) for k in sets.values())
+    assert sets == ablation.random_sets(CIRCUIT, n_sets=4, seed=0)
+    classes = {"a": [(2, 1), (2, 3), (9, 9)], "b": [(1, 0)]}
+    assert ablation.class_sets(classes, CIRCUIT) == {"empty": (), "a": ((2, 1), (2, 3)), "b": ((1, 0),)}
+    assert ablation.same_class_k(classes)[(2, 3)] == ((2, 1), (9, 9))
+    paper_heads = {h for heads in paper.CIRCUIT.values() for h in heads}
+    assert set(ablation.PAPER_MINIMALITY_K) == paper_heads
+    assert all(set(k) <= paper_heads and v not in k for v, k in ablation.PAPER_MINIMALITY_K.items())
