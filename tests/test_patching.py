@@ -100,6 +100,28 @@ def test_senders_at_or_after_receiver_have_zero_effect():
     assert abs(ref.item() - res.clean) < 1e-5  # the literal algorithm agrees: no effect
 
 
+@pytest.mark.parametrize("name", ["logits", "q@END", "kv@S2, two layers"])
+def test_path_patch_under_a_knockout_equals_oracle(name):
+    """Backup Name Mover style: some heads mean-ablated in every run of the algorithm."""
+    from ioi_helpers import ablation
+
+    model = tm.random_model()
+    ds, abc = tm.datasets(10, seed=6)
+    ko = patching.make_knockout(model, ds, {(1, 0): None, (2, 2): ["END"], (0, 1): None},
+                                reference=abc)
+    fast = patching.path_patch(model, ds, abc, knockout=ko, progress=False, **CASES[name])
+    ref = oracles.path_patch_oracle_sweep(model, ds, abc, all_heads(model),
+                                          knockout=(ko.mask, ko.values), **CASES[name])
+    assert (fast.patched.flatten() - ref).abs().max().item() < TOL
+    assert (ref - fast.clean).abs().max().item() > 10 * TOL
+    knocked = ablation.ablated_logit_diff(model, ds, ko.mask, ko.values).mean().item()
+    assert abs(fast.clean - knocked) < 1e-5
+    assert abs(fast.delta[1, 0]) < 1e-6 and abs(fast.delta[0, 1]) < 1e-6
+    plain = patching.path_patch(model, ds, abc, knockout=[(1, 0), (0, 1)], progress=False,
+                                **CASES[name])  # a list of heads: p_ABC means from `new`
+    assert plain.clean != fast.clean
+
+
 def test_with_bos_prepended():
     ds, abc = tm.datasets(8, seed=4, prepend_bos=True)
     check_against_oracle(tm.random_model(), ds, abc, **CASES["k@S2"])

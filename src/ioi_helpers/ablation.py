@@ -187,22 +187,28 @@ def run_ablated(model, ds: IOIDataset, mask: Mask, values: Values,
     """Logits at END with each head's output replaced by ``values`` where ``mask`` is True."""
     if mask.shape[:3] != values.shape[:3] or mask.shape[1] != len(ds):
         raise ValueError("mask and values must be [layer, batch, seq, head(, d_head)] for ds")
-    device = model.cfg.device
     outs = []
     for start in range(0, len(ds), batch_size):
         sl = slice(start, start + batch_size)
         part = ds[sl]
         seq = part.tokens.shape[1]
-        hooks = []
-        for l in range(model.cfg.n_layers):
-            m = mask[l, sl, :seq]
-            if m.any():
-                v = values[l, sl, :seq].to(device)
-                m = m.to(device)[..., None]
-                hooks.append((hook_name("z", l), lambda z, hook, m=m, v=v: torch.where(m, v, z)))
+        hooks = ablation_hooks(model, mask[:, sl, :seq], values[:, sl, :seq])
         logits, _ = run(model, part.tokens, part.pos["END"], fwd_hooks=hooks)
         outs.append(logits.float().cpu())
     return torch.cat(outs)
+
+
+def ablation_hooks(model, mask: Mask, values: Values) -> list:
+    """Forward hooks on ``hook_z`` replacing head outputs by ``values`` where ``mask`` is
+    True (``[layer, batch, seq, head]`` for the batch that will be run)."""
+    device = model.cfg.device
+    hooks = []
+    for l in range(model.cfg.n_layers):
+        if mask[l].any():
+            m = mask[l].to(device)[..., None]
+            v = values[l].to(device)
+            hooks.append((hook_name("z", l), lambda z, hook, m=m, v=v: torch.where(m, v.to(z.dtype), z)))
+    return hooks
 
 
 def ablated_logit_diff(model, ds: IOIDataset, mask: Mask, values: Values,

@@ -48,7 +48,7 @@ from typing import Callable, Literal, Sequence
 
 import einops
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from . import metrics
@@ -81,12 +81,29 @@ class RunCache:
     resid_mid: list[Tensor] = field(default_factory=list)
     z: list[Tensor] = field(default_factory=list)
     extra: dict[str, Tensor] = field(default_factory=dict)
+    knockout: "Knockout | None" = None  # the base knockout the run was made under
+
+
+@dataclass
+class Knockout:
+    """A base intervention kept on in every run: head outputs (``hook_z``) replaced by
+    ``values`` where ``mask`` is True, both indexed [layer, prompt, position, head] for
+    the x_orig dataset (see :mod:`ioi_helpers.ablation`)."""
+
+    mask: Bool[Tensor, "layer batch seq head"]
+    values: Float[Tensor, "layer batch seq head d_head"]
+
+    def hooks(self, model) -> list:
+        from .ablation import ablation_hooks
+
+        return ablation_hooks(model, self.mask, self.values)
 
 
 def cache_run(model, ds: IOIDataset, resid_pre: bool = True, resid_mid: bool = True,
-              z: bool = True, extra: Sequence[str] = ()) -> RunCache:
-    """Run ``ds`` once and keep what patching needs (residual streams and/or head outputs,
-    plus any hooks named in ``extra``)."""
+              z: bool = True, extra: Sequence[str] = (), knockout: Knockout | None = None,
+              ) -> RunCache:
+    """Run ``ds`` once (under ``knockout`` if given) and keep what patching needs (residual
+    streams and/or head outputs, plus any hooks named in ``extra``)."""
     n = model.cfg.n_layers
     names = list(extra)
     if resid_pre:
@@ -95,8 +112,10 @@ def cache_run(model, ds: IOIDataset, resid_pre: bool = True, resid_mid: bool = T
         names += [hook_name("resid_mid", l) for l in range(n)]
     if z:
         names += [hook_name("z", l) for l in range(n)]
-    end_logits, store = hooks.run(model, ds.tokens, ds.pos["END"], cache=names)
-    out = RunCache(ds=ds, end_logits=end_logits, extra={k: store[k] for k in extra})
+    fwd = knockout.hooks(model) if knockout is not None else []
+    end_logits, store = hooks.run(model, ds.tokens, ds.pos["END"], fwd_hooks=fwd, cache=names)
+    out = RunCache(ds=ds, end_logits=end_logits, extra={k: store[k] for k in extra},
+                   knockout=knockout)
     if resid_pre:
         out.resid_pre = [store[hook_name("resid_pre", l)] for l in range(n)]
         out.resid_pre.append(store["ln_final.hook_in"])
@@ -115,20 +134,40 @@ class PathPatchingCaches:
     new: RunCache
 
 
-def cache_path_patching(model, orig: IOIDataset, new: IOIDataset) -> PathPatchingCaches:
+def cache_path_patching(model, orig: IOIDataset, new: IOIDataset,
+                        knockout: Knockout | None = None) -> PathPatchingCaches:
     """Steps (A) and (B) of Algorithm 1, once: pass the result to several :func:`path_patch`
-    calls on the same pair of datasets."""
-    _check_pair(orig, new)
-    return PathPatchingCaches(orig=cache_run(model, orig),
-                              new=cache_run(model, new, resid_pre=False, resid_mid=False))
+    calls on the same pair of datasets (and the same ``knockout``)."""
+    _check_lengths(orig, new)
+    return PathPatchingCaches(orig=cache_run(model, orig, knockout=knockout),
+                              new=cache_run(model, new, resid_pre=False, resid_mid=False,
+                                            knockout=knockout))
+
+
+def make_knockout(model, orig: IOIDataset, heads, values: Tensor | None = None,
+                  reference: IOIDataset | None = None) -> Knockout:
+    """A :class:`Knockout` of ``heads`` (a list of heads, ablated at every position, or a
+    mapping head -> named positions) with ``values`` (default: the paper's knockout, means
+    over ``reference`` = p_ABC per template group and position)."""
+    from . import ablation
+
+    if values is None:
+        if reference is None:
+            raise ValueError("knockout values need a reference dataset (p_ABC) or explicit values")
+        values = ablation.ablation_values(model, orig, reference, "mean")
+    return Knockout(ablation.knockout_mask(model, orig, heads), values)
 
 
 # ----------------------------------------------------------------------------- helpers
 
 
-def _check_pair(a: IOIDataset, b: IOIDataset) -> None:
+def _check_lengths(a: IOIDataset, b: IOIDataset) -> None:
     if a.tokens.shape != b.tokens.shape or not torch.equal(a.lengths, b.lengths):
         raise ValueError("the two datasets must have the same prompt lengths (use make_abc_dataset)")
+
+
+def _check_pair(a: IOIDataset, b: IOIDataset) -> None:
+    _check_lengths(a, b)
     for k in POSITIONS:
         if not torch.equal(a.pos[k], b.pos[k]):
             raise ValueError(f"position {k} differs between the two datasets")
@@ -209,6 +248,7 @@ def _window_forward(model, cache: RunCache, layer0: int, pos: Int[Tensor, "batch
     prefix_mask = (~prefix_ok)[None, :, None, None, :]  # [1, n, 1, 1, seq]
     window_mask = torch.ones(width, width, dtype=torch.bool, device=dev).triu(1)  # key > query
     scale = math.sqrt(model.cfg.d_head)
+    ko = cache.knockout
     for l in range(layer0, model.cfg.n_layers):
         x = edit(l, "resid_pre", x, groups)
         h = _ln(model.blocks[l].ln1, x)
@@ -226,6 +266,9 @@ def _window_forward(model, cache: RunCache, layer0: int, pos: Int[Tensor, "batch
         p = torch.cat([s_pre, s_win], dim=-1).softmax(-1)
         z = (einops.einsum(p[..., :seq], prefix["v"], "g n h w s, n s h e -> g n w h e")
              + einops.einsum(p[..., seq:], qkv["v"], "g n h w u, g n u h e -> g n w h e"))
+        if ko is not None and ko.mask[l].any():  # the base knockout, at the window positions
+            m = ko.mask[l].to(dev)[rows, idx][..., None]  # [n, w, head, 1]
+            z = torch.where(m, ko.values[l].to(dev)[rows, idx], z)
         z = edit(l, "z", z, groups)
         attn = model.blocks[l].attn
         attn_out = einops.einsum(z, attn.W_O, "g n w h e, h e d -> g n w d") + attn.b_O
@@ -444,8 +487,8 @@ def path_patch(model, orig: IOIDataset, new: IOIDataset, receivers: Receivers = 
                receiver_input: str | Sequence[str] = "q", position: str = "END",
                senders: Sequence[Head | Sequence[Head]] | None = None,
                metric: Metric | None = None, caches: PathPatchingCaches | None = None,
-               max_tokens: int = DEFAULT_MAX_TOKENS, progress: bool | None = None,
-               ) -> PathPatchingResult:
+               knockout=None, max_tokens: int = DEFAULT_MAX_TOKENS,
+               progress: bool | None = None) -> PathPatchingResult:
     """Path patching, the paper's Algorithm 1, for many senders in one call.
 
     For each sender group h (one head, or a set of heads patched together):
@@ -463,15 +506,28 @@ def path_patch(model, orig: IOIDataset, new: IOIDataset, receivers: Receivers = 
     ``[layer, head]``), else a list of heads or head groups (result ``[group]``).
     ``metric``: END logits -> scalar (default: mean logit diff of ``orig``).
 
+    ``knockout``: heads (or head -> positions, or a :class:`Knockout`) mean-ablated in every
+    run, steps (A)-(D): path patching in the model with those heads knocked out, as for the
+    Backup Name Movers (Sec. 3.4). Values: p_ABC means from ``new`` (pass a
+    :class:`Knockout` from :func:`make_knockout` for others).
+
     Senders whose every head sits at or after the last receiver layer cannot reach a receiver:
     their effect is exactly 0 (patched = clean). Pass ``caches`` from
-    :func:`cache_path_patching` to reuse steps (A)/(B) across calls.
+    :func:`cache_path_patching` to reuse steps (A)/(B) across calls. ``orig`` and ``new``
+    need the same prompt lengths (the sender is patched position by position).
     """
     _check_supported(model)
-    _check_pair(orig, new)
-    caches = caches or cache_path_patching(model, orig, new)
+    _check_lengths(orig, new)
+    if knockout is not None and not isinstance(knockout, Knockout):
+        knockout = make_knockout(model, orig, knockout, reference=new)
+    if caches is None:
+        caches = cache_path_patching(model, orig, new, knockout)
     if caches.orig.ds is not orig or caches.new.ds is not new:
         raise ValueError("caches were computed for other datasets")
+    if (caches.orig.knockout is None) != (knockout is None) or (
+            knockout is not None and caches.orig.knockout is not knockout):
+        raise ValueError("caches were computed under another knockout: pass the same Knockout "
+                         "object to cache_path_patching and path_patch")
     groups, all_heads = _groups(model, senders)
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
     inputs = tuple(receiver_input)
