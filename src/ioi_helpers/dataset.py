@@ -324,13 +324,33 @@ def make_abc_dataset(tokenizer, ds: IOIDataset, seed: int | None = None) -> IOID
     return out
 
 
+def sentence_break(template: Template) -> bool:
+    """True when a sentence ends between the first clause (IO and S1) and S2 (``"... store.
+    [B] gave ..."``, ``"... argument. Afterwards [B] said ..."``): the templates where the
+    paper's extra sentence can sit between the first sentence and the S2 clause."""
+    text = template.text
+    return ". " in text[text.index("[A]"): text.rindex("[B]")]
+
+
+def adversarial_templates(which: str | Sequence[Template] = "mixed") -> list[Template]:
+    """The templates of a set that have a :func:`sentence_break` (8 of the 14 "mixed" groups,
+    18 of all 30): the ones :func:`make_adversarial_dataset` is meant for."""
+    return [t for t in templates(which) if sentence_break(t)]
+
+
 def make_adversarial_dataset(tokenizer, ds: IOIDataset, name: Literal["IO", "S"] = "IO",
                              seed: int | None = None) -> IOIDataset:
     """The paper's extra-sentence variant (Sec. 4.4): a sentence naming IO (``name="IO"``; the
-    adversarial case) or S (``name="S"``; the control) is inserted after the first clause.
+    adversarial case) or S (``name="S"``; the control), one of the published
+    ``extra_sentences_adversarial`` ("[A] had a good day.", ...), is inserted after the first
+    sentence, just before the clause that holds S2 ("Then, John and Mary went to the store.
+    Mary had a good day. John gave a drink to").
 
-    The sentence is placed before the clause with S2, so IO (or S) occurs one extra time.
-    Positions IO/S1/S1+1/S2 keep their meaning (first IO, first and last S)."""
+    Use templates with a :func:`sentence_break` (:func:`adversarial_templates`): in the others
+    the S2 clause follows a comma, and the sentence is put after that comma (a run-on sentence
+    the paper does not describe). Positions IO/S1/S1+1/S2 keep their meaning (first IO, first
+    and last S); ``pos["extra"]`` is the name in the inserted sentence (the second IO, or the
+    middle S)."""
     if name not in ("IO", "S"):
         raise ValueError(f"name must be 'IO' or 'S', got {name!r}")
     rng = random.Random(ds.seed + 7 if seed is None else seed)
@@ -343,16 +363,25 @@ def make_adversarial_dataset(tokenizer, ds: IOIDataset, name: Literal["IO", "S"]
         prompts.append(IOIPrompt(text, p.template, p.io, p.s, p.place, p.obj, slots))
     out = _tokenize(tokenizer, prompts, ds.prepend_bos, ds.seed, f"adversarial-{name}",
                     [p.io for p in ds.prompts], [p.s for p in ds.prompts], ds.dropped)
+    named = out.io_tokens if name == "IO" else out.s_tokens
+    # the inserted name is the second occurrence of its token (IO: first clause, extra; S: S1,
+    # extra, S2)
+    out.pos["extra"] = torch.tensor([
+        [j for j, t in enumerate(row.tolist()) if t == int(tok)][1] for row, tok in zip(out.tokens, named)])
     return out
 
 
 def _insert_sentence(text: str, extra: str) -> str:
-    """Insert ``extra`` as its own sentence just before the clause that holds S2."""
-    for sep in (". ", ", "):
-        cut = text.rfind(sep)
-        if cut != -1:
-            return text[: cut + 1] + " " + extra + text[cut + 1 :]
-    raise ValueError(f"cannot find a clause boundary in {text!r}")
+    """Insert ``extra`` as its own sentence just before the clause that holds S2 (after the
+    last ". " or, failing that, the last ", "; what follows a comma is capitalised)."""
+    cut = text.rfind(". ")
+    if cut == -1:
+        cut = text.rfind(", ")
+        if cut == -1:
+            raise ValueError(f"cannot find a clause boundary in {text!r}")
+        rest = text[cut + 2:]
+        return text[: cut + 1] + " " + extra + " " + rest[:1].upper() + rest[1:]
+    return text[: cut + 1] + " " + extra + text[cut + 1 :]
 
 
 def template_table(template_set: str = "all") -> list[dict]:

@@ -325,3 +325,65 @@ def circuit_classes(setup: Setup) -> dict[str, HeadClass]:
     ind, dup = induction_and_duplicate(setup, sin.heads)
     prev = previous_token(setup, ind.heads)
     return {c.name: c for c in (nm, nnm, sin, ind, dup, prev)}
+
+
+# ----------------------------------------------------------------------------- backups and the circuit
+
+
+def backup_name_movers(setup: Setup, movers: Sequence[Head], others: Sequence[Head] = (),
+                       threshold: float = BACKUP_EFFECT) -> HeadClass:
+    """Backup Name Movers (Sec. 3.4).
+
+    Experiment: path patching from each head to the logits at END, as for the Name Movers
+    (:func:`direct_effects`), but with the Name Movers knocked out (mean-ablated over p_ABC,
+    per template group and position) in every run of Algorithm 1. Rule (Sec. 3.4: the heads
+    outside the other classes whose effect exceeds 2% once the Name Movers are knocked out;
+    they take over the Name Movers' job, so the effect counted is a drop, the Name Movers'
+    sign): effect after the knockout <= -threshold x the knocked-out model's logit diff, and
+    the head is in no other class (the Name Movers and ``others``).
+
+    ``effect`` is the effect after the knockout; ``extra["before"]`` the same experiment
+    without it, for the before/after comparison (the Negative Name Movers change there too).
+    """
+    movers = _sorted(movers)
+    if not movers:
+        return _empty("Backup Name Mover", setup,
+                      "no Name Movers were found, so there is nothing to knock out", "END")
+    before = direct_effects(setup).relative
+    r = _path(setup, "logits", "q", "END", base_ablation=movers)
+    eff = r.relative
+    excluded = set(movers) | {tuple(h) for h in others}
+    heads = [h for h in _sorted(torch.nonzero(eff <= -threshold).tolist()) if h not in excluded]
+    att_io = attention(setup, "END", "IO")
+    att_s = attention(setup, "END", "S1") + attention(setup, "END", "S2")
+    cols = {"effect before knockout": before, "attn END->IO": att_io, "attn END->S1+S2": att_s}
+    rule = (f"path-patching effect on the logits with the Name Movers ({', '.join(f'{l}.{h}' for l, h in movers)}) "
+            f"mean-ablated <= -{threshold:.0%} of the knocked-out model's logit diff, and the head is "
+            f"in no other class")
+    return HeadClass("Backup Name Mover", heads, rule, _table(eff, cols, heads), eff,
+                     r.receivers + " (Name Movers knocked out)", r.clean, r.corrupted, "END",
+                     extra={"before": before, "knocked out": movers, "excluded": _sorted(excluded)})
+
+
+def all_classes(setup: Setup) -> dict[str, HeadClass]:
+    """The paper's seven classes: :func:`circuit_classes`, then the Backup Name Movers found
+    with those Name Movers knocked out, excluding the heads of every other class."""
+    classes = circuit_classes(setup)
+    others = [h for c in classes.values() for h in c.heads]
+    backup = backup_name_movers(setup, classes["Name Mover"].heads, others)
+    return {**classes, backup.name: backup}
+
+
+def circuit(classes: dict[str, HeadClass] | Sequence[HeadClass]) -> dict[Head, list[str]]:
+    """The circuit of some classes, as :mod:`ioi_helpers.ablation` takes it: each head mapped
+    to the position its class is kept at (``HeadClass.kept_at``: END for the three kinds of
+    Name Movers and the S-Inhibition heads, S2 for Induction and Duplicate Token heads, S1+1
+    for Previous Token heads). A head in two classes is kept at both positions."""
+    items = classes.values() if isinstance(classes, dict) else classes
+    out: dict[Head, list[str]] = {}
+    for c in items:
+        for head in _sorted(c.heads):
+            kept = out.setdefault(head, [])
+            if c.kept_at not in kept:
+                kept.append(c.kept_at)
+    return dict(sorted(out.items()))

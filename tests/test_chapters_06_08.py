@@ -1,0 +1,193 @@
+"""What chapters 6-8 and the scorecard rely on: the circuit assembler, the knockouts' claims on
+ioi-tiny, the empty circuit, the adversarial prompts, and the scorecard's loud failure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+import torch
+
+import tiny_models as tm
+from ioi_helpers import ablation, dataset, discovery, metrics, models, paper, pipeline, results
+from conftest import REPO
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def head_class(name, heads, kept_at):
+    return discovery.HeadClass(name, heads, "test", pd.DataFrame(), torch.zeros(3, 4), "logits",
+                               1.0, 0.0, kept_at)
+
+
+# ----------------------------------------------------------------------------- the circuit
+
+
+def test_circuit_keeps_each_head_at_its_class_position():
+    classes = {"Name Mover": head_class("Name Mover", [(2, 1), (2, 0)], "END"),
+               "Induction": head_class("Induction", [(1, 2)], "S2"),
+               "Previous Token": head_class("Previous Token", [(0, 3)], "S1+1"),
+               "Duplicate Token": head_class("Duplicate Token", [(1, 2)], "S2"),
+               "Backup Name Mover": head_class("Backup Name Mover", [(1, 2)], "END"),
+               "S-Inhibition": head_class("S-Inhibition", [], "END")}
+    circ = discovery.circuit(classes)
+    assert circ == {(0, 3): ["S1+1"], (1, 2): ["S2", "END"], (2, 0): ["END"], (2, 1): ["END"]}
+    assert discovery.circuit(list(classes.values())) == circ
+    assert discovery.circuit({}) == {}
+
+
+def test_faithfulness_of_the_empty_circuit_is_the_fully_ablated_model():
+    """F(C) of C = {} is the run with every head knocked out everywhere (the full set's
+    faithfulness = 1 is test_ablation.test_full_circuit_is_the_model)."""
+    model = tm.random_model()
+    ds, abc = tm.datasets(12, seed=7)
+    values = ablation.ablation_values(model, ds, abc, "mean")
+    f = ablation.faithfulness(model, ds, values, {})
+    every = ~ablation.knockout_mask(model, ds, [])
+    assert torch.allclose(f.circuit_ld, ablation.ablated_logit_diff(model, ds, every, values), atol=1e-6)
+    # independent: each attention layer's output replaced by its p_ABC group mean (hook_attn_out)
+    _, cache = model.run_with_cache(abc.tokens)
+    ref = []
+    for i in range(len(ds)):
+        n = int(ds.lengths[i])
+        members = [j for j in range(len(abc)) if abc.groups[j] == ds.groups[i]]
+        hooks = [(f"blocks.{l}.hook_attn_out",
+                  lambda x, hook, m=cache[f"blocks.{l}.hook_attn_out"][members, :n].mean(0): m[None])
+                 for l in range(3)]
+        with torch.no_grad():
+            logits = model.run_with_hooks(ds.tokens[i:i + 1, :n], fwd_hooks=hooks)
+        ref.append(logits[0, n - 1, ds.io_tokens[i]] - logits[0, n - 1, ds.s_tokens[i]])
+    assert (f.circuit_ld - torch.stack(ref)).abs().max().item() < 1e-4
+    assert abs(f.F_M - metrics.logit_diff(model(ds.tokens), ds).mean().item()) < 1e-5
+
+
+# ----------------------------------------------------------------------------- ioi-tiny
+
+
+@pytest.fixture(scope="module")
+def tiny_setup(tmp_path_factory):
+    model = tm.ioi_tiny()
+    if model is None:
+        pytest.skip("ioi-tiny is not built yet")
+    mp = pytest.MonkeyPatch()
+    mp.setenv(discovery.CACHE_ENV_VAR, str(tmp_path_factory.mktemp("cache")))
+    yield discovery.Setup(model, n_prompts=100, seed=0)
+    mp.undo()
+
+
+def test_backup_name_movers_on_ioi_tiny_are_stable_and_compensate(tiny_setup):
+    setup = tiny_setup
+    classes = discovery.all_classes(setup)
+    nm, backup = classes["Name Mover"].heads, classes["Backup Name Mover"].heads
+    assert nm, "ioi-tiny has Name Movers (chapter 2)"
+    again = discovery.all_classes(setup)
+    assert {k: c.heads for k, c in again.items()} == {k: c.heads for k, c in classes.items()}
+    others = {h for k, c in classes.items() if k != "Backup Name Mover" for h in c.heads}
+    assert not set(backup) & others
+    ioi, abc = setup.ioi, setup.abc
+    values = ablation.ablation_values(setup.model, ioi, abc, "mean")
+    ld = {name: ablation.ablated_logit_diff(setup.model, ioi, ablation.knockout_mask(setup.model, ioi, heads),
+                                            values).mean().item()
+          for name, heads in (("model", []), ("nm", nm), ("nm+backup", nm + backup))}
+    assert ld["nm"] < ld["model"]  # chapter 6: knocking out the Name Movers lowers the logit diff
+    if backup:  # ... and knocking out the backups too lowers it further
+        assert ld["nm+backup"] < ld["nm"]
+
+
+def test_circuit_on_ioi_tiny_keeps_more_than_the_empty_circuit(tiny_setup):
+    setup = tiny_setup
+    circ = discovery.circuit(discovery.all_classes(setup))
+    assert circ
+    values = ablation.ablation_values(setup.model, setup.ioi, setup.abc, "mean")
+    f = ablation.faithfulness(setup.model, setup.ioi, values, circ)
+    empty = ablation.faithfulness(setup.model, setup.ioi, values, {})
+    assert f.F_C > empty.F_C  # chapter 7: the circuit does the task better than no circuit
+
+
+# ----------------------------------------------------------------------------- adversarial prompts
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return models.get_tokenizer()
+
+
+def test_adversarial_templates_have_a_sentence_before_s2():
+    mixed = dataset.adversarial_templates("mixed")
+    assert [t.group for t in mixed] == ["BABA0", "BABA1", "BABA2", "BABA3", "ABBA0", "ABBA1", "ABBA2", "ABBA3"]
+    # of all 15 (0-based), the S2 clause follows a comma in 4 ("had a long argument, and
+    # afterwards [B] said") and 5-9 ("After ..., [B] gave", "When ..., [B] decided", ...)
+    with_break = [0, 1, 2, 3, 10, 11, 12, 13, 14]
+    assert [t.group for t in dataset.adversarial_templates("all")] == (
+        [f"BABA{i}" for i in with_break] + [f"ABBA{i}" for i in with_break])
+
+
+@pytest.mark.parametrize("name", ["IO", "S"])
+def test_extra_sentence_sits_after_the_first_sentence(tok, name):
+    ds = dataset.make_ioi_dataset(tok, 24, template_set=dataset.adversarial_templates("all"), seed=3)
+    adv = dataset.make_adversarial_dataset(tok, ds, name)
+    sentences = [s.replace("[A]", "{}") for s in dataset.prompt_data()["extra_sentences_adversarial"]]
+    for i, (p, q) in enumerate(zip(ds.prompts, adv.prompts)):
+        named = p.io if name == "IO" else p.s
+        first, rest = p.text.rsplit(". ", 1)  # the first sentence(s), then the S2 clause
+        assert any(q.text == f"{first}. {s.format(named)} {rest}" for s in sentences), q.text
+        row = adv.tokens[i].tolist()
+        assert tok.decode([row[int(adv.pos["extra"][i])]]) == " " + named
+        assert adv.pos["IO"][i] < adv.pos["extra"][i] < adv.pos["S2"][i]
+        assert adv.pos["S1"][i] < adv.pos["extra"][i]
+        assert tok.decode([row[int(adv.pos["S2"][i])]]) == " " + p.s
+        assert tok.decode([row[int(adv.pos["IO"][i])]]) == " " + p.io
+    assert torch.equal(adv.io_tokens, ds.io_tokens) and torch.equal(adv.s_tokens, ds.s_tokens)
+
+
+def test_comma_templates_get_a_capitalised_clause(tok):
+    t = next(t for t in dataset.templates("mixed") if "argument, and afterwards" in t.text)
+    ds = dataset.make_ioi_dataset(tok, 4, template_set=[t], seed=1)
+    adv = dataset.make_adversarial_dataset(tok, ds, "IO")
+    for p, q in zip(ds.prompts, adv.prompts):
+        assert q.text.startswith(p.text.split(", and afterwards")[0] + ", " + p.io)
+        assert ". And afterwards " + p.s + " said to" in q.text
+
+
+# ----------------------------------------------------------------------------- the scorecard
+
+
+def write_results(directory: Path, monkeypatch, skip: str | None = None) -> None:
+    monkeypatch.setenv(results.RESULTS_ENV_VAR, str(directory))
+    by_chapter: dict[str, list[str]] = {}
+    for key, spec in paper.NUMBERS.items():
+        by_chapter.setdefault(spec["chapter"], []).append(key)
+    for chapter, keys in by_chapter.items():
+        results.start(chapter, "ioi-tiny", {"N": 10})
+        for key in keys:
+            if key != skip:
+                value = paper.NUMBERS[key]["value"]
+                results.record(chapter, key, None if value is None else value + 0.01, {"N": 10})
+    results.record("06_backup_name_movers", "classes.Backup Name Mover", [[3, 1]], {})
+
+
+def test_scorecard_builds_from_recorded_results_and_fails_loudly(tmp_path, monkeypatch):
+    scorecard = REPO / "book" / "scorecard.py"
+    write_results(tmp_path / "results", monkeypatch)
+    out = pipeline.run_chapter(scorecard, {"model_name": "ioi-tiny", "results_dir": str(tmp_path / "results")},
+                               tmp_path / "out")
+    text = "".join(str(o.get("data", {}).get("text/html", "")) + str(o.get("text", ""))
+                   for c in nbformat.read(out, as_version=4).cells if c.cell_type == "code" for o in c.outputs)
+    assert "mlp0.knockout_logit_diff" not in text  # rows show claims, not keys
+    assert paper.NUMBERS["circuit.faithfulness"]["claim"] in text
+    assert "9.0" in text and "3.1" in text  # the paper's Backup list beside the recorded class
+
+    missing = "adversarial.io.s_above_io"
+    write_results(tmp_path / "partial", monkeypatch, skip=missing)
+    with pytest.raises(pipeline.ChapterError) as err:
+        pipeline.run_chapter(scorecard, {"model_name": "ioi-tiny", "results_dir": str(tmp_path / "partial")},
+                             tmp_path / "out2")
+    assert missing in str(err.value) and "08_adversarial_examples" in str(err.value)

@@ -1,0 +1,107 @@
+"""Path patching with the Name Movers knocked out (the Backup Name Movers' experiment, Sec. 3.4).
+
+The claim the engine relies on: step (C) freezes every non-sender head to its x_orig value,
+so caches made under the knockout give the exact answer. Checked here against the literal
+oracle run inside TransformerLens' own hook context (``model.hooks``), with the p_ABC group
+means computed by hand: a knockout mechanism that shares nothing with ``patching.Knockout``
+or ``ablation``. The knockout is given as a plain list of heads, the form ``discovery`` uses.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import oracles
+import tiny_models as tm
+from ioi_helpers import discovery, patching
+
+TOL = 1e-4
+KNOCKED = [(1, 0), (1, 3)]  # the "Name Movers" of the tiny model
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def group_means_by_hand(model, ds, abc, heads):
+    """For each prompt of ``ds``: the mean hook_z of each head over the p_ABC prompts of its
+    template group, position by position (a loop over prompts, one forward each)."""
+    out = {head: torch.zeros(len(ds), ds.tokens.shape[1], model.cfg.d_head) for head in heads}
+    means = {}
+    for i in range(len(ds)):
+        g, n = ds.groups[i], int(ds.lengths[i])
+        if g not in means:
+            members = [j for j in range(len(abc)) if abc.groups[j] == g]
+            means[g] = {head: 0 for head in heads}
+            for j in members:
+                _, cache = model.run_with_cache(abc.tokens[j:j + 1, :n])
+                for l, h in heads:
+                    means[g][(l, h)] = means[g][(l, h)] + cache[f"blocks.{l}.attn.hook_z"][0, :, h] / len(members)
+        for head in heads:
+            out[head][i, :n] = means[g][head]
+    return out
+
+
+def context_hooks(model, ds, abc, heads):
+    values = group_means_by_hand(model, ds, abc, heads)
+
+    def make(l):
+        def hook(z, hook):
+            z = z.clone()
+            for (hl, hh), v in values.items():
+                if hl == l:
+                    z[:, :, hh] = v[:, : z.shape[1]]
+            return z
+        return hook
+
+    return [(f"blocks.{l}.attn.hook_z", make(l)) for l in sorted({l for l, _ in heads})]
+
+
+CASES = {
+    "logits": dict(receivers="logits"),
+    "q of 2.1 at END": dict(receivers=[(2, 1)], receiver_input="q", position="END"),
+    "kv of 2.3 at S2": dict(receivers=[(2, 3)], receiver_input="kv", position="S2"),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_knockout_as_head_list_equals_oracle_in_a_hook_context(name):
+    model = tm.random_model()
+    ds, abc = tm.datasets(10, seed=11)
+    fast = patching.path_patch(model, ds, abc, knockout=KNOCKED, progress=False, **CASES[name])
+    senders = [[(l, h)] for l in range(3) for h in range(4)]
+    with model.hooks(fwd_hooks=context_hooks(model, ds, abc, KNOCKED)):
+        ref = oracles.path_patch_oracle_sweep(model, ds, abc, senders, **CASES[name])
+        with torch.no_grad():
+            knocked_clean = oracles.metrics.logit_diff(model(ds.tokens), ds).mean().item()
+    assert (fast.patched.flatten() - ref).abs().max().item() < TOL
+    assert abs(fast.clean - knocked_clean) < 1e-5
+    # not vacuous: the knockout changes the result, and some sender still has an effect
+    plain = patching.path_patch(model, ds, abc, progress=False, **CASES[name])
+    assert (plain.patched - fast.patched).abs().max().item() > 10 * TOL
+    assert (ref - fast.clean).abs().max().item() > 10 * TOL
+    # a knocked-out head has the same (mean) output on x_orig and x_new: no effect at all
+    for head in KNOCKED:
+        assert abs(fast.delta[head].item()) < 1e-6
+
+
+def test_discovery_path_with_base_ablation_is_the_knocked_out_sweep(tmp_path, monkeypatch):
+    """``discovery.backup_name_movers`` uses exactly that sweep, and applies its rule to it."""
+    monkeypatch.setenv(discovery.CACHE_ENV_VAR, str(tmp_path))
+    model = tm.random_model()
+    setup = discovery.Setup(model, n_prompts=10, seed=11)
+    ref = patching.path_patch(model, setup.ioi, setup.abc, knockout=KNOCKED, progress=False)
+    backup = discovery.backup_name_movers(setup, KNOCKED, others=[(0, 0)], threshold=0.02)
+    assert torch.allclose(backup.effect, ref.relative, atol=1e-6)
+    expected = sorted((l, h) for l in range(3) for h in range(4)
+                      if ref.relative[l, h] <= -0.02 and (l, h) not in KNOCKED + [(0, 0)])
+    assert backup.heads == expected and backup.heads  # the rule selected something here
+    assert torch.allclose(backup.extra["before"], discovery.direct_effects(setup).relative)
+    assert set(backup.table.loc[backup.table["selected"], "head"]) == {f"{l}.{h}" for l, h in expected}
+    again = discovery.backup_name_movers(setup, KNOCKED, others=[(0, 0)], threshold=0.02)  # cached
+    assert again.heads == backup.heads
