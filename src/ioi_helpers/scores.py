@@ -48,31 +48,99 @@ def copy_scores(model, ds: IOIDataset, heads: Iterable[Head] | None = None, k: i
     unembedding; a hit is the name's own token among the top ``k`` logits. ``negative=True``
     uses -OV (the negative copy score of the Negative Name Movers). This is the authors'
     construction; the processed (LN-folded) weights of compatibility mode give the same
-    numbers as raw GPT-2 weights with explicit LayerNorms.
+    numbers as raw GPT-2 weights with explicit LayerNorms. :func:`copy_score_pair` computes
+    both signs at the cost of one.
+    """
+    return copy_score_pair(model, ds, heads, k, names, batch_size, progress)[
+        "negative" if negative else "copy"]
+
+
+def _resid_after_block0(model, tokens: Int[Tensor, "batch seq"]) -> Float[Tensor, "batch seq d_model"]:
+    """``blocks.0.hook_resid_post``, from a forward pass stopped right there."""
+    from transformer_lens.model_bridge.exceptions import StopAtLayerException
+
+    store = {}
+
+    def stop(x, hook):
+        store["x"] = x.detach()
+        raise StopAtLayerException(x)
+
+    with torch.no_grad():
+        model.run_with_hooks(tokens.to(model.cfg.device), fwd_hooks=[("blocks.0.hook_resid_post", stop)])
+    return store["x"]
+
+
+def _final_ln_is_plain(model) -> bool:
+    """True when ``ln_final`` only normalises (no gain or bias: compatibility mode folds them
+    into the unembedding), checked on random vectors."""
+    x = torch.randn(4, 1, model.cfg.d_model, generator=torch.Generator().manual_seed(0))
+    x = x.to(model.cfg.device) * 3
+    xc = x - x.mean(-1, keepdim=True)
+    ref = xc / (xc.pow(2).mean(-1, keepdim=True) + model.cfg.eps).sqrt()
+    return torch.allclose(model.ln_final(x), ref, atol=1e-5, rtol=1e-4)
+
+
+def copy_score_pair(model, ds: IOIDataset, heads: Iterable[Head] | None = None, k: int = 5,
+                    names: Sequence[str] = ("IO", "S1", "S2"), batch_size: int = 256,
+                    progress: bool | None = None) -> dict[str, Float[Tensor, "layer head"]]:
+    """:func:`copy_scores` of OV (``"copy"``) and of -OV (``"negative"``), per head.
+
+    The forward pass stops after block 0. When the final LayerNorm has no gain or bias (the
+    processed weights of compatibility mode), a head's logits are computed in its own
+    ``d_head`` space: with ``v`` the value vector and ``W_O`` centred (LayerNorm's centring),
+    ``LN(v W_O) = v W_O / sigma``, so the logits are ``(v / sigma) (W_O W_U) + b_U`` and those
+    of -OV are ``-(v / sigma) (W_O W_U) + b_U``: one ``[d_head, vocab]`` product per head
+    instead of unembedding every output twice. Otherwise each output goes through
+    ``ln_final`` and the unembedding.
     """
     heads = _heads(model, heads)
     resid, targets = [], []
     for part in _batches(ds, batch_size):
-        _, store = run(model, part.tokens, part.pos["END"], cache=["blocks.0.hook_resid_post"])
-        r = store["blocks.0.hook_resid_post"]
+        r = _resid_after_block0(model, part.tokens)
         for name in names:
             pos = positions(part, name)
             resid.append(gather(r, pos))
             targets.append(gather(part.tokens.to(r.device), pos))
     resid, targets = torch.cat(resid), torch.cat(targets)
-    sign = -1.0 if negative else 1.0
-    out = torch.full((model.cfg.n_layers, model.cfg.n_heads), float("nan"))
-    W_V, b_V, W_O = model.W_V, model.b_V, model.W_O
+    out = {key: torch.full((model.cfg.n_layers, model.cfg.n_heads), float("nan"))
+           for key in ("copy", "negative")}
+    by_layer: dict[int, list[int]] = {}
+    for l, h in heads:
+        by_layer.setdefault(l, []).append(h)
+    plain = _final_ln_is_plain(model)
+    W_V, b_V, W_O, W_U, b_U = model.W_V, model.b_V, model.W_O, model.W_U, model.b_U
+    step = max(1, batch_size // 2)
+
+    def n_hits(logits, tgt):
+        return (logits.topk(k, dim=-1).indices == tgt[:, None]).any(-1).sum().item()
+
     with torch.no_grad():
-        for l, h in progress_bar(heads, progress, desc="copy scores"):
-            x = model.blocks[l].ln1(resid[:, None])[:, 0]
-            o = sign * ((x @ W_V[l, h] + b_V[l, h]) @ W_O[l, h])
-            hits = 0
-            for start in range(0, len(o), batch_size):
-                logits = model.unembed(model.ln_final(o[start:start + batch_size, None]))[:, 0]
-                top = logits.topk(k, dim=-1).indices
-                hits += (top == targets[start:start + batch_size, None]).any(-1).sum().item()
-            out[l, h] = hits / len(o)
+        for l, hs in progress_bar(sorted(by_layer.items()), progress, desc="copy scores"):
+            x = model.blocks[l].ln1(resid[:, None])[:, 0]  # [m, d]
+            v = torch.einsum("md,hde->mhe", x, W_V[l, hs]) + b_V[l, hs]  # [m, h, e]
+            for j, h in enumerate(hs):
+                hits = {"copy": 0, "negative": 0}
+                if plain:  # [v / sigma, 1] @ [W_O W_U; b_U]: logits of +OV and -OV, bias included
+                    w_o = W_O[l, h] - W_O[l, h].mean(-1, keepdim=True)  # [e, d], centred
+                    sigma = ((v[:, j] @ w_o).pow(2).mean(-1, keepdim=True) + model.cfg.eps).sqrt()
+                    a = v[:, j] / sigma
+                    w_ou = torch.cat([w_o @ W_U, b_U[None]])  # [e + 1, vocab]
+                for start in range(0, len(x), step):
+                    sl = slice(start, start + step)
+                    tgt = targets[sl]
+                    if plain:
+                        one = torch.ones_like(a[sl, :1])
+                        logits = torch.cat([torch.cat([a[sl], one], -1),
+                                            torch.cat([-a[sl], one], -1)]) @ w_ou
+                        hit = (logits.topk(k, dim=-1).indices == tgt.repeat(2)[:, None]).any(-1)
+                        hits["copy"] += hit[:len(tgt)].sum().item()
+                        hits["negative"] += hit[len(tgt):].sum().item()
+                    else:
+                        for key, sign in (("copy", 1.0), ("negative", -1.0)):
+                            o = sign * (v[sl, j] @ W_O[l, h])
+                            hits[key] += n_hits(model.unembed(model.ln_final(o[:, None]))[:, 0], tgt)
+                for key in hits:
+                    out[key][l, h] = hits[key] / len(x)
     return out
 
 
