@@ -17,8 +17,9 @@ Heatmaps of per-head effects use one diverging scale, blue (negative) - white (0
 
 from __future__ import annotations
 
+import itertools
 import json
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import altair as alt
 import numpy as np
@@ -236,3 +237,239 @@ def scatter_with_diagonal(df: pd.DataFrame, x: str, y: str, color: str | None = 
     diagonal = alt.Chart(pd.DataFrame({x: [lo, hi], y: [lo, hi]})).mark_line(
         color="#888", strokeDash=[4, 4]).encode(x=xq, y=yq)
     return (diagonal + points).properties(title=title)
+
+
+# ----------------------------------------------------------------------------- interactive charts
+#
+# These charts carry their interactivity in the Vega-Lite spec (selections, and parameters
+# bound to dropdowns and checkboxes) over data computed when the page was built, so they work
+# in the static book without a kernel: ioi-charts.js draws them with vega-embed, which also
+# renders the bound inputs and the tooltips.
+
+ATTENTION_SCALE = ("#f7fbff", "#08306b")  # white to dark blue: 0 to 1
+NO_CLASS = "none"
+
+
+def head_classes(classes: Mapping[str, Iterable[Any]] | None) -> dict[tuple[int, int], str]:
+    """Head -> the names of the classes it belongs to (``", "``-joined), from a mapping
+    class name -> heads (``(layer, head)`` pairs or "L.H" strings)."""
+    out: dict[tuple[int, int], str] = {}
+    for name, heads in (classes or {}).items():
+        for h in _head_set(heads):
+            out[h] = f"{out[h]}, {name}" if h in out else name
+    return out
+
+
+def _token_label(i: int, token: str) -> str:
+    """An axis label for the token at position ``i``: "3 John" (a blank token as its repr)."""
+    return f"{i} {token.strip() or repr(token)}"
+
+
+def _head_frame(values: Any, classes: Mapping[str, Iterable[Any]] | None) -> pd.DataFrame:
+    """One row per head: name "L.H", layer, index, value, class."""
+    arr = _array(values)
+    if arr.ndim != 2:
+        raise ValueError(f"expected values [layer, head], got shape {arr.shape}")
+    of = head_classes(classes)
+    cells = [(l, h) for l in range(arr.shape[0]) for h in range(arr.shape[1])]
+    return pd.DataFrame({"head": [head_name(c) for c in cells], "layer": [c[0] for c in cells],
+                         "index": [c[1] for c in cells], "value": arr.ravel(),
+                         "class": [of.get(c, NO_CLASS) for c in cells]})
+
+
+def _symmetric_top(values: np.ndarray) -> float:
+    finite = np.abs(values[np.isfinite(values)])
+    return float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+
+
+def attention_pattern(pattern: Any, tokens: Sequence[str], title: str = "") -> alt.Chart:
+    """One head's attention pattern on one prompt: query token (y) x key token (x), colour =
+    attention probability (0 white to 1 dark blue); ``pattern`` is ``[query, key]``."""
+    arr = _array(pattern)
+    n = len(tokens)
+    if arr.shape != (n, n):
+        raise ValueError(f"pattern must be [{n}, {n}] for {n} tokens, got {arr.shape}")
+    labels = [_token_label(i, t) for i, t in enumerate(tokens)]
+    rows = [{"query": labels[q], "key": labels[k], "q": q, "k": k, "attention": float(arr[q, k])}
+            for q in range(n) for k in range(q + 1)]
+    df = pd.DataFrame(rows)
+    return alt.Chart(df).mark_rect().encode(
+        x=alt.X("key:O", sort=alt.EncodingSortField("k", op="min"), title="key (attended to)",
+                axis=alt.Axis(labelAngle=-45)),
+        y=alt.Y("query:O", sort=alt.EncodingSortField("q", op="min"), title="query (attending)"),
+        color=alt.Color("attention:Q", scale=alt.Scale(domain=[0, 1], range=list(ATTENTION_SCALE)),
+                        title="attention"),
+        tooltip=[alt.Tooltip("query:N"), alt.Tooltip("key:N"),
+                 alt.Tooltip("attention:Q", format=".3f")],
+    ).properties(title=title, width=alt.Step(CELL), height=alt.Step(CELL))
+
+
+def attention_explorer_chart(values: Any, patterns: Any, tokens: Sequence[Sequence[str]],
+                             classes: Mapping[str, Iterable[Any]] | None = None,
+                             value_label: str = "effect", default: Any = None,
+                             title: str = "", prompt_titles: Sequence[str] | None = None,
+                             ) -> alt.VConcatChart:
+    """Pick a head (dropdown, or click a heatmap cell) and see its attention on a few prompts.
+
+    On top, a layer x head heatmap of ``values`` (``[layer, head]``); hovering a cell shows
+    the head's name, class (from ``classes``: class name -> heads) and value. Below, the chosen
+    head's name, class and value, and its attention pattern on each prompt. ``patterns`` is ``[prompt, layer, head, seq,
+    seq]`` (array or tensor; positions past a prompt's length are ignored); ``tokens[p]`` are
+    prompt ``p``'s token strings. ``default``: the head shown first (default: the head of
+    largest ``|value|``). All data are inlined (no kernel needed); patterns are stored in
+    whole percent.
+    """
+    heads = _head_frame(values, classes)
+    pats = _array(patterns)
+    n_prompts, n_layers, n_heads = pats.shape[:3]
+    if (n_layers, n_heads) != (heads["layer"].max() + 1, heads["index"].max() + 1):
+        raise ValueError("patterns and values must have the same [layer, head] shape")
+    if len(tokens) != n_prompts:
+        raise ValueError(f"{n_prompts} prompts of patterns but {len(tokens)} token lists")
+    if default is None:
+        default = heads.loc[heads["value"].abs().fillna(-1).idxmax(), "head"]
+    elif not isinstance(default, str):
+        default = head_name(default)
+    heads["label"] = [f"head {n} | class: {c} | {value_label}: {v:.3f}"
+                      for n, c, v in zip(heads["head"], heads["class"], heads["value"])]
+    rows = []  # one per (head, prompt): the lower triangle of the pattern, flattened, in %
+    for p in range(n_prompts):
+        n = len(tokens[p])
+        tri = np.tril_indices(n)
+        for l in range(n_layers):
+            for h in range(n_heads):
+                rows.append({"head": f"{l}.{h}", "prompt": p,
+                             "a": np.rint(100 * pats[p, l, h][:n, :n][tri]).astype(int).tolist()})
+    att = pd.DataFrame(rows)
+    toks = pd.DataFrame([{"key": 1000 * p + i, "label": _token_label(i, t)}
+                         for p, ts in enumerate(tokens) for i, t in enumerate(ts)])
+    names = heads["head"].tolist()
+    pick = alt.selection_point(name="head", fields=["head"], value=default, on="click",
+                               clear=False, bind=alt.binding_select(options=names, name="head "))
+    top = _symmetric_top(heads["value"].to_numpy())
+    overview = alt.Chart(heads).mark_rect(stroke="black").encode(
+        x=alt.X("index:O", title="head", axis=alt.Axis(labelAngle=0)),
+        y=alt.Y("layer:O", title="layer"),
+        color=alt.Color("value:Q", title=value_label,
+                        scale=alt.Scale(domain=[-top, 0, top], range=list(DIVERGING))),
+        strokeWidth=alt.condition(pick, alt.value(2.5), alt.value(0)),
+        tooltip=[alt.Tooltip("head:N"), alt.Tooltip("class:N"),
+                 alt.Tooltip("value:Q", title=value_label, format=".3f")],
+    ).add_params(pick).properties(title=title or f"{value_label} per head (click or pick one)",
+                                  width=alt.Step(CELL), height=alt.Step(CELL))
+    caption = alt.Chart(heads).transform_filter(pick).mark_text(
+        align="left", fontSize=13, fontWeight="bold").encode(
+        text="label:N", x=alt.value(0), y=alt.value(8)).properties(width=420, height=16)
+    panels = []
+    for p in range(n_prompts):
+        base = alt.Chart(att).transform_filter(pick).transform_filter(f"datum.prompt == {p}")
+        panel = base.transform_flatten(["a"]).transform_window(i="row_number()").transform_calculate(
+            q="floor((sqrt(8 * (datum.i - 1) + 1) - 1) / 2)").transform_calculate(
+            k="datum.i - 1 - datum.q * (datum.q + 1) / 2", attention="datum.a / 100").transform_calculate(
+            qkey=f"{1000 * p} + datum.q", kkey=f"{1000 * p} + datum.k").transform_lookup(
+            lookup="qkey", from_=alt.LookupData(toks, "key", ["label"]), as_=["query"]).transform_lookup(
+            lookup="kkey", from_=alt.LookupData(toks, "key", ["label"]), as_=["key"]).mark_rect().encode(
+            x=alt.X("key:O", sort=alt.EncodingSortField("k", op="min"), title="key (attended to)",
+                    axis=alt.Axis(labelAngle=-45)),
+            y=alt.Y("query:O", sort=alt.EncodingSortField("q", op="min"), title="query (attending)"),
+            color=alt.Color("attention:Q", title="attention",
+                            scale=alt.Scale(domain=[0, 1], range=list(ATTENTION_SCALE))),
+            tooltip=[alt.Tooltip("query:N"), alt.Tooltip("key:N"),
+                     alt.Tooltip("attention:Q", format=".2f")],
+        ).properties(title=(prompt_titles[p] if prompt_titles else f"prompt {p + 1}"),
+                     width=alt.Step(CELL), height=alt.Step(CELL))
+        panels.append(panel)
+    return alt.vconcat(overview, caption, *panels).resolve_scale(color="independent")
+
+
+def patching_explorer_chart(effects: Mapping[str, Any], classes: Mapping[str, Iterable[Any]] | None = None,
+                            value_label: str = "effect", title: str = "",
+                            descriptions: Mapping[str, str] | None = None) -> alt.VConcatChart:
+    """Pick an experiment from a dropdown and see its per-head heatmap.
+
+    ``effects`` maps an experiment's name (e.g. "logits", "q of Name Movers at END") to its
+    ``[layer, head]`` result. Colours share one blue-white-red scale symmetric about 0 across
+    experiments; hovering a cell shows the head's name, class and value; heads that belong
+    to a class are outlined. ``descriptions`` adds a line under the dropdown per experiment.
+    """
+    if not effects:
+        raise ValueError("no experiment to show")
+    frames = []
+    for name, values in effects.items():
+        df = _head_frame(values, classes)
+        df["experiment"] = name
+        frames.append(df)
+    df = pd.concat(frames, ignore_index=True)
+    df["in class"] = df["class"] != NO_CLASS
+    df["about"] = [(descriptions or {}).get(e, e) for e in df["experiment"]]
+    names = list(effects)
+    chosen = alt.param(name="experiment", value=names[0],
+                       bind=alt.binding_select(options=names, name="experiment "))
+    top = _symmetric_top(df["value"].to_numpy())
+    base = alt.Chart(df).transform_filter("datum.experiment == experiment")
+    cells = base.mark_rect().encode(
+        x=alt.X("index:O", title="head", axis=alt.Axis(labelAngle=0)),
+        y=alt.Y("layer:O", title="layer"),
+        color=alt.Color("value:Q", title=value_label,
+                        scale=alt.Scale(domain=[-top, 0, top], range=list(DIVERGING))),
+        tooltip=[alt.Tooltip("head:N"), alt.Tooltip("class:N"),
+                 alt.Tooltip("value:Q", title=value_label, format=".3f")],
+    )
+    outline = base.transform_filter("datum['in class']").mark_rect(
+        fill=None, stroke="black", strokeWidth=2).encode(x="index:O", y="layer:O")
+    caption = base.transform_filter("datum.layer == 0 && datum.index == 0").mark_text(
+        align="left", fontSize=12).encode(text="about:N", x=alt.value(0), y=alt.value(8)).properties(
+        width=420, height=16)
+    heat = (cells + outline).add_params(chosen).properties(
+        title=title, width=alt.Step(CELL), height=alt.Step(CELL))
+    return alt.vconcat(caption, heat)
+
+
+def ablation_explorer_chart(rows: Sequence[Mapping[str, Any]], class_names: Sequence[str],
+                            title: str = "") -> alt.VConcatChart:
+    """Tick circuit classes on or off (checkboxes) and see F(C) against F(M).
+
+    ``rows``: one per subset of ``class_names`` kept in the circuit, each with ``"classes"``
+    (the names kept), ``"F(C)"`` and ``"F(M)"``. Every subset the checkboxes can form must
+    be present (checked in Python; missing ones would draw nothing).
+    """
+    names = list(class_names)
+    keyed = {}
+    for r in rows:
+        kept = set(r["classes"])
+        if not kept <= set(names):
+            raise ValueError(f"unknown classes {sorted(kept - set(names))}")
+        keyed["".join("1" if n in kept else "0" for n in names)] = r
+    every = ("".join(bits) for bits in itertools.product("01", repeat=len(names)))
+    missing = [k for k in every if k not in keyed]
+    if missing:
+        raise ValueError(f"{len(missing)} subset(s) of the classes have no row, e.g. {missing[0]!r}")
+    data = []
+    for key, r in keyed.items():
+        ratio = r["F(C)"] / r["F(M)"] if r["F(M)"] else float("nan")
+        kept = ", ".join(n for n in names if n in r["classes"]) or "no class"
+        for q in ("F(M)", "F(C)"):
+            data.append({"key": key, "quantity": q, "value": float(r[q]), "ratio": ratio,
+                         "kept": kept, "label": f"{float(r[q]):.2f}"})
+    df = pd.DataFrame(data)
+    params = [alt.param(name=f"c{i}", value=True, bind=alt.binding_checkbox(name=n + " "))
+              for i, n in enumerate(names)]
+    key_expr = " + ".join(f"(c{i} ? '1' : '0')" for i in range(len(names))) or "''"
+    base = alt.Chart(df).transform_filter(f"datum.key == {key_expr}").encode(
+        y=alt.Y("quantity:N", title=None, sort=["F(M)", "F(C)"]),
+        x=alt.X("value:Q", title="mean logit difference"),
+    )
+    bars = base.mark_bar().encode(
+        color=alt.Color("quantity:N", legend=None,
+                        scale=alt.Scale(domain=["F(M)", "F(C)"], range=[CATEGORY[0], CATEGORY[1]])),
+        tooltip=[alt.Tooltip("quantity:N"), alt.Tooltip("value:Q", format=".3f"),
+                 alt.Tooltip("ratio:Q", title="F(C)/F(M)", format=".3f"), alt.Tooltip("kept:N")])
+    labels = base.mark_text(align="left", dx=4).encode(text="label:N")
+    chart = (bars + labels).properties(width=360, height=80)
+    if params:
+        chart = chart.add_params(*params)
+    caption = alt.Chart(df).transform_filter(f"datum.key == {key_expr} && datum.quantity == 'F(C)'").transform_calculate(
+        text="'F(C)/F(M) = ' + format(datum.ratio, '.3f') + '   (kept: ' + datum.kept + ')'").mark_text(
+        align="left", fontSize=12).encode(text="text:N", x=alt.value(0), y=alt.value(8)).properties(
+        width=360, height=16)
+    return alt.vconcat(caption, chart).properties(title=title)
