@@ -200,25 +200,29 @@ def attention(setup: Setup, dest: str, src: str) -> Float[Tensor, "layer head"]:
 def name_movers(setup: Setup, threshold: float = NAME_MOVER_EFFECT) -> tuple[HeadClass, HeadClass]:
     """Name Movers and Negative Name Movers (Sec. 3.1).
 
-    Experiment: path patching from each head to the logits at END. Rule (from Fig. 3b, where
-    the three Name Movers are the only heads whose direct effect is a drop of more than ~5% of
-    the logit difference, and the two Negative Name Movers the only ones with a rise of that
-    size; and from the text: both kinds attend from END to the IO more than to S):
+    Experiment: path patching from each head to the logits at END (Fig. 3b). Rule (from Fig. 3b,
+    where the three Name Movers are the heads with the largest drops, of more than ~5% of the
+    logit difference, and the two Negative Name Movers the heads with the largest rises; and from
+    the text: both kinds attend from END to the IO more than to S):
 
     * Name Mover: effect <= -threshold x clean logit diff, and attention END->IO >
       attention END->S1 + END->S2.
     * Negative Name Mover: effect >= +threshold x clean logit diff, and the same attention
       condition.
+
+    Both are applied only when the clean logit diff is > 0: the effects are fractions of it,
+    which mean nothing for a model that does not prefer the IO (e.g. random weights).
     """
     r = direct_effects(setup)
     eff = r.relative
     att_io = attention(setup, "END", "IO")
     att_s = attention(setup, "END", "S1") + attention(setup, "END", "S2")
-    attends_io = att_io > att_s
+    attends_io = (att_io > att_s) & (r.clean > 0)
     nm = _sorted(torch.nonzero((eff <= -threshold) & attends_io).tolist())
     nnm = _sorted(torch.nonzero((eff >= threshold) & attends_io).tolist())
     cols = {"attn END->IO": att_io, "attn END->S1+S2": att_s}
-    rule_att = "attention END->IO > attention END->S1 + END->S2"
+    rule_att = (f"attention END->IO > attention END->S1 + END->S2; applied only when the clean logit "
+                f"diff is > 0 (here {r.clean:.3g})")
     common = dict(effect=eff, receivers=r.receivers, clean=r.clean, corrupted=r.corrupted, kept_at="END")
     return (
         HeadClass("Name Mover", nm, f"path-patching effect on the logits <= -{threshold:.0%} of the clean "
@@ -236,6 +240,7 @@ def s_inhibition(setup: Setup, movers: Sequence[Head], threshold: float = S_INHI
     heads whose patching lowers the logit diff through the Name Movers' queries; the text: they
     attend from END to S2, 0.51 on average): effect <= -threshold x clean logit diff, and
     attention END->S2 > attention END->IO. Heads that are themselves receivers are excluded.
+    Applied only when the clean logit diff is > 0 (as for :func:`name_movers`).
     """
     movers = _sorted(movers)
     if not movers:
@@ -244,12 +249,13 @@ def s_inhibition(setup: Setup, movers: Sequence[Head], threshold: float = S_INHI
     eff = r.relative
     att_s2 = attention(setup, "END", "S2")
     att_io = attention(setup, "END", "IO")
-    mask = (eff <= -threshold) & (att_s2 > att_io)
+    mask = (eff <= -threshold) & (att_s2 > att_io) & (r.clean > 0)
     heads = [h for h in _sorted(torch.nonzero(mask).tolist()) if h not in movers]
     return HeadClass(
         "S-Inhibition", heads,
         f"path-patching effect through the Name Movers' queries at END <= -{threshold:.0%} of the clean "
-        f"logit diff, and attention END->S2 > attention END->IO",
+        f"logit diff, and attention END->S2 > attention END->IO; applied only when the clean logit "
+        f"diff is > 0 (here {r.clean:.3g})",
         _table(eff, {"attn END->S2": att_s2, "attn END->IO": att_io}, heads),
         eff, r.receivers, r.clean, r.corrupted, "END")
 
