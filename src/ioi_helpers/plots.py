@@ -420,9 +420,8 @@ def patching_explorer_chart(effects: Mapping[str, Any], classes: Mapping[str, It
     caption = base.transform_filter("datum.layer == 0 && datum.index == 0").mark_text(
         align="left", fontSize=12).encode(text="about:N", x=alt.value(0), y=alt.value(8)).properties(
         width=420, height=16)
-    heat = (cells + outline).add_params(chosen).properties(
-        title=title, width=alt.Step(CELL), height=alt.Step(CELL))
-    return alt.vconcat(caption, heat)
+    heat = (cells + outline).add_params(chosen).properties(width=alt.Step(CELL), height=alt.Step(CELL))
+    return alt.vconcat(caption, heat).properties(title=title)
 
 
 def ablation_explorer_chart(rows: Sequence[Mapping[str, Any]], class_names: Sequence[str],
