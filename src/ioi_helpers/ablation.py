@@ -18,6 +18,12 @@ A *circuit* maps each head to the positions where it is kept, e.g.
 ``{(9, 9): ["END"], (5, 5): ["S2"]}``; ``None`` keeps a head everywhere. In the circuit run
 C(x) every head outside C is ablated at all positions and each head of C everywhere except
 at its kept positions (taken per prompt from ``ds.pos``).
+
+``transformer_lens.tools.analysis.attribution_patching.faithfulness`` is not used: it keeps
+a set of *edges* (ablating every other edge), for one clean/corrupt pair at a time, with
+means over calibration prompts per absolute position; the paper keeps *nodes* (heads at
+named positions), ablates with means per template group over p_ABC, and averages the logit
+difference over the whole dataset before comparing (ratio of means).
 """
 
 from __future__ import annotations

@@ -115,6 +115,8 @@ def run(model, tokens: Int[Tensor, "batch seq"], end: Int[Tensor, "batch"],
         else:
             out = model.run_with_hooks(resid.to(device), fwd_hooks=hooks,
                                        start_at_layer=start_at_layer)
+        if out.shape[-1] != model.cfg.d_model:  # the stop hook did not fire
+            raise RuntimeError("ln_final.hook_in did not fire: cannot read the final residual stream")
         return end_logits_from_resid(model, out, end), store
 
 

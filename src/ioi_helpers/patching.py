@@ -51,9 +51,8 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from . import metrics
+from . import hooks, metrics
 from .dataset import POSITIONS, IOIDataset
-from . import hooks
 from .hooks import Head, gather, hook_name, progress_bar
 
 Metric = Callable[[Float[Tensor, "batch vocab"]], Tensor]
@@ -82,6 +81,16 @@ class RunCache:
     z: list[Tensor] = field(default_factory=list)
     extra: dict[str, Tensor] = field(default_factory=dict)
     knockout: "Knockout | None" = None  # the base knockout the run was made under
+    _kv: dict = field(default_factory=dict, repr=False)
+
+    def kv(self, model, layer: int) -> tuple[Tensor, Tensor]:
+        """Keys and values of every head at every position, ``[batch, seq, head, d_head]``
+        (computed from ``resid_pre`` once, then kept)."""
+        if layer not in self._kv:
+            h = model.blocks[layer].ln1(self.resid_pre[layer])
+            self._kv[layer] = tuple(einops.einsum(h, W, "n s d, h d e -> n s h e") + b
+                                    for W, b in (_qkv_weights(model, c, layer) for c in "kv"))
+        return self._kv[layer]
 
 
 @dataclass
@@ -252,13 +261,11 @@ def _window_forward(model, cache: RunCache, layer0: int, pos: Int[Tensor, "batch
     for l in range(layer0, model.cfg.n_layers):
         x = edit(l, "resid_pre", x, groups)
         h = _ln(model.blocks[l].ln1, x)
-        hc = model.blocks[l].ln1(cache.resid_pre[l])  # the cached run's prefix keys/values
-        qkv, prefix = {}, {}
+        prefix = dict(zip("kv", cache.kv(model, l)))  # the cached run's keys/values
+        qkv = {}
         for c in "qkv":
             W, b = _qkv_weights(model, c, l)
             qkv[c] = edit(l, c, einops.einsum(h, W, "g n w d, h d e -> g n w h e") + b, groups)
-            if c != "q":
-                prefix[c] = einops.einsum(hc, W, "n s d, h d e -> n s h e") + b
         s_pre = einops.einsum(qkv["q"], prefix["k"], "g n w h e, n s h e -> g n h w s") / scale
         s_win = einops.einsum(qkv["q"], qkv["k"], "g n w h e, g n u h e -> g n h w u") / scale
         s_pre = s_pre.masked_fill(prefix_mask, float("-inf"))
