@@ -146,27 +146,28 @@ def test_prompt_explorer_reports_bad_names_instead_of_raising(model, classes, se
 
 def test_patching_explorer_matches_path_patch(model, classes, setup):
     ex = widgets.PatchingExplorer(setup, classes, sizes=(8, N_PROMPTS))
-    direct = patching.path_patch(model, setup.ioi, setup.abc)
+    direct = patching.path_patch(model, setup.ioi, setup.abc, caches=setup.caches)
     torch.testing.assert_close(ex.result().relative, direct.relative)
     before = outputs(ex)
     ex.receiver.value = "q|Name Mover"
     assert ex.position.value == "END" and not ex.position.disabled
     expected = patching.path_patch(model, setup.ioi, setup.abc, receivers=[(2, 1), (2, 3)],
-                                   receiver_input="q", position="END")
+                                   receiver_input="q", position="END", caches=setup.caches)
     torch.testing.assert_close(ex.result().relative, expected.relative)
     assert outputs(ex) != before
     ex.receiver.value = "k|S-Inhibition"  # keys where S-Inhibition heads attend: S2
     assert ex.position.value == "S2"
     ex.position.value = "IO"
     expected = patching.path_patch(model, setup.ioi, setup.abc, receivers=[(1, 0)],
-                                   receiver_input="k", position="IO")
+                                   receiver_input="k", position="IO", caches=setup.caches)
     torch.testing.assert_close(ex.result().relative, expected.relative)
 
 
 def test_patching_explorer_sender_class_and_dataset_size(model, classes, setup):
     ex = widgets.PatchingExplorer(setup, classes, sizes=(8, N_PROMPTS))
     ex.sender.value = "Induction"
-    expected = patching.path_patch(model, setup.ioi, setup.abc, senders=[((0, 2), (1, 0))])
+    expected = patching.path_patch(model, setup.ioi, setup.abc, senders=[((0, 2), (1, 0))],
+                                   caches=setup.caches)
     assert ex.sender_effect() == pytest.approx(expected.relative[0].item(), abs=1e-5)
     assert "patched together" in ex.chart.to_json()
     before = outputs(ex)
