@@ -164,9 +164,9 @@ def _path(setup: Setup, receivers, receiver_input: str, position: str,
           base_ablation: Sequence[Head] = ()) -> patching.PathPatchingResult:
     params = {"receivers": receivers if receivers == "logits" else _sorted(receivers),
               "input": receiver_input, "position": position, "ablate": _sorted(base_ablation)}
-    caches = setup.caches if not base_ablation else None
 
-    def compute():
+    def compute():  # the runs of steps A and B only when the result is not on disk
+        caches = setup.caches if not base_ablation else None
         return patching.path_patch(setup.model, setup.ioi, setup.abc, receivers=receivers,
                                    receiver_input=receiver_input, position=position,
                                    caches=caches, **_ablation_kwargs(setup, base_ablation))
