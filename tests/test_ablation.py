@@ -225,3 +225,15 @@ def test_set_builders_and_paper_minimality_sets():
     paper_heads = {h for heads in paper.CIRCUIT.values() for h in heads}
     assert set(ablation.PAPER_MINIMALITY_K) == paper_heads
     assert all(set(k) <= paper_heads and v not in k for v, k in ablation.PAPER_MINIMALITY_K.items())
+
+
+def test_circuit_run_on_ioi_tiny_matches_hand_loop():
+    model = tm.ioi_tiny()
+    if model is None:
+        pytest.skip("ioi-tiny is not built yet")
+    ds, abc = tm.datasets(6, seed=8)
+    circuit = {(3, 0): ["END"], (2, 5): ["END"], (1, 3): ["S2"], (0, 6): ["S1+1", "S2"]}
+    values = ablation.ablation_values(model, ds, abc)
+    got = ablation.circuit_logit_diff(model, ds, values, circuit)
+    ref = hand_logit_diff(model, ds, abc, keep_circuit(ds, circuit))
+    assert (got - ref).abs().max().item() < TOL

@@ -190,3 +190,16 @@ def test_attention_projection_matches_loop():
         r = torch.corrcoef(torch.stack([attn, proj]))[0, 1]
         assert abs(corr["IO"][l, h] - r) < 1e-4
     assert torch.isnan(corr["IO"][0, 0])
+
+
+def test_copy_score_on_ioi_tiny_matches_raw_weights():
+    model = tm.ioi_tiny()
+    if model is None:
+        pytest.skip("ioi-tiny is not built yet")
+    ds, _ = tm.datasets(8)
+    heads = [(model.cfg.n_layers - 1, 0), (1, 3)]
+    got = scores.copy_scores(model, ds, heads=heads)
+    name_pos = torch.stack([ds.pos["IO"], ds.pos["S1"], ds.pos["S2"]], 1).tolist()
+    for l, h in heads:
+        ref = hand_copy_score(model.original_model, ds.tokens, name_pos, l, h, model.cfg.n_heads)
+        assert abs(got[l, h].item() - ref) <= 1 / (3 * len(ds)) + 1e-9
