@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-BOOK_TEST_MODEL = "gpt2-random"  # the offline model every chapter is executed on in the tests
+BOOK_TEST_MODEL = "ioi-tiny"  # the offline model every chapter is executed on in the tests
+SCALE_TEST_MODEL = "gpt2-random"  # GPT-2-small shapes: chapter 2 also runs on it, as a scale check
+SCALE_TEST_CHAPTER = "02_name_movers"
 
 
 @pytest.fixture(scope="session")

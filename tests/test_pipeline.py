@@ -6,13 +6,17 @@ chapter on the offline stand-in model and builds the book (shared with test_book
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import nbformat
 import pytest
 import yaml
 
 from ioi_helpers import pipeline
 from ioi_helpers.results import RESULTS_ENV_VAR
-from conftest import BOOK_TEST_MODEL, REPO
+from conftest import BOOK_TEST_MODEL, REPO, SCALE_TEST_CHAPTER, SCALE_TEST_MODEL
 
 HEADER = "# %% [markdown]\n# # A tiny chapter\n\n"
 PARAMS = '# %% tags=["parameters"]\nmodel_name = None\nn = 1\n\n'
@@ -134,3 +138,18 @@ def test_every_chapter_runs_on_the_stand_in_model_and_the_book_builds(built_book
     html = built_book / "html"
     for entry in pipeline.toc_files(pipeline.read_toc(REPO)):
         assert (html / f"{entry}.html").is_file(), f"{entry} was not built"
+
+
+@pytest.mark.book
+def test_chapter_2_runs_at_gpt2_small_scale(tmp_path):
+    """The scale check: chapter 2 (path patching from all 144 heads, copy scores of every
+    head) executes on the GPT-2-small architecture with random weights."""
+    cmd = [sys.executable, "-m", "ioi_helpers.pipeline", "--model", SCALE_TEST_MODEL,
+           "--chapters", SCALE_TEST_CHAPTER, "--no-build", "--out", str(tmp_path)]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
+    nb = nbformat.read(tmp_path / "executed" / f"{SCALE_TEST_CHAPTER}.ipynb", as_version=4)
+    assert nb.metadata.papermill.parameters["model_name"] == SCALE_TEST_MODEL
+    recorded = json.loads((tmp_path / "results" / f"{SCALE_TEST_CHAPTER}.json").read_text())
+    assert recorded["model"].startswith("gpt2-random")
+    assert "classes.Name Mover" in recorded["values"]
