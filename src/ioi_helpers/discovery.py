@@ -225,9 +225,9 @@ def name_movers(setup: Setup, threshold: float = NAME_MOVER_EFFECT) -> tuple[Hea
                 f"diff is > 0 (here {r.clean:.3g})")
     common = dict(effect=eff, receivers=r.receivers, clean=r.clean, corrupted=r.corrupted, kept_at="END")
     return (
-        HeadClass("Name Mover", nm, f"path-patching effect on the logits <= -{threshold:.0%} of the clean "
+        HeadClass("Name Mover", nm, f"path-patching effect on the logits <= -{100 * threshold:g}% of the clean "
                   f"logit diff, and {rule_att}", _table(eff, cols, nm), **common),
-        HeadClass("Negative Name Mover", nnm, f"path-patching effect on the logits >= +{threshold:.0%} of the "
+        HeadClass("Negative Name Mover", nnm, f"path-patching effect on the logits >= +{100 * threshold:g}% of the "
                   f"clean logit diff, and {rule_att}", _table(eff, cols, nnm), **common),
     )
 
@@ -253,7 +253,7 @@ def s_inhibition(setup: Setup, movers: Sequence[Head], threshold: float = S_INHI
     heads = [h for h in _sorted(torch.nonzero(mask).tolist()) if h not in movers]
     return HeadClass(
         "S-Inhibition", heads,
-        f"path-patching effect through the Name Movers' queries at END <= -{threshold:.0%} of the clean "
+        f"path-patching effect through the Name Movers' queries at END <= -{100 * threshold:g}% of the clean "
         f"logit diff, and attention END->S2 > attention END->IO; applied only when the clean logit "
         f"diff is > 0 (here {r.clean:.3g})",
         _table(eff, {"attn END->S2": att_s2, "attn END->IO": att_io}, heads),
