@@ -17,7 +17,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+import random
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Callable, Sequence
@@ -265,12 +266,15 @@ def induction_and_duplicate(setup: Setup, s_inhibition_heads: Sequence[Head],
     """Induction and Duplicate Token heads (Sec. 3.3).
 
     Experiment: path patching from each head to the keys and values of the S-Inhibition heads
-    at S2. Rule (Fig. 5: the heads whose patching lowers the logit diff through the
-    S-Inhibition heads' keys and values; the text tells them apart by where they attend from
-    S2: Induction heads to S1+1, Duplicate Token heads to S1): effect <= -threshold x clean
-    logit diff; then Induction if attention S2->S1+1 > S2->S1, else Duplicate Token.
-    The classes are confirmed on repeated random tokens in the chapter (induction and
-    duplicate-token scores).
+    at S2 (all of them together as receivers; x_new = p_ABC). Rule (Sec. 3.3 and its figure: the
+    heads whose patching lowers the logit diff through the S-Inhibition heads' keys and values
+    form two groups, told apart by where they attend from S2: Induction heads to S1+1,
+    Duplicate Token heads to S1): effect <= -threshold x clean logit diff; then Induction if
+    attention S2->S1+1 > S2->S1, else Duplicate Token. The paper gives no numeric cut-off;
+    ``threshold`` (3%) sits below the 5% of the two earlier steps because an effect that must
+    pass through two more classes of heads before the logits is smaller. Receivers are not
+    candidates. The classes are confirmed on repeated random tokens in the chapter
+    (:func:`repeated_token_check`).
     """
     receivers = _sorted(s_inhibition_heads)
     if not receivers:
@@ -287,7 +291,8 @@ def induction_and_duplicate(setup: Setup, s_inhibition_heads: Sequence[Head],
     base = (f"path-patching effect through the S-Inhibition heads' keys and values at S2 <= "
             f"-{threshold:.0%} of the clean logit diff")
     tab_ind, tab_dup = _table(eff, cols, ind), _table(eff, cols, dup)
-    common = dict(effect=eff, receivers=r.receivers, clean=r.clean, corrupted=r.corrupted, kept_at="S2")
+    common = dict(effect=eff, receivers=r.receivers, clean=r.clean, corrupted=r.corrupted, kept_at="S2",
+                  extra={"receiver heads": receivers, "passed the effect cut": hits})
     return (HeadClass("Induction", ind, base + ", and attention S2->S1+1 > S2->S1", tab_ind, **common),
             HeadClass("Duplicate Token", dup, base + ", and attention S2->S1 >= S2->S1+1", tab_dup, **common))
 
@@ -296,10 +301,13 @@ def previous_token(setup: Setup, induction_heads: Sequence[Head],
                    threshold: float = PREVIOUS_TOKEN_EFFECT) -> HeadClass:
     """Previous Token heads (Sec. 3.3).
 
-    Experiment: path patching from each head to the keys of the Induction heads at S1+1. Rule
-    (the text: the heads that matter through the Induction heads' keys and attend from S1+1 to
-    S1): effect <= -threshold x clean logit diff, and attention S1+1->S1 > attention S1+1->IO.
-    The class is confirmed on repeated random tokens in the chapter (previous-token score).
+    Experiment: path patching from each head to the keys of the Induction heads at S1+1 (all
+    of them together as receivers; x_new = p_ABC). Rule (Sec. 3.3: the heads that matter
+    through the Induction heads' keys at S1+1 attend from S1+1 to the previous token, S1, and
+    copy the subject's name there): effect <= -threshold x clean logit diff, and attention
+    S1+1->S1 > attention S1+1->IO. No numeric cut-off in the paper; 3% as for the Induction
+    step (:func:`induction_and_duplicate`). Receivers are not candidates. The class is
+    confirmed on repeated random tokens in the chapter (previous-token score).
     """
     receivers = _sorted(induction_heads)
     if not receivers:
@@ -315,7 +323,198 @@ def previous_token(setup: Setup, induction_heads: Sequence[Head],
         f"path-patching effect through the Induction heads' keys at S1+1 <= -{threshold:.0%} of the "
         f"clean logit diff, and attention S1+1->S1 > attention S1+1->IO",
         _table(eff, {"attn S1+1->S1": to_s1, "attn S1+1->IO": to_io}, heads),
-        eff, r.receivers, r.clean, r.corrupted, "S1+1")
+        eff, r.receivers, r.clean, r.corrupted, "S1+1", extra={"receiver heads": receivers})
+
+
+# ----------------------------------------------------------------------------- checks of steps 3-4
+
+
+CONFIRM_SCORE = 0.1  # repeated random tokens: ~3x the attention a uniform head puts on one key
+EXPLORATORY_K = 4
+
+
+def repeated_token_check(heads: Sequence[Head], rep: dict[str, Tensor], score: str,
+                         min_score: float = CONFIRM_SCORE) -> pd.DataFrame:
+    """Confirm a class on repeated random tokens (Sec. 3.3).
+
+    ``rep`` is :func:`ioi_helpers.scores.repeated_token_scores` (keys ``induction``,
+    ``duplicate``, ``previous``); ``score`` the one the class should show. A head is
+    *confirmed* when that score is the largest of its three and at least ``min_score``
+    (the query attends to one of ~30 earlier tokens, so a head that spreads its attention
+    evenly scores ~0.035; 0.1 is about three times that). One row per head.
+    """
+    if score not in rep:
+        raise ValueError(f"score must be one of {sorted(rep)}, got {score!r}")
+    rows = []
+    for l, h in _sorted(heads):
+        vals = {k: float(v[l, h]) for k, v in rep.items()}
+        top = max(vals, key=vals.get)
+        rows.append({"head": f"{l}.{h}", **{f"{k} score": v for k, v in vals.items()},
+                     "confirmed": top == score and vals[score] >= min_score})
+    return pd.DataFrame(rows, columns=["head", *(f"{k} score" for k in rep), "confirmed"])
+
+
+def top_heads(effect: Float[Tensor, "layer head"], k: int, exclude: Sequence[Head] = ()) -> list[Head]:
+    """The ``k`` heads with the most negative ``effect`` (fewer if fewer are negative),
+    skipping ``exclude``. Used only for *exploratory* receivers, never as a class."""
+    n_heads = effect.shape[1]
+    skip = {tuple(h) for h in exclude}
+    out: list[Head] = []
+    for i in torch.argsort(effect.flatten(), stable=True).tolist():
+        head = (i // n_heads, i % n_heads)
+        if len(out) == k or float(effect[head]) >= 0:
+            break
+        if head not in skip:
+            out.append(head)
+    return _sorted(out)
+
+
+def closest_heads(classes: dict[str, HeadClass], names: Sequence[str], n: int = 6) -> pd.DataFrame:
+    """The evidence when a step finds nothing: for each class in ``names``, the ``n`` heads with
+    the most negative effect in its step (the closest to passing its rule, with the numbers
+    the rule looked at), or one row saying that the step did not run."""
+    parts = []
+    for name in names:
+        cls = classes[name]
+        if len(cls.table):
+            top = cls.table.sort_values("effect", kind="stable").head(n)
+            parts.append(top.drop(columns=["layer", "index"]).assign(step=name))
+        else:
+            parts.append(pd.DataFrame([{"step": name, "head": "-", "note": cls.rule}]))
+    out = pd.concat(parts, ignore_index=True)
+    return out[["step", "head", *[c for c in out.columns if c not in ("step", "head")]]]
+
+
+@dataclass
+class Receivers:
+    """The heads a step patches into: a discovered class, or an exploratory stand-in."""
+
+    heads: list[Head]
+    exploratory: bool
+    how: str
+
+
+def receivers_for(setup: Setup, name: str, k: int = EXPLORATORY_K,
+                  classes: dict[str, HeadClass] | None = None) -> Receivers:
+    """Receivers for the step after class ``name`` ("Name Mover", "S-Inhibition" or
+    "Induction"): the discovered class when it is not empty. Otherwise an *exploratory*
+    stand-in: the ``k`` heads with the most negative effect in the step that looks for that
+    class, run with its own receivers chosen the same way. The stand-in only lets a chapter
+    show the next experiment on a model that lacks the class; it is never recorded as a class.
+    """
+    classes = classes or circuit_classes(setup)
+    found = classes[name].heads
+    if found:
+        return Receivers(found, False, f"the discovered {name} heads")
+    if name == "Name Mover":
+        return Receivers(top_heads(direct_effects(setup).relative, k), True,
+                         f"the {k} heads with the largest drops in path patching to the logits")
+    prev_name = {"S-Inhibition": "Name Mover", "Induction": "S-Inhibition"}.get(name)
+    if prev_name is None:
+        raise ValueError(f"no step uses the {name!r} heads as receivers")
+    prev = receivers_for(setup, prev_name, k, classes)
+    if not prev.exploratory:  # the step ran on discovered receivers and found nothing
+        effect = classes[name].effect
+    elif name == "S-Inhibition":
+        effect = s_inhibition(setup, prev.heads).effect
+    else:
+        effect = induction_and_duplicate(setup, prev.heads)[0].effect
+    step = {"S-Inhibition": "the Name Movers' queries at END",
+            "Induction": "the S-Inhibition heads' keys and values at S2"}[name]
+    src = " (themselves exploratory)" if prev.exploratory else ""
+    heads = top_heads(effect, k, exclude=prev.heads)
+    how = f"the {k} heads with the largest drops in path patching to {step}{src}, whatever their attention"
+    if not heads:
+        names = ", ".join(f"{l}.{h}" for l, h in prev.heads)
+        why = ("that step had no receivers either" if not prev.heads else
+               f"every effect there is exactly 0, since no head before its receivers ({names}) can "
+               f"reach them" if not bool(effect.any()) else "no head lowers the logit diff there")
+        how += f"; there are none: {why}"
+    return Receivers(heads, True, how)
+
+
+# The token and position signals of App. A. The token at S2 is the subject (orig), a new name
+# (random) or the IO's name (inverted); its earlier occurrence sits at S1 (orig) or at the IO's
+# slot (inverted). Slots (IO, S1, S2) of each variant, with A = IO, B = S, C = a new name.
+SIGNAL_VARIANTS: dict[tuple[str, str], tuple[str, str, str]] = {
+    ("orig", "orig"): ("A", "B", "B"),
+    ("random", "orig"): ("A", "C", "C"),
+    ("inverted", "orig"): ("B", "A", "A"),
+    ("orig", "inverted"): ("B", "A", "B"),
+    ("random", "inverted"): ("C", "A", "C"),
+    ("inverted", "inverted"): ("A", "B", "A"),
+}
+
+
+def signal_variant(ds: dataset_mod.IOIDataset, token: str, position: str,
+                   seed: int | None = None) -> dataset_mod.IOIDataset:
+    """``ds`` with its name slots rewritten as in :data:`SIGNAL_VARIANTS` (App. A): every
+    token stays at its position (names are single tokens), so the variant pairs with ``ds``
+    for patching; the answers stay the clean IO and S. C is drawn per prompt from the
+    single-token names, different from IO and S."""
+    slots = SIGNAL_VARIANTS[(token, position)]
+    tok = get_tokenizer()
+    names = dataset_mod.single_token_words(tok, dataset_mod.prompt_data()["names"])[0]
+    rng = random.Random(ds.seed + 2_000_003 if seed is None else seed)
+    tokens = ds.tokens.clone()
+    prompts = []
+    for i, p in enumerate(ds.prompts):
+        pick = {"A": p.io, "B": p.s, "C": rng.choice([n for n in names if n not in (p.io, p.s)])}
+        filled = tuple(pick[s] for s in slots)
+        for slot, name in zip(("IO", "S1", "S2"), filled):
+            tokens[i, ds.pos[slot][i]] = tok.encode(" " + name, add_special_tokens=False)[0]
+        text = dataset_mod.fill(p.template, *filled, p.place, p.obj)
+        prompts.append(replace(p, text=text, slot_names=filled))
+    return replace(ds, prompts=prompts, tokens=tokens, kind=f"token {token} / position {position}")
+
+
+def s_inhibition_share(setup: Setup, senders: Sequence[Head], receivers: Sequence[Head],
+                       variants: Sequence[tuple[str, str]] = tuple(v for v in SIGNAL_VARIANTS
+                                                                    if v != ("orig", "orig")),
+                       ) -> pd.DataFrame:
+    """How much of the S-Inhibition heads' change the ``senders`` (Induction + Duplicate Token
+    heads) explain, for each App. A variant and for p_ABC (one row each).
+
+    * ``total``: logit diff change when the receivers' outputs at END are taken from the variant
+      (App. A's experiment, Fig. 9): everything the variant changes in them.
+    * ``via senders``: path patching from the senders as one group (x_new = the variant) to the
+      receivers' keys and values at S2.
+    * ``via all heads``: the same with every head upstream of the receivers as one group.
+    * ``share`` = via senders / total; ``share of heads`` = via senders / via all heads.
+    Changes are in logits, on p_IOI; the clean value is the model's logit diff.
+    """
+    from . import ablation
+
+    senders, receivers = _sorted(senders), _sorted(receivers)
+    if not senders or not receivers:
+        raise ValueError("s_inhibition_share needs senders and receivers")
+    last = max(l for l, _ in receivers)
+    upstream = [(l, h) for l in range(last) for h in range(setup.model.cfg.n_heads)
+                if (l, h) not in receivers]
+
+    def compute():
+        model, ioi = setup.model, setup.ioi
+        mask = ablation.knockout_mask(model, ioi, {h: ["END"] for h in receivers})
+        cases = [(f"token {t} / position {p}", t, p) for t, p in variants] + [("p_ABC", "ABC", "ABC")]
+        rows = []
+        for label, t, p in cases:
+            new = setup.abc if t == "ABC" else signal_variant(ioi, t, p)
+            caches = setup.caches if t == "ABC" else None
+            pp = patching.path_patch(model, ioi, new, receivers, "kv", "S2",
+                                     senders=[senders, upstream], caches=caches)
+            total = float(ablation.ablated_logit_diff(model, ioi, mask,
+                                                      ablation.head_outputs(model, new)).mean())
+            changed = ("both" if t == "ABC" else "token and position" if t != "orig" and p != "orig"
+                       else "position" if p != "orig" else "token")
+            d_all, d_send, d_heads = total - pp.clean, float(pp.delta[0]), float(pp.delta[1])
+            rows.append({"variant": label, "changes": changed, "clean": pp.clean,
+                         "S-Inh outputs patched": total, "total": d_all, "via senders": d_send,
+                         "via all heads": d_heads, "share": d_send / d_all if d_all else float("nan"),
+                         "share of heads": d_send / d_heads if d_heads else float("nan")})
+        return pd.DataFrame(rows)
+
+    params = {"senders": senders, "receivers": receivers, "variants": list(variants)}
+    return cached("s_inhibition_share", setup, params, compute)
 
 
 def _empty(name: str, setup: Setup, why: str, kept_at: str) -> HeadClass:
