@@ -163,8 +163,20 @@ if RUN:
                "Name Movers' queries, whatever their attention")
         display(Markdown(f"**No S-Inhibition heads on {MODEL}** by the rule above (evidence: the "
                          "heatmap and the table)."))
+        to_s2 = discovery.attention(setup, "END", "S2")
+        looks = [(l, h) for l, h in torch.nonzero(to_s2 > 0.5).tolist()]
+        if looks:  # context only: heads that look like S-Inhibition heads but do not pass the rule
+            direct = discovery.direct_effects(setup).relative
+            display(Markdown(
+                "For context, the heads that attend from END mostly to S2 (> 0.5), as the paper's "
+                "S-Inhibition heads do: " + "; ".join(
+                    f"{l}.{h} (attention {float(to_s2[l, h]):.2f}, direct effect on the logits "
+                    f"{float(direct[l, h]):+.0%}, effect through the Name Movers' queries "
+                    f"{float(sin.effect[l, h]):+.0%})" for l, h in looks)
+                + ". The rule asks for the effect through the Name Movers' queries, listed last."))
     P_EXPL = EXPLORATORY or not sin.heads
-    display(Markdown(f"Patched below: **{how}**: {', '.join(map(paper.head_name, patched)) or 'none'}."))
+    display(Markdown(f"Patched below: **{how}**: "
+                     f"{', '.join(map(paper.head_name, patched)) or 'none (no head lowers the logit diff there)'}."))
 else:
     patched, how, P_EXPL = [], "nothing", True
     display(Markdown("**Not run:** there are no heads to patch on this model (see above)."))
@@ -358,7 +370,7 @@ for token in signals.TOKENS:
 display(pd.DataFrame(rows).set_index("claim"))
 display(Markdown(f"Ours: model {MODEL}, N = {n_prompts}, BOS {BOS}, templates '{template_set}', seed {seed}; "
                  "path patching with x_new = p_ABC; token/position: the heads' outputs at END patched from "
-                 "each variant, no ablation. Paper: GPT-2 small, no BOS (App. A, Fig. 9)."))
+                 "each variant; knockout: mean ablation over p_ABC. Paper: GPT-2 small, no BOS (App. A, Fig. 9)."))
 
 # %% [markdown]
 # ## Takeaway
