@@ -356,9 +356,13 @@ cmp = paper.compare_heads(s_heads, paper.CIRCUIT["S-Inhibition"])
 display(pd.DataFrame([{"class": "S-Inhibition", "found (ours)": ", ".join(map(paper.head_name, s_heads)) or "none",
                        "paper": ", ".join(map(paper.head_name, paper.CIRCUIT["S-Inhibition"])),
                        **{k: ", ".join(v) or "-" for k, v in cmp.items()}}]).set_index("class"))
-results.record(CHAPTER, "classes.S-Inhibition", [list(h) for h in s_heads], settings,
-               note="" if s_heads else ("exploratory receivers: no class discovered" if EXPLORATORY
-                                        else "none found by the rule"))
+if s_heads:
+    class_note = ""
+elif not RUN:
+    class_note = ("not run: the model does not do the task" if not TASK else "not run: no Name Movers")
+else:
+    class_note = "exploratory receivers: no class discovered" if EXPLORATORY else "none found by the rule"
+results.record(CHAPTER, "classes.S-Inhibition", [list(h) for h in s_heads], settings, note=class_note)
 rows = [{"claim": paper.NUMBERS["s_inhibition.attention_to_s2"]["claim"], "paper (GPT-2 small)": 0.51,
          f"ours ({MODEL})": "n/a" if att_s2 is None else round(att_s2, 3)}]
 for token in signals.TOKENS:
