@@ -34,7 +34,8 @@ from .hooks import Head
 from .models import get_tokenizer
 
 CACHE_ENV_VAR = "IOI_CACHE_DIR"
-_SOURCES = ("discovery.py", "patching.py", "hooks.py", "scores.py", "ablation.py", "dataset.py")
+_SOURCES = ("discovery.py", "patching.py", "hooks.py", "scores.py", "ablation.py", "dataset.py",
+            "signals.py")
 
 # Thresholds, as fractions of the clean logit difference. See each step's docstring.
 NAME_MOVER_EFFECT = 0.05
@@ -476,14 +477,15 @@ def s_inhibition_share(setup: Setup, senders: Sequence[Head], receivers: Sequenc
     heads) explain, for each App. A variant and for p_ABC (one row each).
 
     * ``total``: logit diff change when the receivers' outputs at END are taken from the variant
-      (App. A's experiment, Fig. 9): everything the variant changes in them.
+      (App. A's experiment, Fig. 9, as :func:`ioi_helpers.signals.token_position` runs it):
+      everything the variant changes in them.
     * ``via senders``: path patching from the senders as one group (x_new = the variant) to the
       receivers' keys and values at S2.
     * ``via all heads``: the same with every head upstream of the receivers as one group.
     * ``share`` = via senders / total; ``share of heads`` = via senders / via all heads.
     Changes are in logits, on p_IOI; the clean value is the model's logit diff.
     """
-    from . import ablation
+    from . import metrics, signals
 
     senders, receivers = _sorted(senders), _sorted(receivers)
     if not senders or not receivers:
@@ -494,7 +496,6 @@ def s_inhibition_share(setup: Setup, senders: Sequence[Head], receivers: Sequenc
 
     def compute():
         model, ioi = setup.model, setup.ioi
-        mask = ablation.knockout_mask(model, ioi, {h: ["END"] for h in receivers})
         cases = [(f"token {t} / position {p}", t, p) for t, p in variants] + [("p_ABC", "ABC", "ABC")]
         rows = []
         for label, t, p in cases:
@@ -502,8 +503,8 @@ def s_inhibition_share(setup: Setup, senders: Sequence[Head], receivers: Sequenc
             caches = setup.caches if t == "ABC" else None
             pp = patching.path_patch(model, ioi, new, receivers, "kv", "S2",
                                      senders=[senders, upstream], caches=caches)
-            total = float(ablation.ablated_logit_diff(model, ioi, mask,
-                                                      ablation.head_outputs(model, new)).mean())
+            logits, _ = signals.patch_outputs(model, ioi, new, receivers, "END")
+            total = metrics.logit_diff(logits, ioi).mean().item()
             changed = ("both" if t == "ABC" else "token and position" if t != "orig" and p != "orig"
                        else "position" if p != "orig" else "token")
             d_all, d_send, d_heads = total - pp.clean, float(pp.delta[0]), float(pp.delta[1])
