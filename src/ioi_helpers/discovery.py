@@ -76,7 +76,8 @@ class Setup:
         return getattr(self.model, "ioi_model_name", "unknown")
 
     def key(self) -> dict:
-        return {"model": self.model_name, "n_prompts": self.n_prompts, "seed": self.seed,
+        return {"model": self.model_name, "weights": weights_fingerprint(self.model),
+                "n_prompts": self.n_prompts, "seed": self.seed,
                 "prepend_bos": self.prepend_bos, "template_set": self.template_set}
 
     def settings(self) -> dict:
@@ -86,6 +87,19 @@ class Setup:
 
 
 # ----------------------------------------------------------------------------- caching
+
+
+def weights_fingerprint(model) -> str:
+    """A short hash of the model's weights (a retrained checkpoint under the same name must
+    not reuse cached results): every parameter's sum and a strided sample of its entries."""
+    h = hashlib.sha256()
+    with torch.no_grad():
+        for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
+            flat = p.detach().reshape(-1)
+            sample = flat[:: max(1, flat.numel() // 64)].double().cpu()
+            h.update(name.encode())
+            h.update(torch.cat([flat.double().sum().reshape(1).cpu(), sample]).numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def cache_dir() -> Path:
