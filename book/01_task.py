@@ -21,9 +21,9 @@
 # them, the **subject** (S, here John), who gives something to the other, the **indirect
 # object** (IO, here Mary). A model that has learned the task predicts the IO and not the S.
 #
-# This chapter builds the prompt distribution $p_{IOI}$ exactly as the paper describes it,
+# This chapter builds the prompt distribution p<sub>IOI</sub> exactly as the paper describes it,
 # shows what the model sees token by token, and measures the three baseline numbers the
-# paper reports: the **logit difference** $\mathrm{logit}(IO) - \mathrm{logit}(S)$ at the last
+# paper reports: the **logit difference** logit(IO) − logit(S) at the last
 # token, the **probability of IO**, and **how often IO beats S**.
 #
 # Every number below is computed by the code beside it, on the model named in the next cell's
@@ -114,7 +114,7 @@ pd.DataFrame({"position": range(len(row)), "token id": row,
 # ## Baseline: does the model do the task?
 #
 # We run the model on the prompts and read the logits at END. The corrupted distribution
-# $p_{ABC}$ (same templates, places and objects, but the three name slots filled with three
+# p<sub>ABC</sub> (same templates, places and objects, but the three name slots filled with three
 # unrelated names) is the reference used by every later intervention: with no repeated name,
 # the model has no reason to prefer the clean IO over the clean S, so its logit difference there
 # should be near zero.
