@@ -96,10 +96,12 @@ def test_discovery_path_with_base_ablation_is_the_knocked_out_sweep(tmp_path, mo
     model = tm.random_model()
     setup = discovery.Setup(model, n_prompts=10, seed=11)
     ref = patching.path_patch(model, setup.ioi, setup.abc, knockout=KNOCKED, progress=False)
+    model_ld = patching.path_patch(model, setup.ioi, setup.abc, senders=[(0, 0)], progress=False).clean
     backup = discovery.backup_name_movers(setup, KNOCKED, others=[(0, 0)], threshold=0.02)
-    assert torch.allclose(backup.effect, ref.relative, atol=1e-6)
+    effect = ref.delta / abs(model_ld)  # a fraction of the unablated model's logit diff
+    assert torch.allclose(backup.effect, effect, atol=1e-6)
     expected = sorted((l, h) for l in range(3) for h in range(4)
-                      if ref.relative[l, h] <= -0.02 and (l, h) not in KNOCKED + [(0, 0)])
+                      if effect[l, h] <= -0.02 and (l, h) not in KNOCKED + [(0, 0)])
     assert backup.heads == expected and backup.heads  # the rule selected something here
     assert torch.allclose(backup.extra["before"], discovery.direct_effects(setup).relative)
     assert set(backup.table.loc[backup.table["selected"], "head"]) == {f"{l}.{h}" for l, h in expected}

@@ -559,8 +559,11 @@ def backup_name_movers(setup: Setup, movers: Sequence[Head], others: Sequence[He
     per template group and position) in every run of Algorithm 1. Rule (Sec. 3.4: the heads
     outside the other classes whose effect exceeds 2% once the Name Movers are knocked out;
     they take over the Name Movers' job, so the effect counted is a drop, the Name Movers'
-    sign): effect after the knockout <= -threshold x the knocked-out model's logit diff, and
-    the head is in no other class (the Name Movers and ``others``).
+    sign): effect after the knockout <= -threshold x the model's logit diff, and the head is
+    in no other class (the Name Movers and ``others``). Effects before and after are both
+    fractions of the (unablated) model's logit diff, so they share one scale; in GPT-2 small
+    the knocked-out model keeps 95% of it, so the choice of denominator hardly matters there,
+    while on a model whose knocked-out logit diff is near 0 dividing by it would blow up.
 
     ``effect`` is the effect after the knockout; ``extra["before"]`` the same experiment
     without it, for the before/after comparison (the Negative Name Movers change there too).
@@ -569,17 +572,18 @@ def backup_name_movers(setup: Setup, movers: Sequence[Head], others: Sequence[He
     if not movers:
         return _empty("Backup Name Mover", setup,
                       "no Name Movers were found, so there is nothing to knock out", "END")
-    before = direct_effects(setup).relative
+    direct = direct_effects(setup)
+    before = direct.relative
     r = _path(setup, "logits", "q", "END", base_ablation=movers)
-    eff = r.relative
+    eff = r.delta / abs(direct.clean)
     excluded = set(movers) | {tuple(h) for h in others}
     heads = [h for h in _sorted(torch.nonzero(eff <= -threshold).tolist()) if h not in excluded]
     att_io = attention(setup, "END", "IO")
     att_s = attention(setup, "END", "S1") + attention(setup, "END", "S2")
     cols = {"effect before knockout": before, "attn END->IO": att_io, "attn END->S1+S2": att_s}
     rule = (f"path-patching effect on the logits with the Name Movers ({', '.join(f'{l}.{h}' for l, h in movers)}) "
-            f"mean-ablated <= -{threshold:.0%} of the knocked-out model's logit diff, and the head is "
-            f"in no other class")
+            f"mean-ablated <= -{threshold:.0%} of the model's logit diff, and the head is in no other "
+            f"class")
     return HeadClass("Backup Name Mover", heads, rule, _table(eff, cols, heads), eff,
                      r.receivers + " (Name Movers knocked out)", r.clean, r.corrupted, "END",
                      extra={"before": before, "knocked out": movers, "excluded": _sorted(excluded)})

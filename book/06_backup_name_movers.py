@@ -1,0 +1,255 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 6. Backup Name Movers: the circuit repairs itself
+#
+# Chapter 2 found the **Name Movers**: the heads that copy the IO's name into the logits. If
+# they did the job alone, knocking them out should wreck the task. Section 3.4 of the paper
+# reports that it does not: with the three Name Movers of GPT-2 small mean-ablated, the logit
+# difference **drops by only 5%**. Other heads take over. To find them the paper repeats the
+# path patching to the logits, this time in the model with the Name Movers knocked out, and
+# calls **Backup Name Movers** the heads outside the other classes whose effect then exceeds
+# **2%** of the logit difference: eight heads in GPT-2 small (9.0, 9.7, 10.1, 10.2, 10.6,
+# 10.10, 11.2, 11.9). The knockout also changes what the **Negative Name Movers** do: their
+# effect on the logits changes sign in the paper's before/after comparison.
+#
+# This chapter does the same three things on the model named below: the knockout, the repeated
+# path patching with the class derived from it by the paper's rule, and the before/after
+# comparison, side by side.
+
+# %% tags=["parameters"]
+model_name = None  # None: $IOI_MODEL, else "gpt2" (GPT-2 small, the paper's model)
+n_prompts = 100  # pairs (p_IOI, p_ABC) for path patching and knockouts (the paper's scripts: 100)
+seed = 0
+prepend_bos = False  # the paper's choice: no <|endoftext|> at the start
+backup_threshold = 0.02  # Sec. 3.4: effect above 2% of the logit diff after the knockout
+
+# %%
+import altair as alt
+import pandas as pd
+import torch
+from IPython.display import Markdown, display
+
+from ioi_helpers import ablation, discovery, models, paper, plots, results
+
+torch.set_grad_enabled(False)
+model = models.load_model(model_name)
+MODEL = model.ioi_model_name
+CHAPTER = "06_backup_name_movers"
+results.start(CHAPTER, MODEL, {"n_prompts": n_prompts, "seed": seed, "prepend_bos": prepend_bos,
+                               "backup_threshold": backup_threshold})
+display(Markdown(f"**Model:** {models.describe_model(model)}"))
+if not models.is_gpt2_small(model):
+    display(Markdown(paper.stand_in_note(MODEL)))
+
+# %% [markdown]
+# ## The classes found so far
+#
+# Chapters 2-5 derived the other classes with the paper's path-patching steps. They are
+# recomputed here through `ioi_helpers.discovery` (same model, N, seed and BOS setting;
+# cached on disk), with the rule each one used.
+
+# %%
+setup = discovery.Setup(model, n_prompts=n_prompts, seed=seed, prepend_bos=prepend_bos)
+classes = discovery.circuit_classes(setup)
+for c in classes.values():
+    print(c.describe(), end="\n\n")
+nm, nnm = classes["Name Mover"], classes["Negative Name Mover"]
+ioi, abc = setup.ioi, setup.abc
+settings = setup.settings() | {"ablation": "mean over p_ABC per template group and position"}
+
+# %% [markdown]
+# ## Knocking out the Name Movers
+#
+# The knockout is the paper's mean ablation: each Name Mover's output, at every position, is
+# replaced by its mean over the p_ABC prompts of the same template group (chapter 7 uses the
+# same ablation for the whole circuit). MLPs, LayerNorms and the other heads run normally.
+
+# %%
+values = ablation.ablation_values(model, ioi, abc, "mean")
+clean_ld = ablation.ablated_logit_diff(model, ioi, ablation.knockout_mask(model, ioi, []), values)
+if nm.heads:
+    ko_ld = ablation.ablated_logit_diff(model, ioi, ablation.knockout_mask(model, ioi, nm.heads), values)
+    drop = 1 - ko_ld.mean().item() / clean_ld.mean().item()
+    results.record(CHAPTER, "backup.name_mover_knockout_drop", drop, settings)
+    results.record(CHAPTER, "backup.knockout_logit_diff", ko_ld.mean().item(), settings)
+    knock_rows = [("model", clean_ld.mean().item(), float("nan")),
+                  (f"Name Movers ({', '.join(paper.head_name(h) for h in nm.heads)}) knocked out",
+                   ko_ld.mean().item(), drop)]
+    display(Markdown(
+        f"Settings: model **{MODEL}**, N = {len(ioi)}, BOS {'prepended' if prepend_bos else 'not prepended'}, "
+        f"seed {seed}, mean ablation over p_ABC per template group and position. Paper: GPT-2 small, "
+        f"the logit difference drops by {paper.NUMBERS['backup.name_mover_knockout_drop']['value']:.0%}."))
+    display(pd.DataFrame(knock_rows, columns=["run", "mean logit diff", "drop (fraction of the model's)"]).round(3))
+else:
+    drop = None
+    results.record(CHAPTER, "backup.name_mover_knockout_drop", None, settings,
+                   note="no Name Movers were found on this model: nothing to knock out")
+    display(Markdown(
+        f"**No Name Movers were found on {MODEL}** (chapter 2's rule: {nm.rule}), so there is "
+        f"nothing to knock out and no backup to look for. The evidence is the direct-effect map "
+        f"below: no head passes the rule."))
+
+# %% [markdown]
+# ## Path patching again, with the Name Movers knocked out
+#
+# The experiment of chapter 2 (path patching from each head to the logits at END, x_new from
+# p_ABC), with the Name Movers mean-ablated in **every** run of the algorithm: x_orig, x_new and
+# the patched runs. The score is again the change of the logit difference, as a fraction of the
+# model's own (unablated) logit difference, so that before and after share one scale. The rule,
+# from Sec. 3.4:
+
+# %%
+backup = discovery.backup_name_movers(setup, nm.heads,
+                                      others=[h for c in classes.values() for h in c.heads],
+                                      threshold=backup_threshold)
+results.record(CHAPTER, "classes.Backup Name Mover", backup.heads, settings | {"threshold": backup_threshold})
+print(backup.describe())
+
+# %% [markdown]
+# Before and after, side by side, on one colour scale (blue: patching the head lowers the logit
+# difference, as for a Name Mover; red: it raises it, as for a Negative Name Mover). Left: the
+# Name Movers are outlined; right: the Backup Name Movers.
+
+# %%
+before = discovery.direct_effects(setup).relative
+after = backup.effect if nm.heads else before
+top = float(max(before.abs().max(), after.abs().max())) or 1.0
+left = plots.head_heatmap(before, "Direct effect on the logits (model)", "effect / logit diff",
+                          highlight=nm.heads, vmax=top)
+right = plots.head_heatmap(after, "... with the Name Movers knocked out" if nm.heads else
+                           "(no knockout: no Name Movers)", "effect / logit diff",
+                           highlight=backup.heads, vmax=top)
+plots.show(alt.hconcat(left, right))
+
+# %% [markdown]
+# The heads whose effect changed most, and every head the rule selected:
+
+# %%
+if nm.heads:
+    change = pd.DataFrame([
+        {"head": paper.head_name((l, h)), "before": float(before[l, h]), "after": float(after[l, h]),
+         "change": float(after[l, h] - before[l, h]),
+         "class": next((c.name for c in classes.values() if (l, h) in c.heads), ""),
+         "Backup (selected)": (l, h) in backup.heads}
+        for l in range(before.shape[0]) for h in range(before.shape[1])])
+    change = change.reindex(change["change"].abs().sort_values(ascending=False).index)
+    display(change.head(12).style.format(precision=3).hide(axis="index"))
+    if backup.heads:
+        sel = backup.table[backup.table["selected"]].copy()
+        sel["grew after knockout"] = sel["effect"] < sel["effect before knockout"]
+        display(sel.style.format(precision=3).hide(axis="index"))
+        grew = int(sel["grew after knockout"].sum())
+        grew_text = (f"{grew} of the {len(sel)} selected heads have a larger effect than before the knockout "
+                     f"(they take over); " + (f"the other {len(sel) - grew} already had it (the paper's rule does "
+                                              f"not ask for growth, so they are kept)." if grew < len(sel) else
+                                              "none was already that important."))
+        display(Markdown(grew_text))
+    else:
+        grew_text = ""
+        display(Markdown(f"No head outside the other classes passes the rule on {MODEL}."))
+
+# %% [markdown]
+# ## The Negative Name Movers after the knockout
+#
+# Before the knockout the Negative Name Movers push *against* the IO (patching them raises the
+# logit difference). The table compares their effect before and after.
+
+# %%
+if nnm.heads and nm.heads:
+    nnm_rows = pd.DataFrame([{"head": paper.head_name(h), "before": float(before[h]), "after": float(after[h]),
+                              "sign changed": bool(torch.sign(before[h]) != torch.sign(after[h]))}
+                             for h in nnm.heads])
+    flipped = int(nnm_rows["sign changed"].sum())
+    results.record(CHAPTER, "backup.negative_name_movers_sign_changes", flipped, settings)
+    display(nnm_rows.round(3))
+    nnm_text = (f"{flipped} of the {len(nnm.heads)} Negative Name Movers change sign after the knockout "
+                f"(before: {', '.join(f'{b:+.1%}' for b in nnm_rows['before'])}; after: "
+                f"{', '.join(f'{a:+.1%}' for a in nnm_rows['after'])}).")
+else:
+    why = "no Negative Name Movers were found" if not nnm.heads else "no Name Movers were knocked out"
+    nnm_text = f"Not measurable on {MODEL}: {why}."
+display(Markdown(nnm_text))
+
+# %% [markdown]
+# ## Do the backups compensate?
+#
+# Knocking out the Name Movers together with the backups will lower the logit difference, but
+# that alone does not show compensation: the backups may simply matter on their own. The test
+# is an interaction. Compare what removing the Name Movers costs **with** the backups in place
+# (the first knockout above) and **without** them (backups knocked out in both runs). If the
+# backups take over the Name Movers' job, the Name Movers cost more once the backups are gone.
+
+# %%
+if nm.heads and backup.heads:
+    def knocked(heads):
+        return ablation.ablated_logit_diff(model, ioi, ablation.knockout_mask(model, ioi, heads), values).mean().item()
+
+    backup_ld, both_ld = knocked(backup.heads), knocked(nm.heads + backup.heads)
+    F = clean_ld.mean().item()
+    nm_cost_with, nm_cost_without = F - ko_ld.mean().item(), backup_ld - both_ld
+    both_drop = 1 - both_ld / F
+    results.record(CHAPTER, "backup.name_mover_and_backup_knockout_drop", both_drop, settings)
+    results.record(CHAPTER, "backup.name_mover_cost_with_backups", nm_cost_with, settings)
+    results.record(CHAPTER, "backup.name_mover_cost_without_backups", nm_cost_without, settings)
+    display(pd.DataFrame([("model", F), ("Name Movers knocked out", ko_ld.mean().item()),
+                          ("Backup Name Movers knocked out", backup_ld),
+                          ("both knocked out", both_ld)], columns=["run", "mean logit diff"]).round(3))
+    compensates = nm_cost_without > nm_cost_with + 0.05 * abs(F)
+    comp_text = (f"Removing the Name Movers costs {nm_cost_with:.2f} of logit difference with the backups in "
+                 f"place and {nm_cost_without:.2f} once they are gone: " +
+                 ("the backups were covering for the Name Movers." if compensates else
+                  "no clear compensation by these heads (the difference is under 5% of the logit difference)."))
+else:
+    both_drop, compensates = None, None
+    comp_text = f"Not run on {MODEL}: " + ("no Name Movers." if not nm.heads else "no Backup Name Movers were found.")
+display(Markdown(comp_text))
+
+# %% [markdown]
+# ## Comparison with the paper
+
+# %%
+cmp = paper.compare_heads(backup.heads, paper.CIRCUIT["Backup Name Mover"])
+display(pd.DataFrame([{"class": "Backup Name Mover",
+                       "found": " ".join(paper.head_name(h) for h in backup.heads) or "none",
+                       "paper (GPT-2 small)": " ".join(paper.head_name(h) for h in paper.CIRCUIT["Backup Name Mover"]),
+                       **{k: " ".join(v) for k, v in cmp.items()}}]).style.hide(axis="index"))
+display(pd.DataFrame([{
+    "claim": paper.NUMBERS["backup.name_mover_knockout_drop"]["claim"],
+    "paper (GPT-2 small)": paper.NUMBERS["backup.name_mover_knockout_drop"]["value"],
+    MODEL: drop, "settings": f"N={len(ioi)}, BOS={prepend_bos}, mean ablation over p_ABC"}]).round(3))
+if not models.is_gpt2_small(model):
+    display(Markdown(paper.stand_in_note(MODEL) + " Head indices of GPT-2 small (12 x 12) mean nothing "
+                     "here, so 'match' compares numbers, not functions."))
+
+# %% [markdown]
+# ## Takeaway
+
+# %%
+if not nm.heads:
+    verdict = (f"**{MODEL}** has no Name Movers by chapter 2's rule, so it has nothing for backups to "
+               f"stand in for: the backup mechanism cannot be tested on it.")
+else:
+    change = (f"lowers the logit difference by **{drop:.0%}**" if drop >= 0 else
+              f"*raises* the logit difference by **{-drop:.0%}**")
+    verdict = f"Knocking out the {len(nm.heads)} Name Mover(s) of **{MODEL}** {change} (paper, GPT-2 small: a 5% drop). "
+    verdict += ("Most of the performance survives. " if drop < 0.5 else
+                "Most of the performance is lost: little compensation on this model. ")
+    if backup.heads:
+        verdict += (f"The repeated path patching finds **{len(backup.heads)} Backup Name Mover(s)** "
+                    f"({', '.join(paper.head_name(h) for h in backup.heads)}; paper: 8). {grew_text} {comp_text}")
+    else:
+        verdict += "No head outside the other classes passes the 2% rule after the knockout."
+    verdict += " " + nnm_text
+display(Markdown(verdict))

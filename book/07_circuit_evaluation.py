@@ -1,0 +1,418 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 7. Is it the circuit? Faithfulness, completeness, minimality
+#
+# Chapters 2-6 found seven classes of heads. Section 4 of the paper asks whether they *are*
+# the mechanism, with three criteria computed on **knockouts** (mean ablation over p_ABC):
+#
+# * **Faithfulness**: the circuit alone, every other head knocked out, should do the task as
+#   well as the model. F(M) is the model's mean logit difference, F(C) the circuit's. For
+#   GPT-2 small the paper reports F(M) = 3.56 and F(C) ≈ 3.10: the circuit keeps
+#   **87%** (a gap of 0.46).
+# * **Completeness**: for any set K of circuit heads, removing K from the circuit and from
+#   the model should hurt both equally; the *incompleteness* of K is
+#   |F(C ∖ K) − F(M ∖ K)|. Random and class sets give small values; a greedy
+#   search finds sets with up to **3.09** (Fig. 6): the circuit is not complete.
+# * **Minimality**: every head of the circuit should matter for some K:
+#   |F(C ∖ (K ∪ {v})) − F(C ∖ K)| is **at least 1% of F(M)** for every head
+#   (Fig. 20; e.g. 0.1: 1.30, 5.5: 1.15, 10.7: 0.94, 9.0 and 11.9: 0.04).
+#
+# These numbers depend on choices the paper makes once (mean ablation, kept positions, the
+# p_ABC set, a ratio of means); Miller et al. (2024, *Transformer Circuit Faithfulness Metrics
+# are not Robust*) showed how much faithfulness moves when they change, so this chapter measures
+# that too.
+
+# %% tags=["parameters"]
+model_name = None  # None: $IOI_MODEL, else "gpt2" (GPT-2 small, the paper's model)
+n_prompts = 100  # p_IOI prompts (and matched p_ABC) for every criterion (the authors' scripts: 100)
+seed = 0
+prepend_bos = False  # the paper's choice: no <|endoftext|> at the start
+ablation_method = "mean"  # the paper's knockout; "resample" or "zero" to change the headline numbers
+n_random_sets = 10  # random K for completeness (the authors: 50), each head in with probability 1/2
+greedy_n_sets = 1  # greedy completeness search: runs (paper: 5)
+greedy_n_steps = 3  # steps per run (paper: 10)
+greedy_candidates = 3  # heads tried per step (paper: 10)
+greedy_n_prompts = 40  # prompts the search runs on; the sets it finds are re-scored on all n_prompts
+paper_greedy = False  # True: the paper's search parameters (ablation.PAPER_GREEDY), slow on a CPU
+abc_per_group = [1, 3]  # p_ABC prompts per template group for the mean (sensitivity), besides all
+large_abc_factor = 2  # and an independent p_ABC set this many times larger
+
+# %%
+import altair as alt
+import pandas as pd
+import torch
+from IPython.display import Markdown, display
+
+from ioi_helpers import ablation, dataset, discovery, models, paper, plots, results
+
+torch.set_grad_enabled(False)
+model = models.load_model(model_name)
+tokenizer = models.get_tokenizer()
+MODEL = model.ioi_model_name
+CHAPTER = "07_circuit_evaluation"
+if paper_greedy:
+    greedy_n_sets, greedy_n_steps, greedy_candidates = (ablation.PAPER_GREEDY[k] for k in
+                                                        ("n_sets", "n_steps", "candidates"))
+results.start(CHAPTER, MODEL, {"n_prompts": n_prompts, "seed": seed, "prepend_bos": prepend_bos,
+                               "ablation": ablation_method, "greedy": [greedy_n_sets, greedy_n_steps,
+                                                                       greedy_candidates]})
+display(Markdown(f"**Model:** {models.describe_model(model)}"))
+if not models.is_gpt2_small(model):
+    display(Markdown(paper.stand_in_note(MODEL)))
+
+# %% [markdown]
+# ## The circuit, assembled from chapters 2-6
+#
+# Every class is recomputed through `ioi_helpers.discovery` with the rule its chapter printed
+# (same model, N, seed and BOS setting; cached on disk). Each head is **kept at one position**,
+# as in the paper's table: the Name Movers (all three kinds) and S-Inhibition heads at END,
+# Induction and Duplicate Token heads at S2, Previous Token heads at S1+1. Everywhere else, and
+# every head outside the circuit everywhere, is knocked out.
+
+# %%
+setup = discovery.Setup(model, n_prompts=n_prompts, seed=seed, prepend_bos=prepend_bos)
+classes = discovery.all_classes(setup)
+circuit = discovery.circuit(classes)
+ioi, abc = setup.ioi, setup.abc
+class_table = pd.DataFrame([{
+    "class": name, "kept at": c.kept_at, "heads found": " ".join(paper.head_name(h) for h in c.heads) or "none",
+    "paper (GPT-2 small)": " ".join(paper.head_name(h) for h in paper.CIRCUIT[name]),
+    "rule": c.rule} for name, c in classes.items()])
+display(class_table.style.hide(axis="index"))
+n_total = model.cfg.n_layers * model.cfg.n_heads
+display(Markdown(f"The circuit has **{len(circuit)}** of the model's {n_total} heads (the paper: 26 of 144)."))
+if not circuit:
+    display(Markdown(
+        f"**No class was found on {MODEL}**, so the circuit is empty: F(C) below is the model with "
+        f"*every* head knocked out, and completeness and minimality have no heads to work with. The "
+        f"evidence for each empty class is in its chapter (its effect heatmap and table)."))
+
+# %% [markdown]
+# ## Faithfulness
+#
+# The knockout: a head's output at a position is replaced by its mean over the p_ABC prompts of
+# the same template group, at that position (`ablation.ablation_values`). F is the mean
+# logit difference over the prompts, and faithfulness the ratio of the two means.
+
+# %%
+values = ablation.ablation_values(model, ioi, abc, ablation_method, seed=seed)
+_runs = {}  # every ablated run of this chapter, made once (per-prompt logit diffs)
+
+
+def _circuit_key(circ):
+    return tuple((h, tuple(p) if p is not None else None) for h, p in sorted(circ.items()))
+
+
+def F_C(circ, removed=(), vals=None):
+    """Per-prompt logit diff of the circuit minus ``removed`` (under ``vals``, default ``values``)."""
+    vals = values if vals is None else vals
+    key = ("C", id(vals), _circuit_key(circ), frozenset(removed))
+    if key not in _runs:
+        _runs[key] = ablation.circuit_logit_diff(model, ioi, vals, circ, removed)
+    return _runs[key]
+
+
+def F_M(removed=()):
+    """Per-prompt logit diff of the model minus ``removed`` (knocked out at every position)."""
+    key = ("M", frozenset(removed))
+    if key not in _runs:
+        _runs[key] = ablation.model_logit_diff(model, ioi, values, removed)
+    return _runs[key]
+
+
+faith = ablation.Faithfulness(F_M(), F_C(circuit))
+settings = setup.settings() | {"ablation": f"{ablation_method} over p_ABC per template group and position",
+                               "positions": "kept positions"}
+results.record(CHAPTER, "circuit.F_M", faith.F_M, settings)
+results.record(CHAPTER, "circuit.F_C", faith.F_C, settings)
+results.record(CHAPTER, "circuit.faithfulness", faith.ratio, settings)
+results.record(CHAPTER, "circuit.gap", faith.gap, settings)
+P = paper.NUMBERS
+display(Markdown(
+    f"Settings: model **{MODEL}**, N = {len(ioi)}, templates '{setup.template_set}', BOS "
+    f"{'prepended' if prepend_bos else 'not prepended'}, seed {seed}, **{ablation_method} ablation** over "
+    f"the matched p_ABC prompts, circuit heads kept at their class's position. Paper: GPT-2 small, mean "
+    f"ablation, no BOS."))
+pd.DataFrame([
+    ("F(M), the model", faith.F_M, P["circuit.F_M"]["value"]),
+    ("F(C), the circuit", faith.F_C, P["circuit.F_C"]["value"]),
+    ("F(C) / F(M)", faith.ratio, P["circuit.faithfulness"]["value"]),
+    ("F(M) - F(C)", faith.gap, P["circuit.gap"]["value"]),
+], columns=["", MODEL, "paper (GPT-2 small)"]).round(3)
+
+# %% [markdown]
+# ### How much faithfulness depends on the ablation
+#
+# The same circuit, with one choice changed at a time (Miller et al. 2024 make this point for
+# the IOI circuit):
+#
+# * **resample** instead of mean: each head gets its output on one random p_ABC prompt of the
+#   same template, not the mean;
+# * **all positions**: circuit heads are kept at every position, not only at their class's;
+# * **size of the p_ABC set** the mean is taken over: 1 or a few prompts per template group, the
+#   matched set, or an independent set several times larger;
+# * **ratio of means vs mean of ratios**: the paper divides the mean logit differences; averaging
+#   the per-prompt ratios F_i(C) / F_i(M) instead weighs prompts differently (and explodes when a
+#   prompt's F_i(M) is near 0, so the median is shown as well).
+#
+# F(M) does not change (nothing is ablated in the model), so each row is one circuit run.
+
+# %%
+def groups_first(ref, k):
+    """The first k prompts of every template group of ``ref``."""
+    seen, keep = {}, []
+    for i, g in enumerate(ref.groups):
+        if seen.get(g, 0) < k:
+            seen[g] = seen.get(g, 0) + 1
+            keep.append(i)
+    return ref[keep]
+
+
+def ratio_stats(c_ld):
+    r = c_ld / faith.model_ld
+    return {"F(C)": c_ld.mean().item(), "ratio of means (paper)": c_ld.mean().item() / faith.F_M,
+            "mean of ratios": r.mean().item(), "median of ratios": r.median().item()}
+
+
+matched = f"matched ({len(abc)})"
+variants = [  # id, description, ablation, positions kept, p_ABC prompts, values, circuit
+    ("paper", "mean over matched p_ABC, kept positions (the paper's)", "mean", "kept", matched,
+     values if ablation_method == "mean" else ablation.ablation_values(model, ioi, abc, "mean"), circuit),
+    ("resample", "resample, kept positions", "resample", "kept", matched,
+     values if ablation_method == "resample" else ablation.ablation_values(model, ioi, abc, "resample", seed=seed),
+     circuit),
+]
+variants.append(("all_positions", "mean, circuit heads kept at all positions", "mean", "all", matched,
+                 variants[0][5], {h: None for h in circuit}))
+for k in abc_per_group:
+    ref = groups_first(abc, k)
+    variants.append((f"abc_{k}_per_group", f"mean over {k} p_ABC prompt(s) per template group", "mean", "kept",
+                     f"{len(ref)}", ablation.ablation_values(model, ioi, ref, "mean"), circuit))
+big_ioi = dataset.make_ioi_dataset(tokenizer, large_abc_factor * n_prompts, template_set=setup.template_set,
+                                   seed=seed + 1, prepend_bos=prepend_bos)
+big_abc = dataset.make_abc_dataset(tokenizer, big_ioi)
+variants.append((f"abc_x{large_abc_factor}", f"mean over an independent p_ABC set {large_abc_factor}x larger",
+                 "mean", "kept", f"{len(big_abc)}", ablation.ablation_values(model, ioi, big_abc, "mean"), circuit))
+sens_rows = []
+for key, label, method, positions, ref_size, vals, circ in variants:
+    c_ld = F_C(circ, vals=vals)
+    sens_rows.append({"variant": label, "ablation": method, "positions kept": positions,
+                      "p_ABC prompts in the mean": ref_size, **ratio_stats(c_ld)})
+    results.record(CHAPTER, f"circuit.faithfulness_sensitivity.{key}", sens_rows[-1]["ratio of means (paper)"],
+                   settings | {"ablation": method, "positions": positions, "p_ABC": ref_size})
+sensitivity = pd.DataFrame(sens_rows)
+display(sensitivity.drop(columns="short", errors="ignore").style.format(precision=3).hide(axis="index"))
+SHORT = {"paper": "mean (paper)", "resample": "resample", "all_positions": "all positions kept",
+         f"abc_x{large_abc_factor}": f"p_ABC x{large_abc_factor}",
+         **{f"abc_{k}_per_group": f"p_ABC: {k} per group" for k in abc_per_group}}
+sensitivity["short"] = [SHORT[v[0]] for v in variants]
+plots.show(plots.bar_chart(sensitivity.rename(columns={"short": "ablation choice"}), x="ablation choice",
+                           y="ratio of means (paper)", horizontal=True,
+                           title=f"Faithfulness F(C)/F(M) under different ablations ({MODEL}, N={len(ioi)})",
+                           tooltip=["variant", "F(C)", "ratio of means (paper)", "mean of ratios",
+                                    "median of ratios"]))
+spread = sensitivity["ratio of means (paper)"].max() - sensitivity["ratio of means (paper)"].min()
+display(Markdown(f"Across these choices faithfulness ranges from "
+                 f"{sensitivity['ratio of means (paper)'].min():.2f} to {sensitivity['ratio of means (paper)'].max():.2f} "
+                 f"(a spread of {spread:.2f}); the headline number above is one point in that range."))
+
+# %% [markdown]
+# ## Completeness
+#
+# Three families of sets K (the paper's Sec. 4.1): **random** subsets of the circuit (each head
+# in with probability 1/2), each **class**, and sets found by a **greedy search** that adds, step by
+# step, the head (among a few drawn at random) that most increases |F(C ∖ K) −
+# F(M ∖ K)|. As the authors did, the search runs on a smaller set of prompts and the sets
+# it finds are re-scored on all of them. Removing K from the model means knocking its heads out
+# at every position. The search parameters default to what fits a CPU; `paper_greedy=True`
+# runs the paper's (5 runs x 10 steps x 10 candidates). The paper's code differs from its text
+# in the greedy objective; this follows the text.
+
+# %%
+display(Markdown(f"Greedy search: **{greedy_n_sets} run(s) x {greedy_n_steps} steps x {greedy_candidates} "
+                 f"candidates** on {min(greedy_n_prompts, len(ioi))} prompts (paper: "
+                 f"{ablation.PAPER_GREEDY['n_sets']} x {ablation.PAPER_GREEDY['n_steps']} x "
+                 f"{ablation.PAPER_GREEDY['candidates']})."))
+
+
+def greedy_sets(circ, label):
+    if not circ:  # no head to put in K
+        return {}
+    small = ioi[:min(greedy_n_prompts, len(ioi))]
+    small_vals = values[:, :len(small), :small.tokens.shape[1]]
+    runs = ablation.greedy_completeness(model, small, small_vals, circ, n_sets=greedy_n_sets,
+                                        n_steps=greedy_n_steps, candidates=greedy_candidates, seed=seed)
+    return {f"{label} greedy {r['run']}": r["K"] for r in runs}
+
+
+def completeness_table(circ, class_heads, label):
+    """F(C∖K), F(M∖K) and |F(C∖K) - F(M∖K)| for random, class, empty and greedy sets K."""
+    sets = {f"random {i}": k for i, k in enumerate(ablation.random_sets(circ, n_random_sets, seed=seed).values())}
+    sets.update({f"class: {n}": k for n, k in ablation.class_sets(class_heads, circ).items() if n != "empty"})
+    sets["empty"] = ()
+    greedy = greedy_sets(circ, label)
+    sets.update(greedy or {f"{label} greedy (no heads)": ()})
+    rows = []
+    for name, k in sets.items():
+        c, m = F_C(circ, k).mean().item(), F_M(k).mean().item()
+        kind = "greedy" if name.startswith(label) else name.split(" ")[0].rstrip(":")
+        rows.append({"circuit": label, "K": name, "kind": kind, "size of K": len(k),
+                     "heads": " ".join(paper.head_name(h) for h in sorted(k)),
+                     "F(C∖K)": c, "F(M∖K)": m, "incompleteness": abs(c - m)})
+    return pd.DataFrame(rows)
+
+
+class_heads = {n: c.heads for n, c in classes.items() if c.heads}
+comp = completeness_table(circuit, class_heads, "full")
+greedy_best = comp[comp["kind"] == "greedy"]["incompleteness"].max()
+results.record(CHAPTER, "circuit.greedy_incompleteness", float(greedy_best),
+               settings | {"K": f"greedy {greedy_n_sets}x{greedy_n_steps}x{greedy_candidates}"},
+               note="" if circuit else "empty circuit: every K is empty, the score is |F(C) - F(M)|")
+for kind in ("random", "class"):
+    sub = comp[comp["kind"] == kind]["incompleteness"]
+    results.record(CHAPTER, f"circuit.{kind}_incompleteness_max", float(sub.max()) if len(sub) else None, settings)
+plots.show(plots.scatter_with_diagonal(
+    comp, x="F(M∖K)", y="F(C∖K)", color="kind",
+    title=f"Completeness ({MODEL}, N={len(ioi)}): on the diagonal, complete for K",
+    tooltip=["K", "heads", "F(C∖K)", "F(M∖K)", "incompleteness"]))
+display(comp.sort_values("incompleteness", ascending=False).head(10).style.format(precision=3).hide(axis="index"))
+
+# %% [markdown]
+# ## Minimality
+#
+# For each head v the paper picks a set K (mostly other heads of v's class, since heads
+# of one class back each other up) and reports |F(C ∖ (K ∪ {v})) − F(C ∖ K)|
+# (its Fig. 20). The paper's sets name GPT-2 small heads; they are used here only on GPT-2 small.
+# On another model, K for a head is the other heads of its class (`ablation.same_class_k`), the
+# generic form of the paper's choice.
+
+# %%
+if models.is_gpt2_small(model):
+    generic = ablation.same_class_k(class_heads)
+    k_sets = {v: ablation.PAPER_MINIMALITY_K.get(v, generic.get(v, ())) for v in circuit}
+    k_source = "the paper's K sets (same-class K for heads outside the paper's circuit)"
+else:
+    k_sets = ablation.same_class_k(class_heads)
+    k_source = "K = the other heads of the head's class"
+mini = ablation.minimality(model, ioi, values, circuit, k_sets) if circuit else {}
+mini_df = pd.DataFrame([{"head": paper.head_name(v), "class": next(n for n, c in classes.items() if v in c.heads),
+                         "K": " ".join(paper.head_name(h) for h in r["K"]) or "{}",
+                         "score": r["score"], "fraction of F(M)": r["relative"]} for v, r in mini.items()])
+for v, r in mini.items():
+    results.record(CHAPTER, f"minimality.ours.{paper.head_name(v)}", r["score"], settings | {"K": k_source})
+smallest = float(mini_df["fraction of F(M)"].min()) if len(mini_df) else None
+results.record(CHAPTER, "minimality.smallest_fraction", smallest, settings | {"K": k_source},
+               note="" if len(mini_df) else "empty circuit: no head to score")
+paper_heads = ["0.1", "5.5", "10.7", "9.0", "11.9"]
+for name in paper_heads:
+    key = f"minimality.{name}"
+    if models.is_gpt2_small(model):
+        head = tuple(int(x) for x in name.split("."))
+        results.record(CHAPTER, key, mini[head]["score"] if head in mini else None, settings | {"K": k_source},
+                       note="" if head in mini else "this head is not in the circuit found here")
+    else:
+        results.record(CHAPTER, key, None, settings,
+                       note=f"GPT-2 small's head {name} has no counterpart in {MODEL}: head indices are "
+                            f"model-specific; this model's own scores are under minimality.ours.*")
+
+if len(mini_df):
+    ours = mini_df.sort_values("score", ascending=False).assign(source=f"{MODEL} (K: {k_source})")
+    ours_chart = plots.bar_chart(ours, x="head", y="score", color="class",
+                                 title=f"Minimality per head, {MODEL} (dashed: 1% of F(M))",
+                                 tooltip=["head", "class", "K", "score", "fraction of F(M)"])
+    one_percent = alt.Chart(pd.DataFrame({"score": [0.01 * abs(faith.F_M)]})).mark_rule(
+        strokeDash=[4, 4], color="#555").encode(y="score:Q")
+    ours_chart = ours_chart + one_percent
+    paper_df = pd.DataFrame([{"head": n, "score": P[f"minimality.{n}"]["value"]} for n in paper_heads])
+    paper_chart = plots.bar_chart(paper_df, x="head", y="score",
+                                  title="Paper, GPT-2 small (Fig. 20, the five heads quoted)")
+    plots.show(alt.hconcat(ours_chart, paper_chart))
+    display(mini_df.sort_values("score", ascending=False).style.format(precision=3).hide(axis="index"))
+else:
+    display(Markdown(f"No head to score: the circuit found on {MODEL} is empty."))
+
+# %% [markdown]
+# ## A naive circuit, for contrast
+#
+# The paper contrasts its circuit with a **naive circuit of 13 heads**, whose completeness is
+# much worse. That circuit is a list of GPT-2 small heads; on another model its
+# indices name unrelated heads, so it is not used here. The comparable naive circuit on this
+# model is made of the classes found by the **first path-patching steps** (chapters 2-5: Name
+# Movers, S-Inhibition, Induction, Duplicate Token, Previous Token heads), without the Negative
+# and Backup Name Movers, the two classes one only finds by looking at what compensates.
+
+# %%
+naive_names = ["Name Mover", "S-Inhibition", "Induction", "Duplicate Token", "Previous Token"]
+naive = discovery.circuit({n: classes[n] for n in naive_names})
+naive_faith = ablation.Faithfulness(F_M(), F_C(naive))
+naive_comp = completeness_table(naive, {n: classes[n].heads for n in naive_names if classes[n].heads}, "naive")
+naive_greedy = naive_comp[naive_comp["kind"] == "greedy"]["incompleteness"].max()
+results.record(CHAPTER, "circuit.naive.faithfulness", naive_faith.ratio, settings)
+results.record(CHAPTER, "circuit.naive.greedy_incompleteness", float(naive_greedy), settings)
+contrast = pd.DataFrame([
+    {"circuit": "full (7 classes)", "heads": len(circuit), "F(C)": faith.F_C, "F(C)/F(M)": faith.ratio,
+     "largest greedy incompleteness": greedy_best,
+     "largest class incompleteness": comp[comp["kind"] == "class"]["incompleteness"].max()},
+    {"circuit": "naive (first steps only)", "heads": len(naive), "F(C)": naive_faith.F_C,
+     "F(C)/F(M)": naive_faith.ratio, "largest greedy incompleteness": naive_greedy,
+     "largest class incompleteness": naive_comp[naive_comp["kind"] == "class"]["incompleteness"].max()},
+])
+display(contrast.style.format(precision=3).hide(axis="index"))
+both = pd.concat([comp, naive_comp])
+plots.show(plots.scatter_with_diagonal(
+    both, x="F(M∖K)", y="F(C∖K)", color="circuit",
+    title="Completeness of the full and the naive circuit (all sets K)",
+    tooltip=["circuit", "K", "heads", "F(C∖K)", "F(M∖K)", "incompleteness"]))
+
+# %% [markdown]
+# ## Comparison with the paper and takeaway
+
+# %%
+rows = [(P[k]["claim"], P[k]["value"], v) for k, v in (
+    ("circuit.F_M", faith.F_M), ("circuit.F_C", faith.F_C), ("circuit.faithfulness", faith.ratio),
+    ("circuit.gap", faith.gap), ("circuit.greedy_incompleteness", greedy_best),
+    ("minimality.smallest_fraction", smallest))]
+display(pd.DataFrame(rows, columns=["claim", "paper (GPT-2 small)", MODEL]).style.format(precision=3).hide(axis="index"))
+display(Markdown(
+    f"Settings: model {MODEL}, N = {len(ioi)}, BOS {prepend_bos}, {ablation_method} ablation over p_ABC per "
+    f"template group and position; greedy {greedy_n_sets}x{greedy_n_steps}x{greedy_candidates}; minimality K: "
+    f"{k_source}."))
+if not models.is_gpt2_small(model):
+    display(Markdown(paper.stand_in_note(MODEL)))
+
+# %%
+text = [f"The circuit found on **{MODEL}** has {len(circuit)} heads. It keeps **{faith.ratio:.0%}** of the "
+        f"model's logit difference (F(C) = {faith.F_C:.2f} vs F(M) = {faith.F_M:.2f}; paper, GPT-2 small: 87%, "
+        f"3.10 vs 3.56)."]
+if faith.F_M <= 0.5:
+    text.append(f"The model itself barely does the task (F(M) = {faith.F_M:.2f}), so faithfulness is a ratio of "
+                f"small numbers and says little.")
+text.append(f"Changing the ablation moves faithfulness between {sensitivity['ratio of means (paper)'].min():.2f} and "
+            f"{sensitivity['ratio of means (paper)'].max():.2f}.")
+if circuit:
+    worst_class = comp[comp["kind"] == "class"]["incompleteness"].max()
+    text.append(f"Completeness: the largest incompleteness is {comp[comp['kind'] == 'random']['incompleteness'].max():.2f} "
+                f"for random sets, {worst_class:.2f} for class sets and **{greedy_best:.2f}** for greedy sets "
+                f"(paper: small, small, up to 3.09)" +
+                (" — as in the paper, a search finds sets the circuit does not account for."
+                 if greedy_best > max(worst_class, 0.1 * abs(faith.F_M)) else "."))
+    below = mini_df[mini_df["fraction of F(M)"] < 0.01]["head"].tolist()
+    text.append(f"Minimality: the smallest score is {smallest:.1%} of F(M) (paper: every head at least 1%); " +
+                (f"heads below 1%: {', '.join(below)}." if below else "every head passes 1%."))
+    text.append(f"The naive circuit ({len(naive)} heads) keeps {naive_faith.ratio:.0%} and its greedy "
+                f"incompleteness reaches {naive_greedy:.2f}, against {greedy_best:.2f} for the full circuit.")
+else:
+    text.append("With no heads in the circuit there is nothing to test for completeness or minimality.")
+display(Markdown(" ".join(text)))

@@ -1,0 +1,343 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 8. Adversarial examples: what the circuit predicts the model gets wrong
+#
+# A circuit is an explanation, and an explanation makes predictions. The paper's circuit says
+# that the model finds the IO by **detecting which name is repeated** (Duplicate Token and
+# Induction heads at S2), **suppressing that name** in the Name Movers' queries (S-Inhibition
+# heads), and **copying the other one** (Name Movers). Section 4.4 of the paper turns that
+# into a test: if the IO is *also* repeated, the duplicate detection should fire on both
+# names, the S-Inhibition heads should inhibit the IO as well, and the model should get worse.
+#
+# > *"John and Mary went to the store. **Mary had a good day.** John gave a bottle of milk to"*
+#
+# The paper adds one sentence naming the IO ("[A] had a good day.", "[A] was tired.", ...)
+# after the first sentence, and, as a control, the same sentences naming the subject S. Its
+# Fig. 8 table: on GPT-2 small the logit difference falls from 3.55 to **1.23**, the IO
+# probability from 0.49 to **0.36**, and S is preferred to IO on **23.4%** of prompts instead of
+# 0.7%; the control barely moves (3.64, 0.59, 0.4%).
+#
+# This chapter builds both distributions, measures the three numbers, looks at where the
+# S-Inhibition heads attend in the adversarial prompts, and adds the paper's other stress test
+# of App. J: knocking out the first MLP, which reverses the sign of the logit difference.
+
+# %% tags=["parameters"]
+model_name = None  # None: $IOI_MODEL, else "gpt2" (GPT-2 small, the paper's model)
+n_prompts = 100  # prompts per distribution (the paper's scripts used 100)
+seed = 0
+prepend_bos = False  # the paper's choice: no <|endoftext|> at the start
+template_set = "mixed"  # restricted below to its templates with a sentence break before S2
+discovery_n_prompts = 100  # N of the path-patching runs that find the head classes (chapters 2-5)
+
+# %%
+import altair as alt
+import pandas as pd
+import torch
+from IPython.display import Markdown, display
+
+from ioi_helpers import dataset, discovery, hooks, metrics, models, paper, plots, results, scores
+from ioi_helpers.hooks import hook_name
+
+torch.set_grad_enabled(False)
+model = models.load_model(model_name)
+tokenizer = models.get_tokenizer()
+MODEL = model.ioi_model_name
+CHAPTER = "08_adversarial_examples"
+results.start(CHAPTER, MODEL, {"n_prompts": n_prompts, "seed": seed, "prepend_bos": prepend_bos,
+                               "template_set": template_set})
+display(Markdown(f"**Model:** {models.describe_model(model)}"))
+if not models.is_gpt2_small(model):
+    display(Markdown(paper.stand_in_note(MODEL)))
+
+# %% [markdown]
+# ## The three distributions
+#
+# The extra sentence goes **after the first sentence**, right before the clause that holds S2,
+# so it only fits templates where a sentence ends there ("... went to the store. [B] gave ...").
+# Templates whose S2 clause follows a comma ("After [B] and [A] went to the store, [B] gave
+# ...") have no such place, so they are left out (`dataset.adversarial_templates`). The same
+# base prompts are used for all three distributions, so any difference comes from the extra
+# sentence alone. The answers stay the clean IO and S.
+
+# %%
+adv_templates = dataset.adversarial_templates(template_set)
+base = dataset.make_ioi_dataset(tokenizer, n_prompts, template_set=adv_templates, seed=seed,
+                                prepend_bos=prepend_bos)
+adv_io = dataset.make_adversarial_dataset(tokenizer, base, "IO")
+adv_s = dataset.make_adversarial_dataset(tokenizer, base, "S")
+DISTS = {"original": base, "extra sentence naming IO (adversarial)": adv_io,
+         "extra sentence naming S (control)": adv_s}
+display(Markdown(
+    f"Templates used: {len(adv_templates)} of the {len(dataset.templates(template_set))} groups of "
+    f"'{template_set}' ({', '.join(t.group for t in adv_templates)})."))
+pd.DataFrame([{"original": base.texts[i], "naming IO": adv_io.texts[i], "naming S": adv_s.texts[i],
+               "IO": base.prompts[i].io, "S": base.prompts[i].s} for i in range(5)])
+
+# %% [markdown]
+# ## Logit difference, IO probability, S above IO
+#
+# One forward pass per distribution gives both the logits at END and every head's attention
+# pattern (used in the next section).
+
+# %%
+n_layers = model.cfg.n_layers
+PATTERNS = [hook_name("pattern", l) for l in range(n_layers)]
+
+
+def run_with_patterns(ds, batch_size=100):
+    """END logits and the mean attention from END to each named position (per head)."""
+    to = [k for k in ("IO", "extra", "S1", "S2") if k in ds.pos]
+    logits, att = [], {k: torch.zeros(n_layers, model.cfg.n_heads) for k in to}
+    for start in range(0, len(ds), batch_size):
+        part = ds[start:start + batch_size]
+        end_logits, store = hooks.run(model, part.tokens, part.pos["END"], cache=PATTERNS)
+        logits.append(end_logits.float().cpu())
+        for k in to:
+            for l in range(n_layers):
+                att[k][l] += scores.attention_at(store[PATTERNS[l]], part.pos["END"],
+                                                 part.pos[k]).sum(0).float().cpu()
+    return torch.cat(logits), {k: v / len(ds) for k, v in att.items()}
+
+
+runs = {name: run_with_patterns(ds) for name, ds in DISTS.items()}
+summary = {name: metrics.summarize(logits, DISTS[name]) for name, (logits, _) in runs.items()}
+for name in summary:
+    summary[name]["S above IO"] = 1 - summary[name]["IO > S"]
+
+settings = base.settings() | {"model": MODEL, "template_set": f"{template_set} with a sentence break"}
+for key, name in (("io", "extra sentence naming IO (adversarial)"), ("s", "extra sentence naming S (control)")):
+    results.record(CHAPTER, f"adversarial.{key}.logit_diff", summary[name]["logit diff"], settings)
+    results.record(CHAPTER, f"adversarial.{key}.io_prob", summary[name]["IO prob"], settings)
+    results.record(CHAPTER, f"adversarial.{key}.s_above_io", summary[name]["S above IO"], settings)
+
+P = paper.NUMBERS
+paper_rows = {
+    "original": (3.55, P["baseline.io_prob"]["value"], 1 - P["baseline.io_above_s"]["value"]),
+    "extra sentence naming IO (adversarial)": (P["adversarial.io.logit_diff"]["value"], P["adversarial.io.io_prob"]["value"],
+                                               P["adversarial.io.s_above_io"]["value"]),
+    "extra sentence naming S (control)": (P["adversarial.s.logit_diff"]["value"], P["adversarial.s.io_prob"]["value"],
+                                          P["adversarial.s.s_above_io"]["value"]),
+}
+table = pd.DataFrame([
+    {"distribution": name, "logit diff": s["logit diff"], "paper: logit diff": paper_rows[name][0],
+     "IO prob": s["IO prob"], "paper: IO prob": paper_rows[name][1],
+     "S above IO": s["S above IO"], "paper: S above IO": paper_rows[name][2]}
+    for name, s in summary.items()])
+display(Markdown(
+    f"Settings: model **{MODEL}**, N = {len(base)} prompts per distribution, templates "
+    f"'{template_set}' with a sentence break ({len(adv_templates)} groups), BOS "
+    f"{'prepended' if prepend_bos else 'not prepended'}, seed {seed}, no ablation. The paper: "
+    f"GPT-2 small, its Fig. 8 table (no BOS)."))
+table.round(3)
+
+# %%
+long = table.melt(id_vars="distribution", value_vars=["logit diff", "IO prob", "S above IO"],
+                  var_name="metric", value_name="value")
+long["source"] = MODEL
+paper_long = pd.DataFrame([{"distribution": d, "metric": m, "value": v, "source": "paper (GPT-2 small)"}
+                           for d, vals in paper_rows.items()
+                           for m, v in zip(["logit diff", "IO prob", "S above IO"], vals)])
+both = pd.concat([long, paper_long])
+both["distribution"] = both["distribution"].str.replace(r" \(.*\)", "", regex=True)
+chart = alt.Chart(both).mark_bar().encode(
+    x=alt.X("source:N", title=None, axis=alt.Axis(labelAngle=0, labels=False, ticks=False)),
+    y=alt.Y("value:Q", title=None),
+    color=alt.Color("source:N", title=None),
+    column=alt.Column("distribution:N", title=None, sort=list(d.split(" (")[0] for d in DISTS)),
+    row=alt.Row("metric:N", title=None),
+    tooltip=["distribution", "metric", "source", alt.Tooltip("value:Q", format=".3f")],
+).properties(width=110, height=110, title="The three distributions: ours beside the paper's Fig. 8 table")
+plots.show(chart.resolve_scale(y="independent"))
+
+# %% [markdown]
+# The logit difference per prompt, original vs adversarial, shows whether the drop is a shift
+# of every prompt or a subset of prompts flipping:
+
+# %%
+per_prompt = pd.DataFrame({name.split(" (")[0]: metrics.logit_diff(logits, DISTS[name]).numpy()
+                           for name, (logits, _) in runs.items()})
+per_prompt["group"] = base.groups
+flat = per_prompt.melt(id_vars="group", var_name="distribution", value_name="logit diff")
+plots.show(alt.Chart(flat).mark_bar(opacity=0.55, binSpacing=0).encode(  # overlaid, not stacked
+    x=alt.X("logit diff:Q", bin=alt.Bin(maxbins=40), title="logit diff"),
+    y=alt.Y("count():Q", stack=None, title="prompts"),
+    color=alt.Color("distribution:N", sort=list(per_prompt.columns[:3])),
+    tooltip=["distribution:N", alt.Tooltip("count():Q", title="prompts")],
+).properties(title=f"Logit difference per prompt ({MODEL}, N={len(base)} each)", width=420))
+
+# %% [markdown]
+# ## Why it fails: the S-Inhibition heads attend to the second IO
+#
+# The paper's explanation (Sec. 4.4): in the adversarial prompts the IO is a duplicated token
+# too, so the S-Inhibition heads, which normally attend from END to S2 and tell the Name Movers
+# which name to avoid, spread their attention onto the **second occurrence of the IO** (the
+# name in the extra sentence). The Name Movers then avoid the IO as well.
+#
+# The S-Inhibition heads are the ones derived in chapter 3, recomputed here through
+# `ioi_helpers.discovery` (path patching on p_IOI with the same model, N, seed and BOS setting;
+# cached on disk).
+
+# %%
+setup = discovery.Setup(model, n_prompts=discovery_n_prompts, seed=seed, prepend_bos=prepend_bos)
+classes = discovery.circuit_classes(setup)
+sinh, nm = classes["S-Inhibition"], classes["Name Mover"]
+print(nm.describe())
+print(sinh.describe())
+
+# %%
+att_io = runs["extra sentence naming IO (adversarial)"][1]
+att_s = runs["extra sentence naming S (control)"][1]
+att_0 = runs["original"][1]
+
+
+def attention_rows(heads, cls):
+    rows = []
+    for l, h in heads:
+        for dist, att, label in (("original", att_0, None), ("naming IO", att_io, "second IO"),
+                                 ("naming S", att_s, "middle S")):
+            row = {"head": f"{l}.{h}", "class": cls, "distribution": dist,
+                   "END->IO": float(att["IO"][l, h]), "END->S2": float(att["S2"][l, h]),
+                   "END->S1": float(att["S1"][l, h])}
+            row["END->extra name"] = float(att["extra"][l, h]) if "extra" in att else float("nan")
+            rows.append(row)
+    return rows
+
+
+if sinh.heads:
+    att_table = pd.DataFrame(attention_rows(sinh.heads, "S-Inhibition") + attention_rows(nm.heads, "Name Mover"))
+    shown = att_table.melt(id_vars=["head", "class", "distribution"],
+                           value_vars=["END->IO", "END->extra name", "END->S1", "END->S2"],
+                           var_name="attends to", value_name="attention").dropna()
+    bars = alt.Chart(shown).mark_bar().encode(
+        x=alt.X("attends to:N", title=None, sort=["END->IO", "END->extra name", "END->S1", "END->S2"],
+                axis=alt.Axis(labelAngle=-30)),
+        y=alt.Y("attention:Q", title="mean attention from END"),
+        color=alt.Color("distribution:N"),
+        xOffset="distribution:N",
+        column=alt.Column("head:N", title=None),
+        row=alt.Row("class:N", title=None),
+        tooltip=["head", "distribution", "attends to", alt.Tooltip("attention:Q", format=".3f")],
+    ).properties(width=160, height=140,
+                 title="Attention from END: S-Inhibition heads and Name Movers, on the three distributions")
+    plots.show(bars)
+    display(att_table.round(3))
+else:
+    display(Markdown(
+        f"**No S-Inhibition heads were found on {MODEL}** (chapter 3's rule selected none; its "
+        f"evidence: {sinh.rule}). The mechanism the paper describes cannot be checked head by head "
+        f"here; the heatmap below shows instead how much **every** head attends from END to the "
+        f"second IO in the adversarial prompts, so any head that does is visible."))
+    plots.show(plots.head_heatmap(att_io["extra"], f"Attention END -> second IO, every head ({MODEL})",
+                                  "attention"))
+
+# %% [markdown]
+# The same attention for every head, adversarial minus original: where attention moved *to*
+# when the IO was repeated (END → second IO) and how END → S2 changed. The S-Inhibition
+# heads are outlined.
+
+# %%
+plots.show(alt.hconcat(
+    plots.head_heatmap(att_io["extra"], "END -> second IO (adversarial)", "attention", highlight=sinh.heads),
+    plots.head_heatmap(att_io["S2"] - att_0["S2"], "END -> S2: adversarial - original", "change",
+                       highlight=sinh.heads),
+    plots.head_heatmap(att_io["IO"] - att_0["IO"], "END -> IO: adversarial - original", "change",
+                       highlight=nm.heads),
+))
+
+# %%
+if sinh.heads:
+    sel = tuple(zip(*sinh.heads))
+    to_io2 = float(att_io["extra"][sel].mean())
+    to_s2_adv, to_s2_0 = float(att_io["S2"][sel].mean()), float(att_0["S2"][sel].mean())
+    to_s_extra = float(att_s["extra"][sel].mean())
+    results.record(CHAPTER, "adversarial.s_inhibition_attention_to_second_io", to_io2, settings)
+    results.record(CHAPTER, "adversarial.s_inhibition_attention_to_s2", to_s2_adv, settings)
+    mech = (f"The S-Inhibition heads ({', '.join(f'{l}.{h}' for l, h in sinh.heads)}) put on average "
+            f"**{to_io2:.2f}** of their END attention on the second IO in the adversarial prompts "
+            f"(and {to_s_extra:.2f} on the extra S in the control); their attention to S2 goes from "
+            f"{to_s2_0:.2f} (original) to {to_s2_adv:.2f}. ")
+    if to_io2 > 0.1:
+        mech += ("That is the paper's explanation: the repeated IO draws the S-Inhibition heads' "
+                 "attention, so the IO gets inhibited too.")
+    else:
+        mech += ("They barely attend to it, so on this model the paper's explanation does not "
+                 "account for the change in the logit difference.")
+else:
+    mech = f"No S-Inhibition heads were found on {MODEL}, so the paper's mechanism cannot be tested here."
+display(Markdown(mech))
+
+# %% [markdown]
+# ## MLP0 knockout (App. J)
+#
+# The paper's App. J reports that the first MLP matters to the whole circuit: knocking it out
+# *reverses* the sign of the logit difference (the model then prefers S). The paper argues that
+# in GPT-2 small MLP0 acts as an extended embedding that the name-processing heads read. The
+# knockout here is the paper's, applied to an MLP: MLP0's output at every position is replaced
+# by its mean over p_ABC, per template group and position (the same averaging as the heads'
+# knockouts in chapters 6-7).
+
+# %%
+ioi = setup.ioi
+abc = setup.abc
+MLP0 = hook_name("mlp_out", 0)
+_, store = hooks.run(model, abc.tokens, abc.pos["END"], cache=[MLP0])
+mlp0_abc = store[MLP0]
+mean_out = torch.zeros_like(mlp0_abc[: len(ioi)])
+for g in sorted(set(ioi.groups)):
+    rows_ioi = [i for i, x in enumerate(ioi.groups) if x == g]
+    rows_abc = [i for i, x in enumerate(abc.groups) if x == g]
+    mean_out[rows_ioi] = mlp0_abc[rows_abc].mean(0, keepdim=True)  # same template: same length
+seq = ioi.tokens.shape[1]
+knocked, _ = hooks.run(model, ioi.tokens, ioi.pos["END"],
+                       fwd_hooks=[(MLP0, lambda x, hook: mean_out[:, :seq].to(x.dtype))])
+clean_logits, _ = hooks.run(model, ioi.tokens, ioi.pos["END"])
+mlp0 = {"clean": metrics.summarize(clean_logits, ioi), "MLP0 knocked out": metrics.summarize(knocked, ioi)}
+mlp0_settings = ioi.settings() | {"model": MODEL, "ablation": "mean over p_ABC per template group and position",
+                                  "template_set": setup.template_set}
+results.record(CHAPTER, "mlp0.knockout_logit_diff", mlp0["MLP0 knocked out"]["logit diff"], mlp0_settings)
+results.record(CHAPTER, "mlp0.clean_logit_diff", mlp0["clean"]["logit diff"], mlp0_settings)
+display(Markdown(
+    f"Settings: model **{MODEL}**, N = {len(ioi)} p_IOI prompts (templates '{setup.template_set}'), "
+    f"BOS {'prepended' if prepend_bos else 'not prepended'}, mean ablation of MLP0 over the "
+    f"matched p_ABC prompts. Paper: GPT-2 small, the sign of the logit difference reverses."))
+pd.DataFrame(mlp0).T[["logit diff", "IO prob", "IO > S"]].round(3)
+
+# %% [markdown]
+# ## Takeaway
+
+# %%
+o, a, c = (summary[n] for n in DISTS)
+drop = 1 - a["logit diff"] / o["logit diff"] if o["logit diff"] else float("nan")
+lines = [
+    f"On **{MODEL}** (N = {len(base)} per distribution), adding a sentence that names the IO moves the "
+    f"logit difference from **{o['logit diff']:.2f}** to **{a['logit diff']:.2f}** "
+    f"({drop:.0%} lower; paper, GPT-2 small: 3.55 → 1.23, 65% lower) and makes S win on "
+    f"**{a['S above IO']:.1%}** of prompts (paper: 23.4%). The control sentence naming S gives "
+    f"{c['logit diff']:.2f} (paper: 3.64), S winning on {c['S above IO']:.1%} (paper: 0.4%).",
+]
+if o["IO > S"] < 0.6:
+    lines.append(f"{MODEL} does not do the task on the original prompts (IO above S on "
+                 f"{o['IO > S']:.0%}), so these comparisons say nothing about an IOI circuit.")
+elif a["logit diff"] < c["logit diff"] - 0.5 and a["logit diff"] < o["logit diff"] - 0.5:
+    lines.append("As the circuit predicts, repeating the IO hurts and repeating S does not.")
+else:
+    lines.append("Unlike GPT-2 small, this model is not clearly hurt by the repeated IO more than by "
+                 "the repeated S: the prediction the paper derives from its circuit does not hold here.")
+k = mlp0["MLP0 knocked out"]["logit diff"]
+lines.append(f"Knocking out MLP0 takes the logit difference from {mlp0['clean']['logit diff']:.2f} to "
+             f"**{k:.2f}**: the sign " + ("**reverses**, as the paper reports for GPT-2 small." if k < 0 <
+                                            mlp0["clean"]["logit diff"] else
+                                            "does **not** reverse (the paper reports that it does for GPT-2 small)."))
+display(Markdown(" ".join(lines[:1]) + "\n\n" + " ".join(lines[1:])))
