@@ -376,7 +376,7 @@ def train(cfg: TrainConfig, log_every: int = 50, verbose: bool = True) -> tuple[
             if verbose:
                 print(json.dumps(row), flush=True)
     model.eval()
-    raw = quick_eval(model, tokenizer, n=1000, seed=7)
+    raw = quick_eval(model, tokenizer, n=1000, seed=7) if cfg.calibrate else {"acc": None, "logit_diff": None}
     # a run too short to have learnt the task (raw accuracy < 90%) is left unscaled
     scale = TARGET_LOGIT_DIFF / raw["logit_diff"] if cfg.calibrate and raw["acc"] >= 0.9 else 1.0
     scale = round(scale, 4)
