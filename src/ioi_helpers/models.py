@@ -170,6 +170,9 @@ def load_hf_model(name: str, seed: int = 0):
     if not isinstance(name, (str, os.PathLike)) or not str(name):
         raise ValueError(f"model name must be a non-empty string, got {name!r}")
     name = str(name)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a "Loading weights" bar would clutter every chapter
     if name == "gpt2":
         hf = _hf_gpt2_small()
     elif name == "gpt2-random":
