@@ -42,11 +42,12 @@ no BOS) is :data:`TARGET_LOGIT_DIFF` (GPT-2 small's 3.56). That rescales every l
 same factor and changes no prediction; ``training.json`` records the factor.
 
 Known limitation: within this budget the repeated-token loss stays on its plateau (7.8 -> 7.4
-nats over 1200 steps), so no head reaches an induction or previous-token score of 0.5. Runs
-that tried to break the plateau (repeated tokens only, 600 steps each: embedding init 0.1
-instead of 0.02, sinusoidal position init, a 1000- or 50-token pool, short periods, 64
-sequences per step) moved the previous-token score to at most 0.17 and the induction score
-not at all; 64 sequences per step was the only change that clearly helped.
+nats over 1200 steps), so no head reaches an induction or previous-token score of 0.5. Runs on
+repeated tokens alone (600-1100 steps each: embedding init 0.1 instead of 0.02, sinusoidal
+position init, a 1000- or 50-token pool, short periods, 64 sequences per step, no dropout)
+brought the best previous-token score to at most 0.17 and the best induction score to at most
+0.11. With 64 sequences per step the repeated-token loss did fall (7.3 -> 3.4 nats by step
+1000), but with no head showing a clean induction stripe.
 
 Determinism: torch, ``random`` and every data draw are seeded from ``--seed``, and
 ``torch.use_deterministic_algorithms(True)`` is on. CPU float arithmetic still depends on the
