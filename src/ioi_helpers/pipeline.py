@@ -277,6 +277,9 @@ def stage_book(executed: Sequence[Path], out_dir: Path, root: Path = ROOT) -> Pa
         if entry not in drop:
             nb = nbformat.read(done[src.stem], as_version=4)
             offline_charts(nb)
+            # the saved ipywidgets state serves only a live front end; in the static book it
+            # would embed the widgets' own (CDN-loading) chart HTML into the page
+            nb.metadata.pop("widgets", None)
             dest = (site / entry).with_suffix(".ipynb")
             dest.parent.mkdir(parents=True, exist_ok=True)
             nbformat.write(nb, dest)
