@@ -282,9 +282,8 @@ display(Markdown(mech))
 # ## MLP0 knockout (App. J)
 #
 # The paper's App. J reports that the first MLP matters to the whole circuit: knocking it out
-# *reverses* the sign of the logit difference (the model then prefers S). The paper argues that
-# in GPT-2 small MLP0 acts as an extended embedding that the name-processing heads read. The
-# knockout here is the paper's, applied to an MLP: MLP0's output at every position is replaced
+# *reverses* the sign of the logit difference (the model then prefers S). The knockout here is
+# the paper's, applied to an MLP: MLP0's output at every position is replaced
 # by its mean over p_ABC, per template group and position (the same averaging as the heads'
 # knockouts in chapters 6-7).
 
