@@ -235,9 +235,9 @@ if sinh.heads:
     display(att_table.round(3))
 else:
     display(Markdown(
-        f"**No S-Inhibition heads were found on {MODEL}** (chapter 3's rule selected none; its "
-        f"evidence: {sinh.rule}). The mechanism the paper describes cannot be checked head by head "
-        f"here; the heatmap below shows instead how much **every** head attends from END to the "
+        f"**No S-Inhibition heads were found on {MODEL}** (chapter 3's rule: {sinh.rule}; chapter 3 "
+        f"shows the effect of every head). The mechanism the paper describes cannot be checked head by "
+        f"head here; the heatmap below shows instead how much **every** head attends from END to the "
         f"second IO in the adversarial prompts, so any head that does is visible."))
     plots.show(plots.head_heatmap(att_io["extra"], f"Attention END -> second IO, every head ({MODEL})",
                                   "attention"))
@@ -275,7 +275,17 @@ if sinh.heads:
         mech += ("They barely attend to it, so on this model the paper's explanation does not "
                  "account for the change in the logit difference.")
 else:
-    mech = f"No S-Inhibition heads were found on {MODEL}, so the paper's mechanism cannot be tested here."
+    n_heads = model.cfg.n_heads
+    top = [divmod(i, n_heads) for i in torch.topk(att_io["extra"].flatten(), 3).indices.tolist()]
+    mech = (f"No S-Inhibition heads were found on {MODEL}, so the paper's mechanism cannot be tested as "
+            f"stated. The heads that attend most from END to the second IO in the adversarial prompts are "
+            + ", ".join(f"{l}.{h} ({float(att_io['extra'][l, h]):.2f})" for l, h in top)
+            + "; in the original prompts the same heads attend from END to S2 with "
+            + ", ".join(f"{float(att_0['S2'][l, h]):.2f}" for l, h in top) + ".")
+    if min(float(att_0["S2"][h]) for h in top) > 0.3:
+        mech += (" They attend to whichever name is repeated: on this model the repeated IO draws the "
+                 "attention that normally goes to the repeated subject, in heads the paper's rules do "
+                 "not classify.")
 display(Markdown(mech))
 
 # %% [markdown]
