@@ -393,12 +393,14 @@ if not models.is_gpt2_small(model):
     display(Markdown(paper.stand_in_note(MODEL)))
 
 # %%
-text = [f"The circuit found on **{MODEL}** has {len(circuit)} heads. It keeps **{faith.ratio:.0%}** of the "
-        f"model's logit difference (F(C) = {faith.F_C:.2f} vs F(M) = {faith.F_M:.2f}; paper, GPT-2 small: 87%, "
-        f"3.10 vs 3.56)."]
-if faith.F_M <= 0.5:
-    text.append(f"The model itself barely does the task (F(M) = {faith.F_M:.2f}), so faithfulness is a ratio of "
-                f"small numbers and says little.")
+if faith.F_M > 0.5:
+    text = [f"The circuit found on **{MODEL}** has {len(circuit)} heads. It keeps **{faith.ratio:.0%}** of the "
+            f"model's logit difference (F(C) = {faith.F_C:.2f} vs F(M) = {faith.F_M:.2f}; paper, GPT-2 small: "
+            f"87%, 3.10 vs 3.56)."]
+else:
+    text = [f"The circuit found on **{MODEL}** has {len(circuit)} heads. The model itself does not do the task "
+            f"(F(M) = {faith.F_M:.2f}, F(C) = {faith.F_C:.2f}), so the ratio F(C)/F(M) = {faith.ratio:.2f} "
+            f"means nothing here (paper, GPT-2 small: 0.87, 3.10 vs 3.56)."]
 text.append(f"Changing the ablation moves faithfulness between {sensitivity['ratio of means (paper)'].min():.2f} and "
             f"{sensitivity['ratio of means (paper)'].max():.2f}.")
 if circuit:
