@@ -9,7 +9,7 @@ from dataclasses import fields
 import pytest
 import torch
 
-from ioi_helpers import evaluate_tiny, models, train_tiny
+from ioi_helpers import evaluate_tiny, models, tiny_splits, train_tiny
 from ioi_helpers.dataset import prompt_data
 
 TRAINING_JSON = models.TINY_DIR / "training.json"
@@ -31,29 +31,29 @@ def evaluation() -> dict:
 
 def test_splits_hold_out_pairs_templates_and_places_but_no_name():
     names = prompt_data()["names"]
-    train_ok = train_tiny.pair_filter("train")
+    train_ok = tiny_splits.pair_filter("train")
     seen = {n for a in names for b in names if a != b and train_ok(a, b) for n in (a, b)}
     assert seen == set(names)  # every name is trained on
     for a in names[:30]:
         for b in names[:30]:
             if a == b:
                 continue
-            assert train_tiny.pair_bucket(a, b) == train_tiny.pair_bucket(b, a)
-            assert sum(train_tiny.pair_filter(s)(a, b) for s in train_tiny.SPLITS) == 1
-    held = train_tiny.split_templates(True)
-    assert held and not set(held) & set(train_tiny.split_templates(False))
-    assert len(held) + len(train_tiny.split_templates(False)) == 30
-    assert not set(train_tiny.HELD_OUT_PLACES) & set(train_tiny.split_places(False))
+            assert tiny_splits.pair_bucket(a, b) == tiny_splits.pair_bucket(b, a)
+            assert sum(tiny_splits.pair_filter(s)(a, b) for s in tiny_splits.SPLITS) == 1
+    held = tiny_splits.split_templates(True)
+    assert held and not set(held) & set(tiny_splits.split_templates(False))
+    assert len(held) + len(tiny_splits.split_templates(False)) == 30
+    assert not set(tiny_splits.HELD_OUT_PLACES) & set(tiny_splits.split_places(False))
 
 
 def test_test_split_prompts_are_unseen_combinations():
     tok = models.get_tokenizer()
-    ds = train_tiny.split_dataset(tok, "test", 50, seed=3, unseen_templates_and_places=True)
-    train_ok = train_tiny.pair_filter("train")
+    ds = tiny_splits.split_dataset(tok, "test", 50, seed=3, unseen_templates_and_places=True)
+    train_ok = tiny_splits.pair_filter("train")
     for p in ds.prompts:
         assert not train_ok(p.io, p.s)
-        assert p.template.index in train_tiny.HELD_OUT_TEMPLATES
-        assert p.place in train_tiny.HELD_OUT_PLACES
+        assert p.template.index in tiny_splits.HELD_OUT_TEMPLATES
+        assert p.place in tiny_splits.HELD_OUT_PLACES
 
 
 # ----------------------------------------------------------------------------- the script

@@ -32,7 +32,7 @@ from . import ablation, scores
 from .dataset import IOIDataset, make_abc_dataset
 from .metrics import end_logits, summarize
 from .models import get_tokenizer, load_model
-from .train_tiny import split_dataset
+from .tiny_splits import split_dataset
 
 Head = tuple[int, int]
 

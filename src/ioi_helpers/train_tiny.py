@@ -28,8 +28,8 @@ Next-token losses away from END use a *sampled softmax*: the logits are computed
 the tokens of the batch plus ``n_negatives`` random vocabulary ids (resampled every step).
 Only END gets the full 50257-way softmax. That keeps a step cheap on a CPU.
 
-Held-out splits (nothing about a *name* is held out; trials that held out names stayed at
-chance on them):
+Held-out splits (:mod:`ioi_helpers.tiny_splits`; nothing about a *name* is held out; trials that
+held out names stayed at chance on them):
 
 * name **pairs**: the unordered pair {IO, S} falls in bucket ``crc32(sorted pair) % 10``;
   bucket 0 is the calibration split, bucket 1 the test split, buckets 2-9 train;
@@ -65,23 +65,20 @@ import math
 import platform
 import random
 import time
-import zlib
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .dataset import Template, fill, make_ioi_dataset, prompt_data, single_token_words, templates
+from .dataset import fill, prompt_data, single_token_words
+from .evaluate_tiny import checks, evaluate, print_report
 from .models import TINY_DIR, get_tokenizer
+from .tiny_splits import (CALIBRATION_BUCKET, HELD_OUT_PLACES, HELD_OUT_TEMPLATES, N_PAIR_BUCKETS,  # noqa: F401
+                          SPLITS, TEST_BUCKET, pair_bucket, pair_filter, split_dataset,
+                          split_description, split_places, split_templates)
 
-HELD_OUT_TEMPLATES: tuple[int, ...] = (3, 6, 13)
-HELD_OUT_PLACES: tuple[str, ...] = ("hospital", "station")
-N_PAIR_BUCKETS = 10
-CALIBRATION_BUCKET, TEST_BUCKET = 0, 1
-SPLITS = ("train", "calibration", "test")
 TARGET_LOGIT_DIFF = 3.56
 
 
@@ -113,70 +110,6 @@ class TrainConfig:
     n_negatives: int = 2048  # sampled-softmax negatives per step
     calibrate: bool = True  # rescale the final LayerNorm to TARGET_LOGIT_DIFF
     threads: int = 1  # one thread: bitwise reproducible, and faster than two on a busy 2-core box
-
-
-# ----------------------------------------------------------------------------- splits
-
-
-def pair_bucket(a: str, b: str) -> int:
-    """Bucket of an unordered name pair (stable across processes, unlike ``hash``)."""
-    x, y = sorted((a, b))
-    return zlib.crc32(f"{x}|{y}".encode()) % N_PAIR_BUCKETS
-
-
-def pair_filter(split: str) -> Callable[[str, str], bool]:
-    """``pair_filter`` for :func:`make_ioi_dataset` selecting one split's name pairs."""
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    if split == "train":
-        return lambda a, b: pair_bucket(a, b) not in (CALIBRATION_BUCKET, TEST_BUCKET)
-    bucket = CALIBRATION_BUCKET if split == "calibration" else TEST_BUCKET
-    return lambda a, b: pair_bucket(a, b) == bucket
-
-
-def split_templates(held_out: bool) -> list[Template]:
-    """The training templates (``held_out=False``) or the held-out ones, both orders."""
-    return [t for t in templates("all") if (t.index in HELD_OUT_TEMPLATES) == held_out]
-
-
-def split_places(held_out: bool) -> list[str]:
-    return [p for p in prompt_data()["places"] if (p in HELD_OUT_PLACES) == held_out]
-
-
-def split_dataset(tokenizer, split: str, n_prompts: int, seed: int, prepend_bos: bool = False,
-                  unseen_templates_and_places: bool = False):
-    """IOI prompts of one split.
-
-    ``train`` uses the training templates and places. ``calibration`` and ``test`` use name
-    pairs never seen in training with every template and place, or, with
-    ``unseen_templates_and_places=True``, only the held-out templates and places.
-    """
-    if split == "train":
-        tmpl, places = split_templates(False), split_places(False)
-    elif unseen_templates_and_places:
-        tmpl, places = split_templates(True), split_places(True)
-    else:
-        tmpl, places = templates("all"), list(prompt_data()["places"])
-    return make_ioi_dataset(tokenizer, n_prompts, tmpl, seed=seed, prepend_bos=prepend_bos,
-                            places=places, pair_filter=pair_filter(split))
-
-
-def split_description() -> dict:
-    names = prompt_data()["names"]
-    pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
-    count = lambda s: sum(pair_filter(s)(a, b) for a, b in pairs)  # noqa: E731
-    return {
-        "names": "all names of the paper's list are trained on; only name *pairs* are held out",
-        "pair_bucket": "zlib.crc32('x|y') % 10 with (x, y) the sorted pair; "
-                       f"bucket {CALIBRATION_BUCKET} = calibration, {TEST_BUCKET} = test, others = train",
-        "unordered_pairs": {s: count(s) for s in SPLITS},
-        "held_out_templates": [t.group for t in split_templates(True)],
-        "held_out_places": list(HELD_OUT_PLACES),
-        "train": "train pairs x non-held-out templates (both orders) x non-held-out places; all objects",
-        "calibration": "calibration pairs x all 30 templates x all places, no BOS (used only to pick the logit scale)",
-        "test": "test pairs x all templates x all places; 'test (unseen templates and places)' "
-                "restricts it to the held-out templates and places",
-    }
 
 
 # ----------------------------------------------------------------------------- batches
@@ -455,8 +388,6 @@ def run(cfg: TrainConfig, out: Path, evaluate_after: bool = True) -> dict:
                        "bitwise identical weights need the same CPU kind and thread count",
     }
     if evaluate_after:
-        from .evaluate_tiny import checks, evaluate
-
         record["evaluation"] = evaluate(str(out))
         record["checks"] = checks(record["evaluation"])
     (out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
@@ -485,8 +416,6 @@ def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.evaluate:
-        from .evaluate_tiny import evaluate, print_report
-
         print_report(evaluate(str(args.out)))
         return
     values = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
@@ -495,8 +424,6 @@ def main(argv: list[str] | None = None) -> None:
     print(f"saved {args.out} ({record['weights_bytes'] / 1e6:.2f} MB, sha256 {record['sha256'][:16]}...) "
           f"in {record['wall_seconds']} s of training")
     if "evaluation" in record:
-        from .evaluate_tiny import print_report
-
         print_report(record["evaluation"])
 
 
