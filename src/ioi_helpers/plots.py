@@ -472,3 +472,83 @@ def ablation_explorer_chart(rows: Sequence[Mapping[str, Any]], class_names: Sequ
         align="left", fontSize=12).encode(text="text:N", x=alt.value(0), y=alt.value(8)).properties(
         width=360, height=16)
     return alt.vconcat(caption, chart).properties(title=title)
+
+
+# ----------------------------------------------------------------------------- the circuit
+
+
+# Where each class sits in the diagram (column = stage of the algorithm, row) and the paper's
+# compositions between classes (Fig. 2; Sec. 3.2-3.4): (from, to, label).
+CIRCUIT_LAYOUT: dict[str, tuple[float, float]] = {
+    "Previous Token": (0, 2.0), "Duplicate Token": (1, 0.0), "Induction": (1, 2.0),
+    "S-Inhibition": (2, 1.0), "Name Mover": (3, 0.0), "Negative Name Mover": (3, 1.0),
+    "Backup Name Mover": (3, 2.0), "logits": (4, 1.0),
+}
+CIRCUIT_EDGES: tuple[tuple[str, str, str], ...] = (
+    ("Previous Token", "Induction", "K at S1+1"),
+    ("Duplicate Token", "S-Inhibition", "V at S2"),
+    ("Induction", "S-Inhibition", "V at S2"),
+    ("S-Inhibition", "Name Mover", "Q at END"),
+    ("S-Inhibition", "Negative Name Mover", "Q at END"),
+    ("S-Inhibition", "Backup Name Mover", "Q at END"),
+    ("Name Mover", "logits", "direct"),
+    ("Negative Name Mover", "logits", "direct"),
+    ("Backup Name Mover", "logits", "direct"),
+)
+
+
+def circuit_diagram(classes: Mapping[str, Iterable[Any]], title: str = "",
+                    edges: Sequence[tuple[str, str, str]] = CIRCUIT_EDGES) -> alt.LayerChart:
+    """The circuit as boxes (one per class, its heads listed inside) joined by arrows (the
+    compositions in ``edges``: sender class, receiver class, label). Classes not in
+    :data:`CIRCUIT_LAYOUT` are stacked under the others."""
+    layout = dict(CIRCUIT_LAYOUT)
+    extra_row = max(y for _, y in layout.values()) + 1
+    for name in classes:
+        if name not in layout:
+            layout[name] = (0, extra_row)
+            extra_row += 1
+    w, h = 0.42, 0.34
+    boxes = []
+    for name, (col, y) in layout.items():
+        x = col * 1.5
+        if name == "logits":
+            heads = "logit(IO) - logit(S)"
+        elif name in classes:
+            names = [head_name(tuple(int(v) for v in hd)) for hd in sorted(classes[name])]
+            heads = "\n".join(" ".join(names[i:i + 4]) for i in range(0, len(names), 4)) or "none"
+        else:
+            continue
+        boxes.append({"class": name, "heads": heads, "x": x - w, "x2": x + w, "y": y - h, "y2": y + h,
+                      "cx": x, "cy": y})
+    df = pd.DataFrame(boxes)
+    pos = {r["class"]: (r["cx"], r["cy"]) for r in boxes}
+    lines = []
+    for i, (a, b, label) in enumerate(edges):
+        if a not in pos or b not in pos:
+            continue
+        (x0, y0), (x1, y1) = pos[a], pos[b]
+        lines.append({"edge": i, "x": x0 + w, "y": y0, "x2": x1 - w, "y2": y1, "label": label,
+                      "lx": (x0 + w + x1 - w) / 2, "ly": (y0 + y1) / 2 - 0.1})
+    ef = pd.DataFrame(lines, columns=["edge", "x", "y", "x2", "y2", "label", "lx", "ly"])
+    xs = alt.X("x:Q", axis=None, scale=alt.Scale(domain=[-0.5, 6.5]))
+    ys = alt.Y("y:Q", axis=None, scale=alt.Scale(domain=[extra_row - 0.5, -0.6]))
+    base = alt.Chart(df).encode(xs, ys)
+    rect = base.mark_rect(cornerRadius=6, fill="#eef3f8", stroke="#4c78a8", strokeWidth=1.5).encode(
+        x2="x2:Q", y2="y2:Q", tooltip=[alt.Tooltip("class:N"), alt.Tooltip("heads:N")])
+    name_text = alt.Chart(df).mark_text(fontWeight="bold", fontSize=12, dy=-10).encode(
+        alt.X("cx:Q", axis=None, scale=alt.Scale(domain=[-0.5, 6.5])),
+        alt.Y("cy:Q", axis=None, scale=alt.Scale(domain=[extra_row - 0.5, -0.6])), text="class:N")
+    head_text = alt.Chart(df).mark_text(fontSize=11, dy=-2, color="#333", lineBreak="\n", baseline="top").encode(
+        alt.X("cx:Q", axis=None, scale=alt.Scale(domain=[-0.5, 6.5])),
+        alt.Y("cy:Q", axis=None, scale=alt.Scale(domain=[extra_row - 0.5, -0.6])), text="heads:N")
+    edge_base = alt.Chart(ef)
+    rule = edge_base.mark_rule(color="#888", strokeWidth=1.5).encode(xs, ys, x2="x2:Q", y2="y2:Q")
+    tip = edge_base.mark_point(shape="triangle-right", filled=True, color="#888", size=60).encode(
+        alt.X("x2:Q", axis=None, scale=alt.Scale(domain=[-0.5, 6.5])),
+        alt.Y("y2:Q", axis=None, scale=alt.Scale(domain=[extra_row - 0.5, -0.6])))
+    label = edge_base.mark_text(fontSize=10, color="#555").encode(
+        alt.X("lx:Q", axis=None, scale=alt.Scale(domain=[-0.5, 6.5])),
+        alt.Y("ly:Q", axis=None, scale=alt.Scale(domain=[extra_row - 0.5, -0.6])), text="label:N")
+    return (rule + tip + label + rect + name_text + head_text).properties(
+        width=900, height=70 * extra_row + 40, title=title)
