@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,13 +15,40 @@ SCALE_TEST_MODEL = "gpt2-random"  # GPT-2-small shapes: chapter 2 also runs on i
 SCALE_TEST_CHAPTER = "02_name_movers"
 
 
+CACHE_ENV_VAR = "IOI_CACHE_DIR"  # ioi_helpers.cache.CACHE_ENV_VAR (not imported: conftest stays light)
+RESULTS_ENV_VAR = "IOI_RESULTS_DIR"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fresh_cache_and_results(tmp_path_factory):
+    """No test reads or writes the user's discovery cache or results folder: the whole session
+    (and every subprocess it starts) uses empty folders of its own. Tests that must recompute
+    set a fresher one still."""
+    saved = {k: os.environ.get(k) for k in (CACHE_ENV_VAR, RESULTS_ENV_VAR)}
+    os.environ[CACHE_ENV_VAR] = str(tmp_path_factory.mktemp("session-cache"))
+    os.environ[RESULTS_ENV_VAR] = str(tmp_path_factory.mktemp("session-results"))
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def fresh_env(folder: Path) -> dict:
+    """The environment for a pipeline subprocess with an empty discovery cache ``folder/cache``."""
+    (folder / "cache").mkdir(parents=True, exist_ok=False)
+    return {**os.environ, CACHE_ENV_VAR: str(folder / "cache")}
+
+
 @pytest.fixture(scope="session")
 def built_book(tmp_path_factory) -> Path:
     """``python -m ioi_helpers.pipeline --model BOOK_TEST_MODEL`` on every chapter in _toc.yml
-    plus the book build; returns the output folder (``executed/``, ``html/``)."""
+    plus the book build, from an empty discovery cache (``cache/``); returns the output folder
+    (``executed/``, ``html/``, ``cache/``)."""
     out = tmp_path_factory.mktemp("book")
     cmd = [sys.executable, "-m", "ioi_helpers.pipeline", "--model", BOOK_TEST_MODEL, "--out", str(out)]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=fresh_env(out))
     print(proc.stdout)  # per-chapter wall times, shown with -s or on failure
     if proc.returncode != 0:
         pytest.fail(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}",

@@ -14,9 +14,9 @@ import nbformat
 import pytest
 import yaml
 
-from ioi_helpers import pipeline
+from ioi_helpers import cache, pipeline
 from ioi_helpers.results import RESULTS_ENV_VAR
-from conftest import BOOK_TEST_MODEL, REPO, SCALE_TEST_CHAPTER, SCALE_TEST_MODEL
+from conftest import BOOK_TEST_MODEL, REPO, SCALE_TEST_CHAPTER, SCALE_TEST_MODEL, fresh_env
 
 HEADER = "# %% [markdown]\n# # A tiny chapter\n\n"
 PARAMS = '# %% tags=["parameters"]\nmodel_name = None\nn = 1\n\n'
@@ -141,15 +141,31 @@ def test_every_chapter_runs_on_the_stand_in_model_and_the_book_builds(built_book
 
 
 @pytest.mark.book
+def test_the_book_ran_from_an_empty_cache_of_its_own(built_book):
+    """built_book starts from an empty discovery cache (conftest.fresh_env): the chapters'
+    discovery results land there, so none was read back from an earlier run."""
+    assert list((built_book / "cache").glob("*.pt")), "the chapters wrote nothing to the fresh cache"
+
+
+def test_tests_never_touch_the_users_cache(tmp_path):
+    default = cache.Path.home() / ".cache" / "ioi-circuit-book"
+    assert cache.cache_dir() != default and str(cache.cache_dir()).startswith(str(tmp_path.parent))
+    env = fresh_env(tmp_path)
+    assert env[cache.CACHE_ENV_VAR] == str(tmp_path / "cache") and not any((tmp_path / "cache").iterdir())
+
+
+@pytest.mark.book
 def test_chapter_2_runs_at_gpt2_small_scale(tmp_path):
     """The scale check: chapter 2 (path patching from all 144 heads, copy scores of every
     head) executes on the GPT-2-small architecture with random weights."""
     cmd = [sys.executable, "-m", "ioi_helpers.pipeline", "--model", SCALE_TEST_MODEL,
            "--chapters", SCALE_TEST_CHAPTER, "--no-build", "--out", str(tmp_path)]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    # an empty cache: the path patching at GPT-2-small scale is computed, not read back
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=fresh_env(tmp_path))
     assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
     nb = nbformat.read(tmp_path / "executed" / f"{SCALE_TEST_CHAPTER}.ipynb", as_version=4)
     assert nb.metadata.papermill.parameters["model_name"] == SCALE_TEST_MODEL
     recorded = json.loads((tmp_path / "results" / f"{SCALE_TEST_CHAPTER}.json").read_text())
     assert recorded["model"].startswith("gpt2-random")
     assert "classes.Name Mover" in recorded["values"]
+    assert list((tmp_path / "cache").glob("path_patch-*.pt")), "the path patching was not computed here"

@@ -8,19 +8,15 @@ heads, the printed rule, and a table of every candidate with the numbers the rul
 
 Steps depend on earlier ones (S-Inhibition heads are found through the Name Movers' queries,
 and so on). A chapter that needs an earlier class recomputes it through these functions;
-results are cached on disk by model, parameters and the source of the code that computes them
-(``$IOI_CACHE_DIR``, default ``~/.cache/ioi-circuit-book``), so recomputing is cheap.
+results are cached on disk (:mod:`ioi_helpers.cache`: keyed by model, weights, parameters, the
+source of every module that computes them, the prompt data, library versions, device and dtype;
+``$IOI_CACHE_DIR``, default ``~/.cache/ioi-circuit-book``), so recomputing is cheap.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import random
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from pathlib import Path
 from typing import Callable, Sequence
 
 import pandas as pd
@@ -28,14 +24,15 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from . import cache as cache_mod
 from . import dataset as dataset_mod
 from . import patching, scores
 from .hooks import Head
 from .models import get_tokenizer
 
-CACHE_ENV_VAR = "IOI_CACHE_DIR"
-_SOURCES = ("discovery.py", "patching.py", "hooks.py", "scores.py", "ablation.py", "dataset.py",
-            "signals.py")
+CACHE_ENV_VAR = cache_mod.CACHE_ENV_VAR
+weights_fingerprint = cache_mod.weights_fingerprint
+cache_dir = cache_mod.cache_dir
 
 # Thresholds, as fractions of the clean logit difference. See each step's docstring.
 NAME_MOVER_EFFECT = 0.05
@@ -43,6 +40,15 @@ S_INHIBITION_EFFECT = 0.05
 INDUCTION_EFFECT = 0.03
 PREVIOUS_TOKEN_EFFECT = 0.03
 BACKUP_EFFECT = 0.02
+
+# Which inputs of the S-Inhibition heads at S2 the Induction / Duplicate Token step patches.
+# "v" (default): the values, as the authors' code does (Easy-Transformer `experiments.py`,
+# repository root, section "S-Inhibition patching": `plot_path_patching(model, ioi_dataset,
+# receiver_hooks=[(f"blocks.{layer}.attn.hook_v", head) for the "s2 inhibition" heads],
+# position="S2")`). "kv": keys and values, the paper's text ("keys and values"; Sec. 3.3),
+# offered as a variant.
+S2_RECEIVER_INPUTS = {"v": "values", "kv": "keys and values"}
+S2_RECEIVER_INPUT = "v"
 
 
 # ----------------------------------------------------------------------------- set-up
@@ -89,51 +95,12 @@ class Setup:
 # ----------------------------------------------------------------------------- caching
 
 
-def weights_fingerprint(model) -> str:
-    """A short hash of the model's weights (a retrained checkpoint under the same name must
-    not reuse cached results): every parameter's sum and a strided sample of its entries."""
-    h = hashlib.sha256()
-    with torch.no_grad():
-        for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
-            flat = p.detach().reshape(-1)
-            sample = flat[:: max(1, flat.numel() // 64)].double().cpu()
-            h.update(name.encode())
-            h.update(torch.cat([flat.double().sum().reshape(1).cpu(), sample]).numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_ENV_VAR, Path.home() / ".cache" / "ioi-circuit-book"))
-
-
-def _code_hash() -> str:
-    here = Path(__file__).parent
-    h = hashlib.sha256()
-    for name in _SOURCES:
-        p = here / name
-        if p.exists():
-            h.update(p.read_bytes())
-    return h.hexdigest()[:16]
-
-
 def cached(step: str, setup: Setup, params: dict, compute: Callable[[], object]):
-    """``compute()``, or its stored result for the same model, data, params and code."""
+    """``compute()``, or its stored result for the same model, data, params, code and
+    environment (:mod:`ioi_helpers.cache`)."""
     if setup.model_name.startswith("unknown"):
         return compute()
-    payload = json.dumps({"step": step, **setup.key(), **params, "code": _code_hash()},
-                         sort_keys=True, default=str)
-    path = cache_dir() / f"{step}-{hashlib.sha256(payload.encode()).hexdigest()[:20]}.pt"
-    if path.exists():
-        try:
-            return torch.load(path, weights_only=False)
-        except Exception:  # a truncated file from an interrupted run: recompute
-            path.unlink(missing_ok=True)
-    value = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(value, tmp)
-    os.replace(tmp, path)
-    return value
+    return cache_mod.cached(step, setup.key(), params, setup.model, compute)
 
 
 # ----------------------------------------------------------------------------- results
@@ -277,25 +244,32 @@ def s_inhibition(setup: Setup, movers: Sequence[Head], threshold: float = S_INHI
 
 
 def induction_and_duplicate(setup: Setup, s_inhibition_heads: Sequence[Head],
-                            threshold: float = INDUCTION_EFFECT) -> tuple[HeadClass, HeadClass]:
+                            threshold: float = INDUCTION_EFFECT,
+                            receiver_input: str = S2_RECEIVER_INPUT) -> tuple[HeadClass, HeadClass]:
     """Induction and Duplicate Token heads (Sec. 3.3).
 
-    Experiment: path patching from each head to the keys and values of the S-Inhibition heads
-    at S2 (all of them together as receivers; x_new = p_ABC). Rule (Sec. 3.3 and its figure: the
-    heads whose patching lowers the logit diff through the S-Inhibition heads' keys and values
-    form two groups, told apart by where they attend from S2: Induction heads to S1+1,
-    Duplicate Token heads to S1): effect <= -threshold x clean logit diff; then Induction if
-    attention S2->S1+1 > S2->S1, else Duplicate Token. The paper gives no numeric cut-off;
-    ``threshold`` (3%) sits below the 5% of the two earlier steps because an effect that must
-    pass through two more classes of heads before the logits is smaller. Receivers are not
-    candidates. The classes are confirmed on repeated random tokens in the chapter
-    (:func:`repeated_token_check`).
+    Experiment: path patching from each head to the S-Inhibition heads at S2 (all of them
+    together as receivers; x_new = p_ABC). ``receiver_input`` says which of their inputs is
+    patched: ``"v"`` (default), their values, as the authors' code does (``experiments.py`` at
+    the repository root, section "S-Inhibition patching": ``plot_path_patching`` with
+    ``receiver_hooks`` = the ``blocks.{layer}.attn.hook_v`` of the "s2 inhibition" heads,
+    ``position="S2"``); ``"kv"``, keys and values, the variant the paper's Sec. 3.3 text
+    describes. Rule (Sec. 3.3 and its figure: the heads whose patching lowers the logit diff
+    through the S-Inhibition heads at S2 form two groups, told apart by where they attend from
+    S2: Induction heads to S1+1, Duplicate Token heads to S1): effect <= -threshold x clean
+    logit diff; then Induction if attention S2->S1+1 > S2->S1, else Duplicate Token. The paper
+    gives no numeric cut-off; ``threshold`` (3%) sits below the 5% of the two earlier steps
+    because an effect that must pass through two more classes of heads before the logits is
+    smaller. Receivers are not candidates. The classes are confirmed on repeated random tokens
+    in the chapter (:func:`repeated_token_check`).
     """
+    if receiver_input not in S2_RECEIVER_INPUTS:
+        raise ValueError(f"receiver_input must be one of {sorted(S2_RECEIVER_INPUTS)}, got {receiver_input!r}")
     receivers = _sorted(s_inhibition_heads)
     if not receivers:
         empty = _empty("Induction", setup, "no S-Inhibition heads were found", "S2")
         return empty, _empty("Duplicate Token", setup, "no S-Inhibition heads were found", "S2")
-    r = _path(setup, receivers, "kv", "S2")
+    r = _path(setup, receivers, receiver_input, "S2")
     eff = r.relative
     to_s1p1 = attention(setup, "S2", "S1+1")
     to_s1 = attention(setup, "S2", "S1")
@@ -303,13 +277,24 @@ def induction_and_duplicate(setup: Setup, s_inhibition_heads: Sequence[Head],
     ind = [h for h in hits if to_s1p1[h] > to_s1[h]]
     dup = [h for h in hits if h not in ind]
     cols = {"attn S2->S1+1": to_s1p1, "attn S2->S1": to_s1}
-    base = (f"path-patching effect through the S-Inhibition heads' keys and values at S2 <= "
+    what = S2_RECEIVER_INPUTS[receiver_input]
+    src = ("as the authors' code (experiments.py, plot_path_patching to hook_v)" if receiver_input == "v"
+           else "the paper's text (Sec. 3.3); the authors' code patches the values only")
+    base = (f"path-patching effect through the S-Inhibition heads' {what} at S2 ({src}) <= "
             f"-{threshold:.0%} of the clean logit diff")
     tab_ind, tab_dup = _table(eff, cols, ind), _table(eff, cols, dup)
     common = dict(effect=eff, receivers=r.receivers, clean=r.clean, corrupted=r.corrupted, kept_at="S2",
-                  extra={"receiver heads": receivers, "passed the effect cut": hits})
+                  extra={"receiver heads": receivers, "passed the effect cut": hits,
+                         "receiver input": receiver_input})
     return (HeadClass("Induction", ind, base + ", and attention S2->S1+1 > S2->S1", tab_ind, **common),
             HeadClass("Duplicate Token", dup, base + ", and attention S2->S1 >= S2->S1+1", tab_dup, **common))
+
+
+def previous_token_attention(setup: Setup) -> dict[str, Float[Tensor, "layer head"]]:
+    """Mean attention from S1+1 to S1 and the mean, over prompts, of the largest attention
+    from S1+1 to any other position before S1+1 (cached). See :func:`previous_token`."""
+    return cached("previous_attention", setup, {},
+                  lambda: scores.previous_token_attention(setup.model, setup.ioi, "S1+1"))
 
 
 def previous_token(setup: Setup, induction_heads: Sequence[Head],
@@ -317,27 +302,38 @@ def previous_token(setup: Setup, induction_heads: Sequence[Head],
     """Previous Token heads (Sec. 3.3).
 
     Experiment: path patching from each head to the keys of the Induction heads at S1+1 (all
-    of them together as receivers; x_new = p_ABC). Rule (Sec. 3.3: the heads that matter
-    through the Induction heads' keys at S1+1 attend from S1+1 to the previous token, S1, and
-    copy the subject's name there): effect <= -threshold x clean logit diff, and attention
-    S1+1->S1 > attention S1+1->IO. No numeric cut-off in the paper; 3% as for the Induction
-    step (:func:`induction_and_duplicate`). Receivers are not candidates. The class is
-    confirmed on repeated random tokens in the chapter (previous-token score).
+    of them together as receivers; x_new = p_ABC). Rule: effect <= -threshold x clean logit
+    diff, and the head attends from S1+1 to the previous token, S1, more than to any other
+    earlier token: mean attention S1+1->S1 > the mean, over prompts, of the largest attention
+    from S1+1 to a position before S1+1 other than S1 (the first token included).
+
+    Why this attention condition: Sec. 3.3 describes these heads as attending from S1+1 to the
+    previous token and copying the subject's name there, and the authors' check of the class
+    (``experiments.py``, "Validation outside of IOI") scores a head by its attention to the
+    previous token on repeated random tokens (the ``offset=-1`` diagonal). The earlier rule
+    compared S1+1->S1 with S1+1->IO; on BABA prompts ("Then, [B] and [A] ...") the IO comes
+    after S1+1, so that attention is 0 by the causal mask and the comparison held for every
+    head. The new one means the same thing on both orders.
+
+    No numeric cut-off in the paper; 3% as for the Induction step
+    (:func:`induction_and_duplicate`). Receivers are not candidates. The class is confirmed on
+    repeated random tokens in the chapter (previous-token score).
     """
     receivers = _sorted(induction_heads)
     if not receivers:
         return _empty("Previous Token", setup, "no Induction heads were found", "S1+1")
     r = _path(setup, receivers, "k", "S1+1")
     eff = r.relative
-    to_s1 = attention(setup, "S1+1", "S1")
-    to_io = attention(setup, "S1+1", "IO")
-    heads = [h for h in _sorted(torch.nonzero((eff <= -threshold) & (to_s1 > to_io)).tolist())
+    att = previous_token_attention(setup)
+    to_s1, to_other = att["previous"], att["max other"]
+    heads = [h for h in _sorted(torch.nonzero((eff <= -threshold) & (to_s1 > to_other)).tolist())
              if h not in receivers]
     return HeadClass(
         "Previous Token", heads,
         f"path-patching effect through the Induction heads' keys at S1+1 <= -{threshold:.0%} of the "
-        f"clean logit diff, and attention S1+1->S1 > attention S1+1->IO",
-        _table(eff, {"attn S1+1->S1": to_s1, "attn S1+1->IO": to_io}, heads),
+        f"clean logit diff, and attention S1+1->S1 > the largest attention from S1+1 to any other "
+        f"earlier position (mean over prompts)",
+        _table(eff, {"attn S1+1->S1": to_s1, "max attn S1+1->other earlier": to_other}, heads),
         eff, r.receivers, r.clean, r.corrupted, "S1+1", extra={"receiver heads": receivers})
 
 
@@ -435,7 +431,7 @@ def receivers_for(setup: Setup, name: str, k: int = EXPLORATORY_K,
     else:
         effect = induction_and_duplicate(setup, prev.heads)[0].effect
     step = {"S-Inhibition": "the Name Movers' queries at END",
-            "Induction": "the S-Inhibition heads' keys and values at S2"}[name]
+            "Induction": f"the S-Inhibition heads' {S2_RECEIVER_INPUTS[S2_RECEIVER_INPUT]} at S2"}[name]
     src = " (themselves exploratory)" if prev.exploratory else ""
     heads = top_heads(effect, k, exclude=prev.heads)
     how = f"the {k} heads with the largest drops in path patching to {step}{src}, whatever their attention"
@@ -448,44 +444,16 @@ def receivers_for(setup: Setup, name: str, k: int = EXPLORATORY_K,
     return Receivers(heads, True, how)
 
 
-# The token and position signals of App. A. The token at S2 is the subject (orig), a new name
-# (random) or the IO's name (inverted); its earlier occurrence sits at S1 (orig) or at the IO's
-# slot (inverted). Slots (IO, S1, S2) of each variant, with A = IO, B = S, C = a new name.
-SIGNAL_VARIANTS: dict[tuple[str, str], tuple[str, str, str]] = {
-    ("orig", "orig"): ("A", "B", "B"),
-    ("random", "orig"): ("A", "C", "C"),
-    ("inverted", "orig"): ("B", "A", "A"),
-    ("orig", "inverted"): ("B", "A", "B"),
-    ("random", "inverted"): ("C", "A", "C"),
-    ("inverted", "inverted"): ("A", "B", "A"),
-}
-
-
-def signal_variant(ds: dataset_mod.IOIDataset, token: str, position: str,
-                   seed: int | None = None) -> dataset_mod.IOIDataset:
-    """``ds`` with its name slots rewritten as in :data:`SIGNAL_VARIANTS` (App. A): every
-    token stays at its position (names are single tokens), so the variant pairs with ``ds``
-    for patching; the answers stay the clean IO and S. C is drawn per prompt from the
-    single-token names, different from IO and S."""
-    slots = SIGNAL_VARIANTS[(token, position)]
-    tok = get_tokenizer()
-    names = dataset_mod.single_token_words(tok, dataset_mod.prompt_data()["names"])[0]
-    rng = random.Random(ds.seed + 2_000_003 if seed is None else seed)
-    tokens = ds.tokens.clone()
-    prompts = []
-    for i, p in enumerate(ds.prompts):
-        pick = {"A": p.io, "B": p.s, "C": rng.choice([n for n in names if n not in (p.io, p.s)])}
-        filled = tuple(pick[s] for s in slots)
-        for slot, name in zip(("IO", "S1", "S2"), filled):
-            tokens[i, ds.pos[slot][i]] = tok.encode(" " + name, add_special_tokens=False)[0]
-        text = dataset_mod.fill(p.template, *filled, p.place, p.obj)
-        prompts.append(replace(p, text=text, slot_names=filled))
-    return replace(ds, prompts=prompts, tokens=tokens, kind=f"token {token} / position {position}")
+# The App. A prompt variants are dataset construction: :mod:`ioi_helpers.dataset` (re-exported
+# here for code written against the old location).
+SIGNAL_VARIANTS = dataset_mod.SIGNAL_VARIANTS
+signal_variant = dataset_mod.signal_variant
 
 
 def s_inhibition_share(setup: Setup, senders: Sequence[Head], receivers: Sequence[Head],
-                       variants: Sequence[tuple[str, str]] = tuple(v for v in SIGNAL_VARIANTS
+                       variants: Sequence[tuple[str, str]] = tuple(v for v in dataset_mod.SIGNAL_VARIANTS
                                                                     if v != ("orig", "orig")),
+                       construction: str = "code", receiver_input: str = S2_RECEIVER_INPUT,
                        ) -> pd.DataFrame:
     """How much of the S-Inhibition heads' change the ``senders`` (Induction + Duplicate Token
     heads) explain, for each App. A variant and for p_ABC (one row each).
@@ -494,7 +462,7 @@ def s_inhibition_share(setup: Setup, senders: Sequence[Head], receivers: Sequenc
       (App. A's experiment, Fig. 9, as :func:`ioi_helpers.signals.token_position` runs it):
       everything the variant changes in them.
     * ``via senders``: path patching from the senders as one group (x_new = the variant) to the
-      receivers' keys and values at S2.
+      receivers' ``receiver_input`` at S2 (default: values, as in :func:`induction_and_duplicate`).
     * ``via all heads``: the same with every head upstream of the receivers as one group.
     * ``share`` = via senders / total; ``share of heads`` = via senders / via all heads.
     Changes are in logits, on p_IOI; the clean value is the model's logit diff.
@@ -513,9 +481,9 @@ def s_inhibition_share(setup: Setup, senders: Sequence[Head], receivers: Sequenc
         cases = [(f"token {t} / position {p}", t, p) for t, p in variants] + [("p_ABC", "ABC", "ABC")]
         rows = []
         for label, t, p in cases:
-            new = setup.abc if t == "ABC" else signal_variant(ioi, t, p)
+            new = setup.abc if t == "ABC" else dataset_mod.signal_variant(ioi, t, p, construction=construction)
             caches = setup.caches if t == "ABC" else None
-            pp = patching.path_patch(model, ioi, new, receivers, "kv", "S2",
+            pp = patching.path_patch(model, ioi, new, receivers, receiver_input, "S2",
                                      senders=[senders, upstream], caches=caches)
             logits, _ = signals.patch_outputs(model, ioi, new, receivers, "END")
             total = metrics.logit_diff(logits, ioi).mean().item()
@@ -528,7 +496,8 @@ def s_inhibition_share(setup: Setup, senders: Sequence[Head], receivers: Sequenc
                          "share of heads": d_send / d_heads if d_heads else float("nan")})
         return pd.DataFrame(rows)
 
-    params = {"senders": senders, "receivers": receivers, "variants": list(variants)}
+    params = {"senders": senders, "receivers": receivers, "variants": list(variants),
+              "construction": construction, "input": receiver_input}
     return cached("s_inhibition_share", setup, params, compute)
 
 

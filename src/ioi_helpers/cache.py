@@ -1,0 +1,111 @@
+"""The disk cache of discovery results: a result is reused only when nothing that could change
+it has changed.
+
+A result is stored under a key that hashes:
+
+* the step and its parameters, and the set-up's key (model name, a fingerprint of the weights,
+  N, seed, BOS, templates);
+* the source of every module of this package that can change a result (:data:`SOURCES`),
+  and the prompt data file;
+* the versions of torch and TransformerLens, and the model's device and dtype.
+
+The cache lives in ``$IOI_CACHE_DIR`` (default ``~/.cache/ioi-circuit-book``). An entry that
+cannot be read (a truncated file from an interrupted run, a pickle from another version) is
+recomputed and overwritten, with a warning that names the file: never a crash, never silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+CACHE_ENV_VAR = "IOI_CACHE_DIR"
+HERE = Path(__file__).parent
+
+# Every module whose code a cached result can depend on (the model-building code, the prompts
+# and their tokenisation, the hooks, the metric, path patching, ablation, scores and signals,
+# and the discovery rules). A new module that computes results belongs here.
+SOURCES = ("models.py", "dataset.py", "hooks.py", "metrics.py", "patching.py", "ablation.py",
+           "scores.py", "signals.py", "discovery.py", "cache.py")
+DATA_FILES = ("data/ioi-prompt-data.json",)
+
+
+class CacheWarning(UserWarning):
+    """A cache entry could not be read and was recomputed."""
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV_VAR, Path.home() / ".cache" / "ioi-circuit-book"))
+
+
+def _file_bytes(relative: str) -> bytes:
+    """The bytes a key hashes for one file (a seam for the tests)."""
+    path = HERE / relative
+    return path.read_bytes() if path.exists() else b"<missing>"
+
+
+def code_hash() -> str:
+    """A hash of the source of :data:`SOURCES` and the bytes of :data:`DATA_FILES`."""
+    h = hashlib.sha256()
+    for name in (*SOURCES, *DATA_FILES):
+        h.update(name.encode())
+        h.update(_file_bytes(name))
+    return h.hexdigest()[:16]
+
+
+def environment(model) -> dict:
+    """The library versions, device and dtype a result was computed with."""
+    import transformer_lens
+
+    try:
+        p = next(model.parameters())
+        device, dtype = str(p.device), str(p.dtype)
+    except (AttributeError, StopIteration, TypeError):
+        device, dtype = "unknown", "unknown"
+    return {"torch": torch.__version__,
+            "transformer_lens": getattr(transformer_lens, "__version__", "unknown"),
+            "device": device, "dtype": dtype}
+
+
+def weights_fingerprint(model) -> str:
+    """A short hash of the model's weights (a retrained checkpoint under the same name must
+    not reuse cached results): every parameter's sum and a strided sample of its entries."""
+    h = hashlib.sha256()
+    with torch.no_grad():
+        for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
+            flat = p.detach().reshape(-1)
+            sample = flat[:: max(1, flat.numel() // 64)].double().cpu()
+            h.update(name.encode())
+            h.update(torch.cat([flat.double().sum().reshape(1).cpu(), sample]).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def key(step: str, setup_key: dict, params: dict, model) -> str:
+    """The file name of one result: the step, then a hash of everything listed above."""
+    payload = json.dumps({"step": step, **setup_key, **params, "code": code_hash(),
+                          **environment(model)}, sort_keys=True, default=str)
+    return f"{step}-{hashlib.sha256(payload.encode()).hexdigest()[:20]}.pt"
+
+
+def cached(step: str, setup_key: dict, params: dict, model, compute: Callable[[], object]):
+    """``compute()``, or its stored result for the same key (:func:`key`)."""
+    path = cache_dir() / key(step, setup_key, params, model)
+    if path.exists():
+        try:
+            return torch.load(path, weights_only=False)
+        except Exception as err:  # noqa: BLE001 - any unreadable entry is recomputed, loudly
+            warnings.warn(f"discovery cache: could not read {path} ({type(err).__name__}: {err}); "
+                          f"recomputing it", CacheWarning, stacklevel=2)
+            path.unlink(missing_ok=True)
+    value = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save(value, tmp)
+    os.replace(tmp, path)
+    return value
