@@ -35,3 +35,11 @@ def test_compare_reads_head_class_objects():
 
     df = truth.compare({"Previous Token": Cls()}, {"Previous Token": [(0, 1), (0, 2)]})
     assert df.loc[0, "precision"] == 1.0 and df.loc[0, "recall"] == 0.5 and df.loc[0, "extra"] == ""
+
+
+def test_stand_in_note_says_what_a_planted_match_shows():
+    from ioi_helpers import paper
+
+    planted = paper.stand_in_note("ioi-planted(seed=0)")
+    assert "planted" in planted and "known circuit" in planted and "nothing about GPT-2 small" in planted
+    assert "planted" not in paper.stand_in_note("ioi-tiny")

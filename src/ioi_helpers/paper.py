@@ -92,6 +92,15 @@ def compare_heads(found: list[Head], paper: list[Head]) -> dict[str, list[str]]:
 
 def stand_in_note(model_name: str) -> str:
     """The one visible sentence every comparison block carries when the model is not GPT-2."""
+    if str(model_name).startswith("ioi-planted"):
+        return (
+            f"**Note:** these results come from **{model_name}**, not GPT-2 small: a GPT-2 whose "
+            f"weights were *built* so that the paper's seven classes sit in known heads (see the "
+            f"appendix on the stand-in models). The circuit was planted, so a match with the planted "
+            f"heads shows that the method recovers a known circuit; it says nothing about GPT-2 "
+            f"small. The paper's numbers and head lists are for GPT-2 small and are shown only for "
+            f"comparison."
+        )
     return (
         f"**Note:** these results come from **{model_name}**, not GPT-2 small. The paper's "
         f"numbers and head lists are for GPT-2 small and are shown only for comparison; "
