@@ -43,7 +43,7 @@ def test_copy_score_pair_fast_path_matches_unembedding(monkeypatch):
 
 from oracles import path_patch_oracle_sweep  # noqa: E402
 
-from ioi_helpers import ablation, discovery, metrics, signals  # noqa: E402
+from ioi_helpers import ablation, dataset, discovery, metrics, signals  # noqa: E402
 
 N = 12
 
@@ -200,7 +200,7 @@ def test_token_position_rows_and_baseline():
     row = tp[(tp["token"] == "orig") & (tp["position"] == "orig")].iloc[0]
     assert abs(row["logit diff"] - ld.mean().item()) < 1e-4  # patching a run's own values: nothing
     # each cell is the patch from its variant, computed independently
-    variant = discovery.signal_variant(ds, "inverted", "inverted")
+    variant = dataset.signal_variant(ds, "inverted", "inverted")
     ref, _ = hand_patched_logits(model, ds, variant, heads)
     cell = tp[(tp["token"] == "inverted") & (tp["position"] == "inverted")]["logit diff"].iloc[0]
     assert abs(cell - metrics.logit_diff(ref, ds).mean().item()) < 1e-4

@@ -11,7 +11,7 @@ import torch
 
 import tiny_models as tm
 from oracles import path_patch_oracle_sweep
-from ioi_helpers import ablation, discovery, metrics, models
+from ioi_helpers import ablation, dataset, discovery, metrics, models
 
 N = 12
 
@@ -45,43 +45,87 @@ def attention_by_hand(model, ds, dest: str, src: str) -> torch.Tensor:
 # ----------------------------------------------------------------------------- App. A variants
 
 
-@pytest.mark.parametrize("token,position", list(discovery.SIGNAL_VARIANTS))
-def test_signal_variant_rewrites_the_slots_in_place(token, position):
+def authors_flip(words: list[str], io: str, s: str, flip: tuple[str, str], rand: str | None = None):
+    """The authors' ``gen_flipped_prompts`` (easy_transformer/ioi_dataset.py) on a prompt's
+    words (text with the answer, split on spaces), with ``rand`` as its random draw. Returns
+    (words, io, s) as the authors' prompt dict holds them afterwards."""
+    t = list(words)
+    if flip == ("S2", "IO"):
+        t[len(t) - t[::-1].index(s) - 1] = io
+        return t, s, io  # the authors swap the IO / S labels here
+    if flip == ("IO", "RAND"):
+        t[t.index(io)] = rand
+        t[t.index(io)] = rand  # the IO occurs twice: its slot and the answer
+        return t, rand, s
+    if flip == ("S", "RAND"):
+        t[t.index(s)] = rand
+        t[len(t) - t[::-1].index(s) - 1] = rand
+        return t, io, rand
+    if flip == ("IO", "S1"):
+        i, j = t.index(io), t.index(s)
+        t[i], t[j] = t[j], t[i]
+        return t, io, s
+    raise ValueError(flip)
+
+
+# experiments.py (repository root), "Token and position signal results": the flips that build
+# each of signal_specific_datasets[(token, position)] from ioi_dataset, in order.
+AUTHORS_SIGNAL_FLIPS = {
+    ("orig", "orig"): [],
+    ("random", "orig"): [("IO", "RAND"), ("S", "RAND")],
+    ("random", "inverted"): [("IO", "RAND"), ("S", "RAND"), ("IO", "S1")],
+    ("inverted", "inverted"): [("S2", "IO")],
+    ("inverted", "orig"): [("S2", "IO"), ("IO", "S1")],
+    ("orig", "inverted"): [("IO", "S1")],
+}
+
+
+@pytest.mark.parametrize("token,position", list(dataset.SIGNAL_VARIANTS))
+def test_signal_variant_is_the_authors_construction(token, position):
+    """Each variant's text equals the authors' flips applied to the clean prompt (with the
+    variant's new names as the random draws), and its tokens are that text tokenized."""
     ds, _ = tm.datasets(20, prepend_bos=token == "random")
-    var = discovery.signal_variant(ds, token, position)
+    var = dataset.signal_variant(ds, token, position)
     tok = models.get_tokenizer()
-    enc = lambda name: tok.encode(" " + name, add_special_tokens=False)[0]  # noqa: E731
     assert torch.equal(var.lengths, ds.lengths) and all(torch.equal(var.pos[k], ds.pos[k]) for k in ds.pos)
     assert torch.equal(var.io_tokens, ds.io_tokens) and torch.equal(var.s_tokens, ds.s_tokens)
-    slots = discovery.SIGNAL_VARIANTS[(token, position)]
     for i, (p, q) in enumerate(zip(ds.prompts, var.prompts)):
-        # the text, tokenized afresh, is exactly the variant's tokens
+        draws = iter(())
+        if token == "random":  # the authors draw the IO's new name (D) first, then S's (C)
+            d = q.slot_names[0] if position == "orig" else q.slot_names[1]
+            c = q.slot_names[2]
+            draws = iter([d, c])
+            assert len({d, c, p.io, p.s}) == 4
+        words, io, s = (p.text + " " + p.io).split(" "), p.io, p.s
+        for flip in AUTHORS_SIGNAL_FLIPS[(token, position)]:
+            words, io, s = authors_flip(words, io, s, flip, next(draws) if flip[1] == "RAND" else None)
+        assert " ".join(words[:-1]) == q.text  # the authors' text without its answer
         row = ([tok.bos_token_id] if ds.prepend_bos else []) + tok.encode(q.text, add_special_tokens=False)
         assert var.tokens[i, : len(row)].tolist() == row
-        c = [n for n, s in zip(q.slot_names, slots) if s == "C"]
-        names = {"A": p.io, "B": p.s, "C": c[0] if c else None}
-        assert q.slot_names == tuple(names[s] for s in slots)
-        assert not c or c[0] not in (p.io, p.s)
-        for slot, name in zip(("IO", "S1", "S2"), q.slot_names):
-            assert int(var.tokens[i, ds.pos[slot][i]]) == enc(name)
-        # everything outside the three slots is untouched
-        other = torch.ones(var.tokens.shape[1], dtype=torch.bool)
-        other[[int(ds.pos[s][i]) for s in ("IO", "S1", "S2")]] = False
-        assert torch.equal(var.tokens[i, other], ds.tokens[i, other])
     if (token, position) == ("orig", "orig"):
         assert torch.equal(var.tokens, ds.tokens)
 
 
 def test_signal_variants_mean_what_their_names_say():
+    """The token signal is the name at S2; the position signal is where its earlier copy sits.
+    The authors' random variants share no name with the clean prompt; "keep-io" keeps the IO."""
     ds, _ = tm.datasets(10)
-    for (token, position), _slots in discovery.SIGNAL_VARIANTS.items():
-        var = discovery.signal_variant(ds, token, position)
-        for p, q in zip(ds.prompts, var.prompts):
-            io_slot, s1_slot, s2_slot = q.slot_names
-            expected = {"orig": p.s, "inverted": p.io}.get(token)
-            assert s2_slot == expected if expected else s2_slot not in (p.io, p.s)
-            first = s1_slot if position == "orig" else io_slot  # where S2's earlier copy sits
-            assert first == s2_slot and (io_slot if position == "orig" else s1_slot) != s2_slot
+    for construction in ("code", "keep-io"):
+        for (token, position) in dataset.SIGNAL_VARIANTS:
+            var = dataset.signal_variant(ds, token, position, construction=construction)
+            for p, q in zip(ds.prompts, var.prompts):
+                io_slot, s1_slot, s2_slot = q.slot_names
+                expected = {"orig": p.s, "inverted": p.io}.get(token)
+                assert s2_slot == expected if expected else s2_slot not in (p.io, p.s)
+                first = s1_slot if position == "orig" else io_slot  # where S2's earlier copy sits
+                assert first == s2_slot and (io_slot if position == "orig" else s1_slot) != s2_slot
+                if token == "random":
+                    other = io_slot if position == "orig" else s1_slot
+                    if construction == "code":
+                        assert not {io_slot, s1_slot, s2_slot} & {p.io, p.s}
+                    else:
+                        assert other == p.io
+    assert discovery.signal_variant is dataset.signal_variant  # the old import path still works
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -111,13 +155,17 @@ def test_repeated_token_check_needs_the_class_score_largest_and_above_the_floor(
 # ----------------------------------------------------------------------------- the two steps
 
 
-def test_induction_and_duplicate_matches_the_literal_algorithm_and_its_rule():
+@pytest.mark.parametrize("receiver_input", [None, "kv"])
+def test_induction_and_duplicate_matches_the_literal_algorithm_and_its_rule(receiver_input):
+    """Default: the S-Inhibition heads' values at S2 (the authors' code); "kv": the paper's text."""
     setup = tiny_setup()
     model, receivers = setup.model, [(2, 0), (2, 3)]
-    ind, dup = discovery.induction_and_duplicate(setup, receivers, threshold=1e-6)
+    kw = {} if receiver_input is None else {"receiver_input": receiver_input}
+    ind, dup = discovery.induction_and_duplicate(setup, receivers, threshold=1e-6, **kw)
     senders = [(l, h) for l in range(2) for h in range(4)]
     ref = path_patch_oracle_sweep(model, setup.ioi, setup.abc, [[s] for s in senders],
-                                  receivers=receivers, receiver_input="kv", position="S2")
+                                  receivers=receivers, receiver_input=receiver_input or "v",
+                                  position="S2")
     clean = metrics.logit_diff(metrics.end_logits(model, setup.ioi), setup.ioi).mean().item()
     rel = (ref - clean) / abs(clean)
     got = torch.tensor([float(ind.effect[s]) for s in senders])
@@ -143,9 +191,19 @@ def test_previous_token_matches_the_literal_algorithm_and_its_rule():
     rel = (ref - prev.clean) / abs(prev.clean)
     torch.testing.assert_close(torch.tensor([float(prev.effect[s]) for s in senders]), rel,
                                atol=1e-4, rtol=1e-3)
-    to_s1 = attention_by_hand(model, setup.ioi, "S1+1", "S1")
-    to_io = attention_by_hand(model, setup.ioi, "S1+1", "IO")
-    assert prev.heads == [s for s, r in zip(senders, rel) if r <= -1e-6 and to_s1[s] > to_io[s]]
+    # attention S1+1 -> S1 against the largest attention to any other earlier position, by loop
+    _, cache = model.run_with_cache(setup.ioi.tokens)
+    to_s1, other = torch.zeros(2, 4), torch.zeros(2, 4)
+    for l, h in senders:
+        for i in range(len(setup.ioi)):
+            q = int(setup.ioi.pos["S1+1"][i])
+            row = cache[f"blocks.{l}.attn.hook_pattern"][i, h, q]
+            to_s1[l, h] += float(row[q - 1]) / len(setup.ioi)
+            other[l, h] += max([float(row[k]) for k in range(q - 1)] or [0.0]) / len(setup.ioi)
+    assert prev.heads == [s for s, r in zip(senders, rel) if r <= -1e-6 and to_s1[s] > other[s]]
+    # BABA prompts put the IO after S1+1: the old rule (S1+1->S1 > S1+1->IO) held for any head
+    baba = [i for i, p in enumerate(setup.ioi.prompts) if p.order == "BABA"]
+    assert baba and all(int(setup.ioi.pos["IO"][i]) > int(setup.ioi.pos["S1+1"][i]) for i in baba)
 
 
 def test_steps_without_receivers_say_so_and_return_nothing():
@@ -222,8 +280,8 @@ def test_s_inhibition_share_against_hand_computations():
     assert share["variant"].tolist() == ["token orig / position inverted", "token random / position orig", "p_ABC"]
     assert share["changes"].tolist() == ["position", "token", "both"]
     clean = metrics.logit_diff(metrics.end_logits(model, ioi), ioi).mean().item()
-    variants = [discovery.signal_variant(ioi, "orig", "inverted"),
-                discovery.signal_variant(ioi, "random", "orig"), setup.abc]
+    variants = [dataset.signal_variant(ioi, "orig", "inverted"),
+                dataset.signal_variant(ioi, "random", "orig"), setup.abc]
     for (_, row), new in zip(share.iterrows(), variants):
         ref = path_patch_oracle_sweep(model, ioi, new, [senders, upstream], receivers=receivers,
                                       receiver_input="kv", position="S2")

@@ -390,3 +390,78 @@ def template_table(template_set: str = "all") -> list[dict]:
         {"group": t.group, "order": t.order, "template #": t.index + 1, "template": t.text}
         for t in templates(template_set)
     ]
+
+
+# ----------------------------------------------------------------------------- App. A variants
+
+# The token and position signals of App. A (Fig. 9): the S-Inhibition heads' outputs at END
+# are taken from a copy of each prompt whose name slots are rewritten. Keys are (token signal,
+# position signal); values the names written into the slots (IO, S1, S2), with A = the IO's
+# name, B = the subject's, C and D two new names (C != D).
+#
+# "code" (the default) is the authors' construction, which produced the published Fig. 9
+# numbers: Easy-Transformer `experiments.py` (repository root), section "Token and position
+# signal results", `signal_specific_datasets`, built with `IOIDataset.gen_flipped_prompts`
+# (`easy_transformer/ioi_dataset.py`):
+#   (1, 1)  orig/orig          ioi_dataset                                   -> A B B
+#   (0, 1)  random/orig        flip ("IO", "RAND") then ("S", "RAND")         -> D C C
+#   (0, -1) random/inverted    (0, 1) then ("IO", "S1") (swap IO and S1)      -> C D C
+#   (-1, -1) inverted/inverted flip ("S2", "IO") (S2 := the IO's name)        -> A B A
+#   (-1, 1) inverted/orig      (-1, -1) then ("IO", "S1")                     -> B A A
+#   (1, -1) orig/inverted      flip ("IO", "S1")                              -> B A B
+# The random variants replace the IO's name as well as S's: the "random" token signal carries
+# no name of the clean prompt at all.
+SIGNAL_VARIANTS: dict[tuple[str, str], tuple[str, str, str]] = {
+    ("orig", "orig"): ("A", "B", "B"),
+    ("random", "orig"): ("D", "C", "C"),
+    ("inverted", "orig"): ("B", "A", "A"),
+    ("orig", "inverted"): ("B", "A", "B"),
+    ("random", "inverted"): ("C", "D", "C"),
+    ("inverted", "inverted"): ("A", "B", "A"),
+}
+
+# "keep-io": the construction this book used before it followed the authors' code. The random
+# variants keep the IO's name (A C C, C A C); the other four are the same as "code". It is NOT
+# the paper's text (App. A does not spell out its prompts' slots; the code does); it is kept
+# so a chapter can show how much the IO's replacement moves the two "random" cells.
+SIGNAL_VARIANTS_KEEP_IO: dict[tuple[str, str], tuple[str, str, str]] = {
+    **SIGNAL_VARIANTS,
+    ("random", "orig"): ("A", "C", "C"),
+    ("random", "inverted"): ("C", "A", "C"),
+}
+
+SIGNAL_CONSTRUCTIONS: dict[str, dict[tuple[str, str], tuple[str, str, str]]] = {
+    "code": SIGNAL_VARIANTS, "keep-io": SIGNAL_VARIANTS_KEEP_IO}
+
+
+def signal_variant(ds: IOIDataset, token: str, position: str, seed: int | None = None,
+                   construction: str = "code", tokenizer=None) -> IOIDataset:
+    """``ds`` with its name slots rewritten as in :data:`SIGNAL_CONSTRUCTIONS`
+    ``[construction]`` (App. A; default: the authors' code, :data:`SIGNAL_VARIANTS`).
+
+    Every token stays at its position (names are single tokens), so the variant pairs with
+    ``ds`` for patching; the answers stay the clean IO and S. C and D are drawn per prompt from
+    the single-token names: D different from IO and S, C different from IO, S and D (the
+    authors' ``gen_flipped_prompts`` draws S's new name without checking it against the new IO;
+    a clash is rare and would make a different variant, so we exclude it)."""
+    if construction not in SIGNAL_CONSTRUCTIONS:
+        raise ValueError(f"construction must be one of {sorted(SIGNAL_CONSTRUCTIONS)}, got {construction!r}")
+    slots = SIGNAL_CONSTRUCTIONS[construction][(token, position)]
+    if tokenizer is None:
+        from .models import get_tokenizer
+        tokenizer = get_tokenizer()
+    names = single_token_words(tokenizer, prompt_data()["names"])[0]
+    rng = random.Random(ds.seed + 2_000_003 if seed is None else seed)
+    tokens = ds.tokens.clone()
+    prompts = []
+    for i, p in enumerate(ds.prompts):
+        d = rng.choice([n for n in names if n not in (p.io, p.s)])
+        c = rng.choice([n for n in names if n not in (p.io, p.s, d)])
+        pick = {"A": p.io, "B": p.s, "C": c, "D": d}
+        filled = tuple(pick[s] for s in slots)
+        for slot, name in zip(("IO", "S1", "S2"), filled):
+            tokens[i, ds.pos[slot][i]] = tokenizer.encode(" " + name, add_special_tokens=False)[0]
+        text = fill(p.template, *filled, p.place, p.obj)
+        prompts.append(replace(p, text=text, slot_names=filled))
+    label = f"token {token} / position {position}" + ("" if construction == "code" else f" ({construction})")
+    return replace(ds, prompts=prompts, tokens=tokens, kind=label)

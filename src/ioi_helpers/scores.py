@@ -170,6 +170,34 @@ def name_attention(model, ds: IOIDataset, to: Sequence[str] = ("IO", "S1", "S2")
     return {t: s / len(ds) for t, s in sums.items()}
 
 
+def previous_token_attention(model, ds: IOIDataset, at: str = "S1+1", batch_size: int = 100,
+                             ) -> dict[str, Float[Tensor, "layer head"]]:
+    """Per head, from the query at ``at`` (per prompt): ``"previous"``, the mean attention to
+    the position just before it; ``"max other"``, the mean over prompts of the largest
+    attention to any other position before ``at`` (the first token included). A previous-token
+    head has ``previous > max other``; the comparison means the same on ABBA and BABA prompts."""
+    n_layers = model.cfg.n_layers
+    names = [hook_name("pattern", l) for l in range(n_layers)]
+    prev = torch.zeros(n_layers, model.cfg.n_heads)
+    other = torch.zeros(n_layers, model.cfg.n_heads)
+    for part in _batches(ds, batch_size):
+        _, store = run(model, part.tokens, part.pos["END"], cache=names)
+        q = positions(part, at)
+        if bool((q < 1).any()):
+            raise ValueError(f"{at} must have a token before it")
+        rows = torch.arange(len(part))
+        for l in range(n_layers):
+            pat = store[names[l]].float()
+            qd = q.to(pat.device)
+            row = pat[rows.to(pat.device), :, qd]  # [batch, head, key]
+            prev[l] += row[rows.to(pat.device), :, qd - 1].sum(0).cpu()
+            keys = torch.arange(row.shape[-1], device=pat.device)
+            mask = (keys[None] < (qd - 1)[:, None])  # positions before the previous token
+            masked = row.masked_fill(~mask[:, None, :], float("-inf"))
+            other[l] += masked.max(-1).values.clamp(min=0).sum(0).cpu()
+    return {"previous": prev / len(ds), "max other": other / len(ds)}
+
+
 # ----------------------------------------------------------------------------- repeated tokens
 
 

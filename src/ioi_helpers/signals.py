@@ -9,23 +9,26 @@
 * :func:`token_position` (App. A, Fig. 9): the logit difference with the S-Inhibition heads'
   outputs at END taken from each of six variants of the prompt, token signal {orig, random,
   inverted} x position signal {orig, inverted}. The variants are
-  :func:`ioi_helpers.discovery.signal_variant` (slots in :data:`discovery.SIGNAL_VARIANTS`):
+  :func:`ioi_helpers.dataset.signal_variant` (slots in :data:`dataset.SIGNAL_VARIANTS`, the
+  authors' construction from their ``experiments.py``):
 
   ============  =========  =====================  ===========================================
   token         position   slots (IO, S1, S2)     prompt ("When Mary and John ..., John ...")
   ============  =========  =====================  ===========================================
   orig          orig       A B B                  When Mary and John ..., John
-  random        orig       A C C                  When Mary and Bob ..., Bob
+  random        orig       D C C                  When Kate and Bob ..., Bob
   inverted      orig       B A A                  When John and Mary ..., Mary
   orig          inverted   B A B                  When John and Mary ..., John
-  random        inverted   C A C                  When Bob and Mary ..., Bob
+  random        inverted   C D C                  When Bob and Kate ..., Bob
   inverted      inverted   A B A                  When Mary and John ..., Mary
   ============  =========  =====================  ===========================================
 
-  A = the IO's name, B = the subject's, C = a new name. The token signal is the name at S2
+  A = the IO's name, B = the subject's, C and D new names. The token signal is the name at S2
   (and its earlier occurrence); the position signal is where that earlier occurrence sits:
   at S1 (orig) or in the IO's slot (inverted: the first clause's order flipped, ABBA <->
   BABA). Every name keeps its position, so the variant pairs with the prompt token by token.
+  ``construction="keep-io"`` gives the book's earlier random variants (A C C, C A C), which
+  keep the IO's name.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from . import metrics
-from .dataset import IOIDataset
+from .dataset import SIGNAL_CONSTRUCTIONS, IOIDataset, signal_variant
 from .hooks import Head, gather, hook_name, positions, run
 from .scores import attention_at
 
@@ -54,7 +57,7 @@ def patch_outputs(model, ds: IOIDataset, source: IOIDataset, heads: Sequence[Hea
     output (``hook_z``) it has on ``source`` there; everything after is recomputed.
 
     ``source`` must have the prompt lengths and named positions of ``ds`` (a rewritten copy
-    such as :func:`ioi_helpers.discovery.signal_variant` or p_ABC). Returns the logits at END
+    such as :func:`ioi_helpers.dataset.signal_variant` or p_ABC). Returns the logits at END
     and, for each head of ``watch``, its attention from END to each position of ``to`` in the
     patched run, per prompt: ``{name: [batch, len(watch)]}``. With no ``heads`` this is the
     clean run.
@@ -112,20 +115,21 @@ def attention_shift(model, ds: IOIDataset, source: IOIDataset, heads: Sequence[H
 
 
 def token_position(model, ds: IOIDataset, heads: Sequence[Head], seed: int | None = None,
-                   batch_size: int = 100) -> pd.DataFrame:
+                   batch_size: int = 100, construction: str = "code") -> pd.DataFrame:
     """App. A, Fig. 9: the logit difference (the clean prompt's IO minus S) when ``heads``'
     outputs at END come from each token x position variant of the prompts. One row per
-    variant, with the slots it fills and the fraction of prompts where IO still beats S."""
-    from .discovery import SIGNAL_VARIANTS, signal_variant
+    variant, with the slots it fills and the fraction of prompts where IO still beats S.
+    ``construction``: ``"code"`` (the authors', default) or ``"keep-io"`` (see
+    :data:`ioi_helpers.dataset.SIGNAL_CONSTRUCTIONS`)."""
 
     rows = []
     for token in TOKENS:
         for position in POSITION_SIGNALS:
-            src = signal_variant(ds, token, position, seed)
+            src = signal_variant(ds, token, position, seed, construction=construction)
             logits, _ = patch_outputs(model, ds, src, heads, "END", batch_size=batch_size)
             ld = metrics.logit_diff(logits, ds)
             rows.append({"token": token, "position": position,
-                         "slots (IO, S1, S2)": " ".join(SIGNAL_VARIANTS[(token, position)]),
+                         "slots (IO, S1, S2)": " ".join(SIGNAL_CONSTRUCTIONS[construction][(token, position)]),
                          "example": src.prompts[0].text,
                          "logit diff": ld.mean().item(), "IO > S": (ld > 0).float().mean().item()})
     return pd.DataFrame(rows)
