@@ -229,8 +229,6 @@ def test_set_builders_and_paper_minimality_sets():
 
 def test_circuit_run_on_ioi_tiny_matches_hand_loop():
     model = tm.ioi_tiny()
-    if model is None:
-        pytest.skip("ioi-tiny is not built yet")
     ds, abc = tm.datasets(6, seed=8)
     circuit = {(3, 0): ["END"], (2, 5): ["END"], (1, 3): ["S2"], (0, 6): ["S1+1", "S2"]}
     values = ablation.ablation_values(model, ds, abc)

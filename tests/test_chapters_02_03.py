@@ -213,8 +213,6 @@ def test_token_position_rows_and_baseline():
 @pytest.fixture(scope="module")
 def tiny():
     model = tm.ioi_tiny()
-    if model is None:
-        pytest.skip("ioi-tiny is not bundled yet")
     return discovery.Setup(model, n_prompts=100, seed=0)
 
 

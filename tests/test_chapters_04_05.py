@@ -324,8 +324,6 @@ def test_share_of_heads_is_one_when_the_senders_are_all_upstream_heads():
 @pytest.fixture(scope="module")
 def tiny_classes():
     model = tm.ioi_tiny()
-    if model is None:
-        pytest.skip("ioi-tiny is not bundled yet")
     setup = discovery.Setup(model, n_prompts=100, seed=0)
     return setup, discovery.circuit_classes(setup)
 

@@ -75,8 +75,6 @@ def test_faithfulness_of_the_empty_circuit_is_the_fully_ablated_model():
 @pytest.fixture(scope="module")
 def tiny_setup(tmp_path_factory):
     model = tm.ioi_tiny()
-    if model is None:
-        pytest.skip("ioi-tiny is not built yet")
     mp = pytest.MonkeyPatch()
     mp.setenv(discovery.CACHE_ENV_VAR, str(tmp_path_factory.mktemp("cache")))
     yield discovery.Setup(model, n_prompts=100, seed=0)

@@ -104,3 +104,29 @@ def test_env_var_picks_the_model(monkeypatch):
 def test_bad_model_name_type():
     with pytest.raises(ValueError):
         models.load_hf_model("")
+
+
+def _fake_hub_cache(root, weights: bytes):
+    """A hub cache holding GPT-2 small's config and the given bytes as its weights."""
+    from transformers import GPT2Config
+
+    snap = root / "models--gpt2" / "snapshots" / ("0" * 40)
+    snap.mkdir(parents=True)
+    (root / "models--gpt2" / "refs").mkdir()
+    (root / "models--gpt2" / "refs" / "main").write_text("0" * 40)
+    GPT2Config().save_pretrained(snap)
+    (snap / "model.safetensors").write_bytes(weights)
+
+
+def test_a_corrupt_gpt2_cache_is_reported_not_read_as_missing(monkeypatch, tmp_path):
+    """A cached but unreadable checkpoint is an error that says so; it never falls through to
+    "not cached" (a download, or the offline message)."""
+    import huggingface_hub.constants as hf_constants
+
+    _fake_hub_cache(tmp_path / "hub", b"not a safetensors file")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(models, "_hub_reachable", lambda timeout=5.0: False)
+    with pytest.raises(RuntimeError, match="could not be loaded from it.*corrupt") as err:
+        models.load_model("gpt2")
+    assert not isinstance(err.value, models.ModelUnavailableError)

@@ -68,8 +68,6 @@ def test_path_patch_equals_oracle_ioi_tiny(name):
     """The project's trained stand-in; receivers: its two heads (after layer 0) with the
     largest direct effect on the logits, i.e. its Name-Mover-like heads."""
     model = tm.ioi_tiny()
-    if model is None:
-        pytest.skip("ioi-tiny is not built yet")
     ds, abc = tm.datasets(8, seed=5)
     L, H = model.cfg.n_layers, model.cfg.n_heads
     case = dict(CASES[name])

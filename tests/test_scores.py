@@ -194,8 +194,6 @@ def test_attention_projection_matches_loop():
 
 def test_copy_score_on_ioi_tiny_matches_raw_weights():
     model = tm.ioi_tiny()
-    if model is None:
-        pytest.skip("ioi-tiny is not built yet")
     ds, _ = tm.datasets(8)
     heads = [(model.cfg.n_layers - 1, 0), (1, 3)]
     got = scores.copy_scores(model, ds, heads=heads)

@@ -5,7 +5,7 @@
   the test tolerances and the LN folding of compatibility mode is exercised.
 * :func:`trained_model`: the same architecture trained for a few seconds on IOI prompts
   (loss at END only), a model with learned rather than random structure.
-* :func:`ioi_tiny`: the project's bundled trained stand-in, or None while it is not built.
+* :func:`ioi_tiny`: the project's bundled trained stand-in (a missing checkpoint fails the test).
 
 All are wrapped exactly as ``models.load_model`` wraps a model (``models.bridge_from_hf``).
 """
@@ -90,9 +90,12 @@ def trained_model(n_layer: int = 3, n_head: int = 4, n_embd: int = 64, steps: in
 
 
 def ioi_tiny():
-    """The bundled ``ioi-tiny`` model, or None when its checkpoint is not there yet."""
-    if not (models.TINY_DIR / "config.json").exists():
-        return None
+    """The bundled ``ioi-tiny`` model. It ships with the package, so a missing checkpoint is a
+    broken install: the test fails (never skips)."""
+    import pytest
+
+    if not (models.TINY_DIR / "model.safetensors").exists():
+        pytest.fail(f"the bundled ioi-tiny checkpoint is missing from {models.TINY_DIR}", pytrace=False)
     return models.load_model("ioi-tiny", device="cpu")
 
 

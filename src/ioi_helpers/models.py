@@ -126,12 +126,19 @@ def _unavailable(name: str, why: str) -> ModelUnavailableError:
 
 
 def _hf_gpt2_small():
+    from huggingface_hub import try_to_load_from_cache
     from transformers import GPT2LMHeadModel
 
-    try:
-        return GPT2LMHeadModel.from_pretrained("gpt2", local_files_only=True)
-    except Exception:
-        pass
+    # "Not cached" (download it) and "cached but unreadable" (say so) are different failures:
+    # only the first falls through to the hub.
+    if isinstance(try_to_load_from_cache("gpt2", "config.json"), str):
+        try:
+            return GPT2LMHeadModel.from_pretrained("gpt2", local_files_only=True)
+        except Exception as err:
+            raise RuntimeError(
+                f"GPT-2 small is in the Hugging Face cache but could not be loaded from it "
+                f"({type(err).__name__}: {err}). The cached files may be corrupt or incomplete: "
+                f"delete the 'models--gpt2' folder of the hub cache and run again.") from err
     if not _hub_reachable():
         raise _unavailable("gpt2", "its weights are not cached and huggingface.co is unreachable")
     os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "30")
