@@ -21,7 +21,10 @@ from conftest import BOOK_TEST_MODEL, REPO, SCALE_TEST_CHAPTER, SCALE_TEST_MODEL
 HEADER = "# %% [markdown]\n# # A tiny chapter\n\n"
 PARAMS = '# %% tags=["parameters"]\nmodel_name = None\nn = 1\n\n'
 GOOD = '# %%\nprint(f"model={model_name} n={n}")\n'
-BAD = '# %%\nx = 1\n\n# %%\ny = 2\nz = y / (x - 1)\n'  # cell 4, line 11: ZeroDivisionError
+BAD = '# %%\nx = 1\n\n# %%\ny = 2\nz = y / (x - 1)\n'  # cell 4 (line 11), raises at line 13
+# cell 3 defines a function; cell 5 (line 15) calls it at line 17; json raises inside the library
+DEEP = ('# %%\ndef parse(text):\n    import json\n    return json.loads(text)\n\n'
+        '# %%\nok = 1\n\n# %%\nprint("ok")\ndata = parse("{")\n')
 CHART = ('# %%\nimport pandas as pd\nfrom ioi_helpers import plots\n'
          'plots.bar_chart(pd.DataFrame({"k": ["a", "b"], "v": [1, -1]}), "k", "v")\n')
 
@@ -59,9 +62,21 @@ def test_failing_cell_names_chapter_and_cell_and_leaves_no_output(tmp_path):
     with pytest.raises(pipeline.ChapterError) as err:
         pipeline.run_chapter(chapter, {"model_name": "x"}, out_dir)
     first_line = str(err.value).splitlines()[0]
-    assert first_line == "chapter broken failed at cell 4 (line 11): `y = 2`"
-    assert "ZeroDivisionError: division by zero" in str(err.value)
+    assert first_line == "chapter broken failed at cell 4, line 13: `z = y / (x - 1)`"
+    assert str(err.value).splitlines()[1] == "ZeroDivisionError: division by zero"
+    assert "Traceback" not in str(err.value) and "ZeroDivisionError" in err.value.trace
     assert leftovers(out_dir) == []  # the stale copy is gone and nothing new was written
+
+
+def test_failing_line_is_the_cells_own_frame_and_names_the_library_frame(tmp_path):
+    chapter = write_chapter(tmp_path, "deep", PARAMS, DEEP)
+    with pytest.raises(pipeline.ChapterError) as err:
+        pipeline.run_chapter(chapter, {}, tmp_path / "out")  # nothing injected: cells not shifted
+    lines = str(err.value).splitlines()
+    assert lines[0] == 'chapter deep failed at cell 5, line 18: `data = parse("{")`'
+    assert lines[1].startswith("JSONDecodeError: ")
+    assert lines[2].startswith("  raised in JSONDecoder.raw_decode (") and "json" in lines[2]
+    assert pipeline.chapter_parameters(chapter) == {"model_name": "model_name = None", "n": "n = 1"}
 
 
 def test_chapter_without_parameters_cell_is_refused(tmp_path):
@@ -86,21 +101,105 @@ def test_toc_entries_without_source_are_named(tmp_path):
         pipeline.chapter_paths(tmp_path)
 
 
-def test_cli_fails_naming_chapter_and_cell(tmp_path, capsys, monkeypatch):
+def test_cli_fails_naming_chapter_and_cell(tmp_path, capfd, monkeypatch):
     monkeypatch.setenv(RESULTS_ENV_VAR, "")  # main() points it at OUT/results; restored after
     make_book(tmp_path, ["01_ok", "02_bad"])
     write_chapter(tmp_path / "book", "01_ok", PARAMS, GOOD)
     write_chapter(tmp_path / "book", "02_bad", PARAMS, BAD)
     out = tmp_path / "out"
-    code = pipeline.main(["--root", str(tmp_path), "--out", str(out), "--model", "m", "-p", "n", "2"])
+    code = pipeline.main(["--root", str(tmp_path), "--out", str(out), "--model", "gpt2-random",
+                          "-p", "n", "2"])
     assert code == 1
-    captured = capsys.readouterr()
-    assert "01_ok:" in captured.out  # its wall time
-    assert "chapter 02_bad failed at cell 4 (line 11): `y = 2`" in captured.err
+    captured = capfd.readouterr()  # file descriptors: the kernel's own stderr is caught too
+    assert "[1/2] 01_ok:" in captured.out  # its wall time
+    assert "[2/2] 02_bad FAILED" in captured.err
+    assert "chapter 02_bad failed at cell 4, line 13: `z = y / (x - 1)`" in captured.err
+    assert "\r" not in captured.out + captured.err  # no TTY: no live progress bar
+    assert "IPKernelApp" not in captured.err and "Traceback" not in captured.err
+    assert "rerun with --traceback" in captured.err
     assert leftovers(out / "executed") == ["01_ok.ipynb"]
     assert not (out / "html").exists()
     assert pipeline.main(["--root", str(tmp_path), "--chapters", "03_nope", "--no-build"]) == 2
-    assert "unknown chapter(s) 03_nope" in capsys.readouterr().err
+    assert "unknown chapter(s) 03_nope" in capfd.readouterr().err
+
+
+def test_unknown_parameter_is_refused_before_any_work(tmp_path, capfd):
+    make_book(tmp_path, ["01_ok", "02_other"])
+    write_chapter(tmp_path / "book", "01_ok", PARAMS, GOOD)
+    write_chapter(tmp_path / "book", "02_other", '# %% tags=["parameters"]\nmodel_name = None\n'
+                  'n_copy: int = 3  # annotated\n\n', GOOD.replace("n=", "n_copy=").replace("{n}", "{n_copy}"))
+    out = tmp_path / "out"
+    argv = ["--root", str(tmp_path), "--out", str(out), "--model", "gpt2-random"]
+    assert pipeline.main([*argv, "-p", "n_cpy", "5"]) == 2
+    err = capfd.readouterr().err
+    assert err.startswith("error: unknown parameter 'n_cpy' (did you mean 'n_copy'?): no chapter run here has it.")
+    assert "  01_ok: model_name, n\n  02_other: model_name, n_copy" in err
+    assert not out.exists()  # nothing ran
+    # a key only one chapter has goes to that chapter alone
+    chapters = pipeline.chapter_paths(tmp_path)
+    shares = pipeline.parameters_for(chapters, {"model_name": "m", "n_copy": 5})
+    assert [shares[p] for p in chapters] == [{"model_name": "m"}, {"model_name": "m", "n_copy": 5}]
+
+
+def test_real_chapters_parameters_are_read_from_their_parameters_cell():
+    names = pipeline.chapter_parameters(REPO / "book" / "01_task.py")
+    assert list(names) == ["model_name", "n_prompts", "seed", "prepend_bos", "template_set"]
+    assert names["n_prompts"].startswith("n_prompts = ")
+    with pytest.raises(ValueError, match=r"'n_promts' \(did you mean 'n_prompts'\?\)"):
+        pipeline.parameters_for([REPO / "book" / "01_task.py"], {"n_promts": 5})
+
+
+def test_unknown_or_unreachable_model_fails_in_one_line_before_any_chapter(tmp_path, capfd, monkeypatch):
+    make_book(tmp_path, ["01_ok"])
+    write_chapter(tmp_path / "book", "01_ok", PARAMS, GOOD)
+    out = tmp_path / "out"
+    assert pipeline.main(["--root", str(tmp_path), "--out", str(out), "--model", "gtp2"]) == 2
+    err = capfd.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: cannot load model 'gtp2': it is neither")
+    assert "Offline alternatives: 'gpt2-random'" in err and "'ioi-tiny'" in err
+    assert not out.exists()
+    # gpt2 with an empty Hugging Face cache and the hub off: refused the same way, no download tried
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants as hf_constants
+
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    assert pipeline.main(["--root", str(tmp_path), "--out", str(out), "--model", "gpt2"]) == 2
+    err = capfd.readouterr().err
+    assert err.count("\n") == 1 and "'gpt2': its weights are not cached" in err
+
+
+def test_check_available_builds_nothing_and_knows_every_offline_model(tmp_path):
+    from ioi_helpers import models
+
+    for name in models.OFFLINE_MODELS:
+        models.check_available(name)
+    with pytest.raises(models.ModelUnavailableError, match="has no config.json"):
+        models.check_available(str(tmp_path))
+    (tmp_path / "config.json").write_text("{}")
+    models.check_available(str(tmp_path))
+
+
+def test_progress_is_live_only_on_a_terminal_outside_ci(tmp_path, monkeypatch):
+    class Stream:
+        def __init__(self, tty):
+            self.tty = tty
+
+        def isatty(self):
+            return self.tty
+
+    monkeypatch.delenv("CI", raising=False)
+    assert pipeline.interactive(Stream(True)) and not pipeline.interactive(Stream(False))
+    monkeypatch.setenv("CI", "true")
+    assert not pipeline.interactive(Stream(True))
+    # the live bar: chapter k of n and its cells, on the given stream
+    import io
+
+    buf = io.StringIO()
+    chapter = write_chapter(tmp_path, "tiny", PARAMS, GOOD)
+    pipeline.run_chapter(chapter, {"n": 2}, tmp_path / "out",
+                         progress={"desc": "[2/5] tiny", "file": buf, "leave": True, "mininterval": 0})
+    assert "[2/5] tiny" in buf.getvalue() and "4/4 [" in buf.getvalue()  # 3 cells + the injected one
 
 
 def test_stage_book_makes_charts_offline_and_keeps_only_run_chapters(tmp_path):

@@ -149,13 +149,20 @@ def _hf_gpt2_small():
         raise _unavailable("gpt2", f"the download failed ({err})") from err
 
 
-def _hf_gpt2_random(seed: int):
+def _build_gpt2_random(seed: int):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     config = GPT2Config()  # the defaults are GPT-2 small: 12 layers x 12 heads, d_model 768
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         return GPT2LMHeadModel(config)
+
+
+def _hf_gpt2_random(seed: int):
+    """Built once (9 s of random draws), then read from the weights cache (weights_cache.py)."""
+    from .weights_cache import cached_model
+
+    return cached_model("gpt2-random", seed, lambda: _build_gpt2_random(seed), code=[_build_gpt2_random])
 
 
 def _hf_local(path: Path):
@@ -191,6 +198,34 @@ def load_hf_model(name: str, seed: int = 0):
     else:
         raise _unavailable(name, "it is neither a known model name nor a local directory")
     return hf.eval()
+
+
+def check_available(name: str) -> None:
+    """Raise :class:`ModelUnavailableError` (one line, naming the alternatives) unless ``name``
+    can be loaded here. Cheap: it builds no weights (the pipeline calls it before any chapter).
+    Keep it in step with :func:`load_hf_model`'s names.
+    """
+    if not isinstance(name, (str, os.PathLike)) or not str(name):
+        raise _unavailable(repr(name), "a model name must be a non-empty string")
+    name = str(name)
+    if name == "gpt2":
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = isinstance(try_to_load_from_cache("gpt2", "config.json"), str) and any(
+            isinstance(try_to_load_from_cache("gpt2", f), str)
+            for f in ("model.safetensors", "pytorch_model.bin"))
+        if not cached and not _hub_reachable():
+            raise _unavailable("gpt2", "its weights are not cached and huggingface.co is unreachable")
+    elif name == "ioi-tiny":
+        if not (TINY_DIR / "config.json").exists():
+            raise _unavailable("ioi-tiny", f"the bundled checkpoint is missing from {TINY_DIR}")
+    elif name in OFFLINE_MODELS:
+        pass  # constructed here, from code
+    elif Path(name).expanduser().is_dir():
+        if not (Path(name).expanduser() / "config.json").exists():
+            raise _unavailable(name, "the directory has no config.json")
+    else:
+        raise _unavailable(name, "it is neither a known model name nor a local directory")
 
 
 def load_model(name: str | None = None, device: str | None = None, seed: int = 0):

@@ -2,13 +2,21 @@
 
     python -m ioi_helpers.pipeline                      # every chapter in _toc.yml, then the book
     python -m ioi_helpers.pipeline --model ioi-tiny --chapters 01_task --no-build
+    python -m ioi_helpers.pipeline --model ioi-tiny --chapters 01_task -p n_prompts 50
 
 Chapters are jupytext percent-format ``.py`` files listed in ``_toc.yml``, each with a cell
 tagged ``parameters``. For each one the pipeline converts it to a notebook, runs it with
 papermill in a kernel on this very interpreter, injects ``model_name`` (``--model``, else
-``$IOI_MODEL``, else ``"gpt2"``) and any ``-p KEY VALUE``, and writes ``OUT/executed/NAME.ipynb``
+``$IOI_MODEL``, else ``"gpt2"``) and any ``-p KEY VALUE`` into the chapters whose parameters
+cell assigns that name, and writes ``OUT/executed/NAME.ipynb``
 atomically: a stale copy is deleted first and the new one appears only once every cell ran.
 Chapters record their numbers in ``OUT/results`` (``$IOI_RESULTS_DIR``).
+
+Before any chapter runs, the pipeline checks what it can: a ``-p`` key that no chapter's
+parameters cell assigns is an error naming the real ones, and the model is checked once
+(:func:`models.check_available`, no weights built). A failing cell is named by the line that
+raised. In a terminal a progress bar shows chapter k of n and its cells; without a TTY, or
+with ``CI=true``, the log holds one line per chapter.
 
 The book is then built with Jupyter Book from a staged source tree ``OUT/site`` (config, a toc
 holding only the chapters just run, pages, ``book/_static``, the executed notebooks with their
@@ -48,7 +56,9 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class ChapterError(RuntimeError):
-    """A chapter that could not be executed; the message names the chapter and the cell."""
+    """A chapter that could not be executed; the message names the chapter, cell and line."""
+
+    trace: str = ""  # the kernel's traceback, shown with --traceback
 
 
 class BuildError(RuntimeError):
@@ -137,7 +147,7 @@ def ensure_kernel() -> str:
     from ipykernel.kernelspec import make_ipkernel_cmd
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
-    argv = make_ipkernel_cmd(executable=sys.executable, extra_arguments=["--IPKernelApp.log_level=ERROR"])
+    argv = make_ipkernel_cmd(executable=sys.executable, extra_arguments=["--IPKernelApp.log_level=CRITICAL"])
 
     def installed() -> list[str] | None:
         try:
@@ -173,31 +183,103 @@ def load_chapter(path: Path) -> nbformat.NotebookNode:
     return nb
 
 
+def chapter_parameters(path: Path) -> dict[str, str]:
+    """The names a chapter's ``parameters`` cell assigns, each with its line (value, comment)."""
+    nb = load_chapter(path)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    lines = cell.source.splitlines()
+    found: dict[str, str] = {}
+    for node in ast.parse(cell.source).body:
+        targets = node.targets if isinstance(node, ast.Assign) else (
+            [node.target] if isinstance(node, (ast.AnnAssign, ast.AugAssign)) else [])
+        for target in targets:
+            for name in ast.walk(target):
+                if isinstance(name, ast.Name):
+                    found.setdefault(name.id, lines[node.lineno - 1].strip())
+    return found
+
+
+def parameters_for(chapters: Sequence[Path], params: dict[str, Any]) -> dict[Path, dict[str, Any]]:
+    """Each chapter's share of ``params``: the keys its parameters cell assigns.
+
+    A key that no chapter assigns (a typo such as ``n_promts``) raises ``ValueError`` naming
+    the closest real parameter and every chapter's parameters, before anything runs.
+    """
+    import difflib
+
+    declared = {path: chapter_parameters(path) for path in chapters}
+    known = sorted({name for names in declared.values() for name in names})
+    unknown = [key for key in params if key not in known]
+    if unknown:
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, known, n=1)
+            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        listing = "\n".join(f"  {path.stem}: {', '.join(names) or '(none)'}"
+                            for path, names in declared.items())
+        raise ValueError(f"unknown parameter{'s' if len(unknown) > 1 else ''} {', '.join(hints)}: "
+                         f"no chapter run here has {'them' if len(unknown) > 1 else 'it'}. "
+                         f"The chapters' parameters:\n{listing}")
+    return {path: {k: v for k, v in params.items() if k in names} for path, names in declared.items()}
+
+
 def _cell_line(path: Path, index: int, n_cells: int) -> int | None:
     """The line of ``path`` where cell ``index`` starts, when every cell has a ``# %%`` marker."""
     lines = [i for i, line in enumerate(path.read_text().splitlines(), 1) if CELL_MARKER.match(line)]
     return lines[index] if len(lines) == n_cells else None
 
 
-def _failure(path: Path, nb: nbformat.NotebookNode, err: Any) -> str:
-    """The message for a papermill error: chapter, cell (number, line, first line), exception."""
-    injected_at = 1 + next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
-    if err.cell_index == injected_at:
-        where = "the injected parameters cell"
-    else:
-        index = err.cell_index - (err.cell_index > injected_at)  # in the chapter, without it
-        first = next((s for s in nb.cells[index].source.splitlines() if s.strip()), "").strip()
-        line = _cell_line(path, index, len(nb.cells))
-        where = f"cell {index + 1}" + (f" (line {line})" if line else "") + f": `{first}`"
+CELL_FRAME = re.compile(r"^Cell In\[\d+\], line (\d+)", re.MULTILINE)
+FILE_FRAME = re.compile(r"^File (\S+?):(\d+), in (\S+?)\(", re.MULTILINE)
+
+
+def _failure(path: Path, nb: nbformat.NotebookNode, err: Any, injected: bool) -> tuple[str, str]:
+    """The message for a papermill error and the kernel's traceback (ANSI codes removed).
+
+    The message names the chapter, the cell and the line that raised (the failing cell's own
+    frame: the first ``Cell In[..], line L`` of IPython's traceback), with its line in the
+    ``.py`` file, the exception, and the innermost library frame when it was raised there.
+    """
     trace = ANSI.sub("", "\n".join(err.traceback or []))
-    return f"chapter {path.stem} failed at {where}\n{err.ename}: {err.evalue}\n\n{trace}"
+    injected_at = 1 + next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
+    if injected and err.cell_index == injected_at:
+        return f"chapter {path.stem} failed in the injected parameters cell\n{err.ename}: {err.evalue}", trace
+    index = err.cell_index - (injected and err.cell_index > injected_at)  # in the chapter
+    source = nb.cells[index].source.splitlines()
+    where = f"cell {index + 1}"
+    frame = CELL_FRAME.search(trace)
+    start = _cell_line(path, index, len(nb.cells))
+    if frame and 1 <= int(frame.group(1)) <= len(source):
+        in_cell = int(frame.group(1))
+        text = source[in_cell - 1].strip()
+        file_lines = path.read_text().splitlines()
+        if start and start + in_cell <= len(file_lines) and file_lines[start + in_cell - 1].strip() == text:
+            where += f", line {start + in_cell}: `{text}`"
+        else:
+            where += f" (its line {in_cell}): `{text}`"
+    else:
+        first = next((s for s in source if s.strip()), "").strip()
+        where += (f" (line {start})" if start else "") + f": `{first}`"
+    message = f"chapter {path.stem} failed at {where}\n{err.ename}: {err.evalue}"
+    frames = FILE_FRAME.findall(trace)
+    if frames:
+        file, line, func = frames[-1]
+        try:
+            file = str(Path(file).resolve().relative_to(ROOT))
+        except ValueError:
+            pass
+        message += f"\n  raised in {func} ({file}:{line})"
+    return message, trace
 
 
-def run_chapter(path: Path, params: dict[str, Any], out_dir: Path) -> Path:
+def run_chapter(path: Path, params: dict[str, Any], out_dir: Path,
+                progress: bool | dict = False) -> Path:
     """Execute one chapter with ``params`` injected; return ``out_dir/NAME.ipynb``.
 
     Any earlier ``NAME.ipynb`` is deleted first; the new one is written to a temporary file and
-    renamed only once every cell ran. A failing cell raises :class:`ChapterError`.
+    renamed only once every cell ran. A failing cell raises :class:`ChapterError` (its
+    ``trace`` holds the kernel's traceback). ``progress``: papermill's per-cell progress bar
+    (``True`` or tqdm options), for a terminal.
     """
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -213,9 +295,12 @@ def run_chapter(path: Path, params: dict[str, Any], out_dir: Path) -> Path:
     try:
         executed = papermill.execute_notebook(
             copy.deepcopy(nb), None, parameters=dict(params), kernel_name=kernel,
-            cwd=str(path.parent), progress_bar=False, log_output=False)
+            cwd=str(path.parent), progress_bar=progress, log_output=False)
     except PapermillExecutionError as err:
-        raise ChapterError(_failure(path, nb, err)) from None
+        message, trace = _failure(path, nb, err, injected=bool(params))
+        error = ChapterError(message)
+        error.trace = trace
+        raise error from None
     except Exception as err:  # the kernel died, could not start, ...
         text = str(err) if len(str(err)) < 2000 else str(err)[:2000] + " [...]"
         raise ChapterError(f"chapter {path.stem} failed: {type(err).__name__}: {text}") from err
@@ -265,8 +350,15 @@ def stage_book(executed: Sequence[Path], out_dir: Path, root: Path = ROOT) -> Pa
     chapters = {e: s for e, s in sources.items() if s.suffix == ".py"}
     site = Path(out_dir) / "site"
     shutil.rmtree(site, ignore_errors=True)
-    ignore = shutil.ignore_patterns("*.py", "_build", "_executed", "_static", "__pycache__",
-                                   ".ipynb_checkpoints")
+    skip = shutil.ignore_patterns("*.py", "_build", "_executed", "_static", "__pycache__",
+                                 ".ipynb_checkpoints")
+
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        # a chapter's paired notebook (book/NAME.ipynb beside NAME.py, for the launch buttons)
+        # is not a page: the executed copy takes its place
+        return set(skip(folder, names)) | {n for n in names if n.endswith(".ipynb")
+                                           and Path(folder, n).with_suffix(".py").exists()}
+
     if (root / "book").is_dir():
         shutil.copytree(root / "book", site / "book", ignore=ignore)
     site.mkdir(parents=True, exist_ok=True)
@@ -288,7 +380,32 @@ def stage_book(executed: Sequence[Path], out_dir: Path, root: Path = ROOT) -> Pa
         shutil.copytree(root / "book" / "_static", static)
     static.mkdir(exist_ok=True)
     (static / "vega-bundle.js").write_text(vega_bundle())
+    stage_mathjax(static / "mathjax")
     return site
+
+
+# MathJax's combined builds the book does not use (_config.yml loads tex-mml-chtml.js)
+MATHJAX_UNUSED = ("tex-chtml*.js", "tex-svg*.js", "tex-mml-svg.js", "mml-*.js", "node-main.js", "svg")
+
+
+def mathjax_source() -> Path:
+    """MathJax 3's ``es5`` folder as shipped by the PyPI package ``django-static-mathjax``."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("mathjax")
+    es5 = (Path(next(iter(spec.submodule_search_locations)), "static", "mathjax", "es5")
+           if spec and spec.submodule_search_locations else None)
+    if es5 is None or not (es5 / "tex-mml-chtml.js").exists():
+        raise FileNotFoundError("MathJax is missing: the book serves it from its own _static "
+                                "(no CDN); pip install -r requirements.txt (django-static-mathjax)")
+    return es5
+
+
+def stage_mathjax(dest: Path) -> Path:
+    """Copy MathJax into the staged ``_static/mathjax`` (``mathjax_path`` in _config.yml)."""
+    shutil.copytree(mathjax_source(), dest, ignore=shutil.ignore_patterns(*MATHJAX_UNUSED),
+                    dirs_exist_ok=True)
+    return dest
 
 
 def build_book(executed: Sequence[Path], out_dir: Path, root: Path = ROOT) -> Path:
@@ -343,8 +460,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="where executed notebooks (DIR/executed) and the site "
                              "(DIR/html) go (default: %(default)s)")
     parser.add_argument("--no-build", action="store_true", help="execute only, do not build")
+    parser.add_argument("--traceback", action="store_true",
+                        help="when a chapter fails, also print the kernel's full traceback")
     parser.add_argument("--root", type=Path, default=ROOT, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
+
+
+def interactive(stream=None) -> bool:
+    """A terminal that shows live progress: a TTY, and not CI (``$CI`` set to true or 1)."""
+    stream = sys.stderr if stream is None else stream
+    is_tty = getattr(stream, "isatty", lambda: False)()
+    return is_tty and os.environ.get("CI", "").strip().lower() not in ("true", "1", "yes")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -356,9 +482,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     params = {"model_name": args.model, **{k: _value(v) for k, v in args.param}}
     names = [n.strip() for n in args.chapters.split(",") if n.strip()] if args.chapters else None
     out = args.out.resolve()
+    # everything that can be checked is checked before any chapter runs: the chapters, the
+    # parameters against their parameters cells, and the model
     try:
         chapters = chapter_paths(args.root, names)
-    except (FileNotFoundError, ValueError) as err:
+        per_chapter = parameters_for(chapters, params)
+    except (FileNotFoundError, ValueError, ChapterError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    from .models import ModelUnavailableError, check_available
+
+    try:
+        check_available(params["model_name"])
+    except ModelUnavailableError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     # Chapters record their numbers for the scorecard next to the executed notebooks; a full
@@ -366,26 +502,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ[RESULTS_ENV_VAR] = str(out / "results")
     if names is None:
         shutil.rmtree(out / "results", ignore_errors=True)
-    print(f"model {args.model}; {len(chapters)} chapter(s) -> {out / 'executed'}", flush=True)
+    live = interactive()
+    n = len(chapters)
+    print(f"model {params['model_name']}; {n} chapter(s) -> {out / 'executed'}", flush=True)
     executed = []
-    for path in chapters:
+    try:
+        for k, path in enumerate(chapters, 1):
+            label = f"[{k}/{n}] {path.stem}"
+            progress = {"desc": label, "leave": False, "file": sys.stderr} if live else False
+            start = time.perf_counter()
+            try:
+                executed.append(run_chapter(path, per_chapter[path], out / "executed", progress))
+            except ChapterError as err:
+                print(f"{label} FAILED after {time.perf_counter() - start:.1f}s: {err}", file=sys.stderr)
+                if args.traceback and err.trace:
+                    print(f"\nthe kernel's traceback:\n{err.trace}", file=sys.stderr)
+                elif err.trace:
+                    print("(the kernel's full traceback: rerun with --traceback)", file=sys.stderr)
+                return 1
+            print(f"{label}: {time.perf_counter() - start:.1f}s", flush=True)
+        if args.no_build:
+            return 0
         start = time.perf_counter()
         try:
-            executed.append(run_chapter(path, params, out / "executed"))
-        except ChapterError as err:
-            print(f"FAILED after {time.perf_counter() - start:.1f}s: {err}", file=sys.stderr)
+            html = build_book(executed, out, args.root)
+        except BuildError as err:
+            print(f"FAILED: {err}", file=sys.stderr)
             return 1
-        print(f"  {path.stem}: {time.perf_counter() - start:.1f}s", flush=True)
-    if args.no_build:
+        print(f"book: {time.perf_counter() - start:.1f}s -> {html / 'index.html'}")
         return 0
-    start = time.perf_counter()
-    try:
-        html = build_book(executed, out, args.root)
-    except BuildError as err:
-        print(f"FAILED: {err}", file=sys.stderr)
-        return 1
-    print(f"  book: {time.perf_counter() - start:.1f}s -> {html / 'index.html'}")
-    return 0
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
