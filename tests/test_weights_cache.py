@@ -1,0 +1,89 @@
+"""The on-disk cache of constructed weights: bit-identical reloads, keyed by name, seed and the
+constructing code; unreadable entries rebuilt with a warning. Tiny GPT-2s, a temporary cache."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ioi_helpers import models, weights_cache
+from ioi_helpers.cache import CACHE_ENV_VAR
+
+
+@pytest.fixture(autouse=True)
+def tmp_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv(CACHE_ENV_VAR, str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def tiny(seed):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return GPT2LMHeadModel(GPT2Config(n_layer=2, n_head=2, n_embd=16, n_positions=32, vocab_size=50))
+
+
+def tiny_other_init(seed):  # same shapes, different code: must not share an entry with tiny()
+    model = tiny(seed)
+    with torch.no_grad():
+        model.transformer.h[0].attn.c_attn.weight.mul_(2)
+    return model
+
+
+def counting(fn, seed, calls):
+    def build():
+        calls.append(seed)
+        return fn(seed)
+    return build
+
+
+def same_weights(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_second_call_loads_identical_weights_without_building(tmp_cache):
+    calls = []
+    first = weights_cache.cached_model("tiny", 0, counting(tiny, 0, calls), code=[tiny])
+    second = weights_cache.cached_model("tiny", 0, counting(tiny, 0, calls), code=[tiny])
+    assert calls == [0]  # built once
+    assert type(second) is type(first) and not second.training
+    assert same_weights(first, second) and same_weights(second, tiny(0))  # bit for bit
+    assert second.lm_head.weight.data_ptr() == second.transformer.wte.weight.data_ptr()  # still tied
+    assert len(list((tmp_cache / "weights").iterdir())) == 1  # no temporary folder left
+
+
+def test_a_changed_seed_or_constructor_is_a_new_entry(tmp_cache):
+    calls = []
+    weights_cache.cached_model("tiny", 0, counting(tiny, 0, calls), code=[tiny])
+    seed1 = weights_cache.cached_model("tiny", 1, counting(tiny, 1, calls), code=[tiny])
+    other = weights_cache.cached_model("tiny", 0, counting(tiny_other_init, 0, calls),
+                                       code=[tiny, tiny_other_init])
+    assert calls == [0, 1, 0]  # each built: nothing stale reused
+    assert same_weights(seed1, tiny(1)) and same_weights(other, tiny_other_init(0))
+    assert not same_weights(other, tiny(0))
+    assert len({weights_cache.entry_key("tiny", 0, [tiny]), weights_cache.entry_key("tiny", 1, [tiny]),
+                weights_cache.entry_key("tiny", 0, [tiny, tiny_other_init]),
+                weights_cache.entry_key("tiny", 0, ["def tiny(seed): pass"])}) == 4
+
+
+def test_an_unreadable_entry_is_rebuilt_with_a_warning(tmp_cache):
+    calls = []
+    weights_cache.cached_model("tiny", 0, counting(tiny, 0, calls), code=[tiny])
+    [entry] = (tmp_cache / "weights").iterdir()
+    [weights] = entry.glob("*.safetensors")
+    weights.write_bytes(weights.read_bytes()[:100])  # truncated, as by an interrupted copy
+    with pytest.warns(weights_cache.WeightsCacheWarning, match="could not read"):
+        model = weights_cache.cached_model("tiny", 0, counting(tiny, 0, calls), code=[tiny])
+    assert calls == [0, 0] and same_weights(model, tiny(0))
+    assert same_weights(weights_cache.cached_model("tiny", 0, counting(tiny, 0, calls), code=[tiny]), tiny(0))
+    assert calls == [0, 0]  # the rebuilt entry was stored again
+
+
+def test_gpt2_random_goes_through_the_cache(monkeypatch):
+    calls = []
+    monkeypatch.setattr(models, "_build_gpt2_random", lambda seed: calls.append(seed) or tiny(seed))
+    a = models.load_hf_model("gpt2-random", seed=3)
+    b = models.load_hf_model("gpt2-random", seed=3)
+    assert calls == [3] and same_weights(a, b) and same_weights(b, tiny(3))
