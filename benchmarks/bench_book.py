@@ -31,7 +31,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_SECONDS = 20 * 60
 TARGET_BYTES = 8 * 2**30
-TIMING = re.compile(r"^\s+(\S+): ([0-9.]+)s\b")
+TIMING = re.compile(r"^(?:\[\d+/\d+\] |\s*)(\S+): ([0-9.]+)s\b")
 
 
 class TreeMemory:
@@ -105,7 +105,7 @@ def main(argv=None) -> int:
     with TreeMemory(proc.pid) as mem:
         for line in proc.stdout:
             print(line, end="", flush=True)
-            m = TIMING.match(line)  # "  01_task: 12.3s" and "  book: 40.1s -> ..."
+            m = TIMING.match(line)  # "[1/9] 01_task: 12.3s" and "book: 40.1s -> ..."
             if m:
                 times[m.group(1)] = float(m.group(2))
         rc = proc.wait()
