@@ -144,9 +144,16 @@ def test_completeness_and_minimality_match_hand_loop(setup):
     k = ((2, 1), (1, 0))
     rows = ablation.completeness(model, ds, values, CIRCUIT, {"K": k, "empty": ()}, progress=False)
     c_k = hand_logit_diff(model, ds, abc, keep_circuit(ds, CIRCUIT, k)).mean().item()
-    m_k = hand_logit_diff(model, ds, abc, lambda l, h, p, i: (l, h) not in k).mean().item()
+    # default: K leaves M only at its kept positions (the authors' completeness.py)
+    m_k = hand_logit_diff(model, ds, abc, lambda l, h, p, i: (l, h) not in k or all(
+        int(ds.pos[n][i]) != p for n in CIRCUIT[(l, h)])).mean().item()
     assert abs(rows[0]["F(C\\K)"] - c_k) < TOL and abs(rows[0]["F(M\\K)"] - m_k) < TOL
     assert abs(rows[0]["score"] - abs(c_k - m_k)) < TOL
+    # the variant: K removed from M at every position
+    every = ablation.completeness(model, ds, values, CIRCUIT, {"K": k}, k_positions="all", progress=False)
+    m_all = hand_logit_diff(model, ds, abc, lambda l, h, p, i: (l, h) not in k).mean().item()
+    assert abs(every[0]["F(M\\K)"] - m_all) < TOL and abs(every[0]["F(C\\K)"] - c_k) < TOL
+    assert abs(m_all - m_k) > 10 * TOL  # the two constructions differ here
     f = ablation.faithfulness(model, ds, values, CIRCUIT)
     assert abs(rows[1]["score"] - abs(f.F_C - f.F_M)) < TOL
 
@@ -215,6 +222,34 @@ def test_greedy_completeness_is_reproducible_and_consistent(setup):
     assert run1[0]["score"] >= rows[1]["score"]
 
 
+def test_greedy_search_is_the_authors_objective_and_parameters(setup):
+    """With every head a candidate, each greedy step is the brute-force best single addition
+    by |F(C\\K) - F(M\\K)| (M minus K at kept positions), scored on the same prompts; the
+    defaults are the authors' new_greedy_search(no_runs=10, no_iters=10, no_samples=10)."""
+    import inspect
+
+    model, ds, abc, values = setup
+    runs = ablation.greedy_completeness(model, ds, values, CIRCUIT, n_sets=1, n_steps=2,
+                                        candidates=len(CIRCUIT), progress=False)
+    k, best = (), None
+    for _ in range(2):
+        pool = [h for h in sorted(CIRCUIT) if h not in k]
+        cands = {h: k + (h,) for h in pool}
+        rows = ablation.completeness(model, ds, values, CIRCUIT, {"now": k, **cands}, progress=False)
+        now = rows[0]["score"]
+        top = max(rows[1:], key=lambda r: r["score"])
+        if top["score"] > now:
+            k, best = top["K"], top
+    assert runs[0]["K"] == k and k  # the search moved, to the brute-force optimum
+    assert abs(runs[0]["score"] - best["score"]) < 1e-9
+    assert abs(runs[0]["F(C\\K)"] - best["F(C\\K)"]) < 1e-9 and abs(runs[0]["F(M\\K)"] - best["F(M\\K)"]) < 1e-9
+    defaults = {n: p.default for n, p in inspect.signature(ablation.greedy_completeness).parameters.items()}
+    assert (defaults["n_sets"], defaults["n_steps"], defaults["candidates"], defaults["k_positions"]) == (
+        10, 10, 10, "kept")
+    assert paper.GREEDY["candidates_naive"] == 5
+    assert inspect.signature(ablation.random_sets).parameters["n_sets"].default == 100
+
+
 def test_set_builders_and_paper_minimality_sets():
     sets = ablation.random_sets(CIRCUIT, n_sets=4, seed=0)
     assert len(sets) == 4 and all(set(k) <= set(CIRCUIT) for k in sets.values())
@@ -223,8 +258,42 @@ def test_set_builders_and_paper_minimality_sets():
     assert ablation.class_sets(classes, CIRCUIT) == {"empty": (), "a": ((2, 1), (2, 3)), "b": ((1, 0),)}
     assert ablation.same_class_k(classes)[(2, 3)] == ((2, 1), (9, 9))
     paper_heads = {h for heads in paper.CIRCUIT.values() for h in heads}
-    assert set(ablation.PAPER_MINIMALITY_K) == paper_heads
-    assert all(set(k) <= paper_heads and v not in k for v, k in ablation.PAPER_MINIMALITY_K.items())
+    for sets in paper.MINIMALITY_K.values():
+        assert set(sets) == paper_heads
+        assert all(set(k) <= paper_heads and v not in k for v, k in sets.items())
+
+
+def test_minimality_k_sets_are_the_authors():
+    """minimality.py, read by hand: Name Movers (backups included) get the heads before them in
+    9.9, 10.0, 9.6, 10.10, 10.6, 10.2, 10.1, 11.2, 9.7; 9.0 and 11.9 all eleven name movers and
+    10.7, 11.10 (minus themselves); 5.8 and 5.9 get 11.10 and 10.7; the rest their class."""
+    code = paper.MINIMALITY_K["code"]
+    order = [(9, 9), (10, 0), (9, 6), (10, 10), (10, 6), (10, 2), (10, 1), (11, 2), (9, 7)]
+    for i, v in enumerate(order):
+        assert set(code[v]) == set(order[:i]), v
+    eleven = set(order) | {(9, 0), (11, 9)}
+    for v in [(9, 0), (11, 9)]:
+        assert set(code[v]) == (eleven | {(10, 7), (11, 10)}) - {v}
+    assert set(code[(5, 8)]) == set(code[(5, 9)]) == {(11, 10), (10, 7)}
+    assert set(code[(5, 5)]) == {(5, 8), (5, 9), (6, 9)} and set(code[(2, 2)]) == {(4, 11)}
+    assert set(code[(7, 3)]) == {(7, 9), (8, 6), (8, 10)} and set(code[(10, 7)]) == {(11, 10)}
+    assert ablation.PAPER_MINIMALITY_K is code
+    diff = {v for v in code if set(code[v]) != set(paper.MINIMALITY_K["arena"][v])}
+    assert diff == {(11, 2), (10, 6), (10, 10), (10, 2), (9, 7), (10, 1), (9, 0), (11, 9)}
+    # the generic form of the authors' rule, on a discovered circuit
+    gen = ablation.ordered_class_k({"Name Mover": [(3, 1), (3, 0), (2, 2)], "x": [(1, 0), (1, 1)]})
+    assert gen[(3, 1)] == () and gen[(2, 2)] == ((3, 1), (3, 0)) and gen[(1, 1)] == ((1, 0),)
+
+
+def test_authors_class_grouping_and_naive_circuit():
+    folded = ablation.fold_backups(paper.CIRCUIT)
+    assert list(folded) == ["Name Mover", "Negative Name Mover", "S-Inhibition", "Induction",
+                            "Duplicate Token", "Previous Token"]
+    assert set(folded["Name Mover"]) == set(paper.CODE_CIRCUIT["Name Mover"])
+    assert {k: set(v) for k, v in folded.items()} == {k: set(v) for k, v in paper.CODE_CIRCUIT.items()}
+    assert sum(len(v) for v in paper.NAIVE_CIRCUIT.values()) == 13
+    assert set(paper.NAIVE_CIRCUIT["Induction"]) == {(5, 5), (5, 9)}
+    assert set(paper.NAIVE_CIRCUIT["Duplicate Token"]) == {(3, 0), (0, 10)}
 
 
 def test_circuit_run_on_ioi_tiny_matches_hand_loop():

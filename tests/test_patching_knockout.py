@@ -47,14 +47,22 @@ def group_means_by_hand(model, ds, abc, heads):
     return out
 
 
-def context_hooks(model, ds, abc, heads):
+def context_hooks(model, ds, abc, heads, at_end: bool = False):
+    """Hooks replacing ``heads``' outputs by their hand-computed group means, at every position
+    or (``at_end``) only at each prompt's END, looked up position by position in a loop."""
     values = group_means_by_hand(model, ds, abc, heads)
 
     def make(l):
         def hook(z, hook):
             z = z.clone()
             for (hl, hh), v in values.items():
-                if hl == l:
+                if hl != l:
+                    continue
+                if at_end:
+                    for i in range(z.shape[0]):
+                        e = int(ds.pos["END"][i])
+                        z[i, e, hh] = v[i, e]
+                else:
                     z[:, :, hh] = v[:, : z.shape[1]]
             return z
         return hook
@@ -90,20 +98,40 @@ def test_knockout_as_head_list_equals_oracle_in_a_hook_context(name):
         assert abs(fast.delta[head].item()) < 1e-6
 
 
-def test_discovery_path_with_base_ablation_is_the_knocked_out_sweep(tmp_path, monkeypatch):
-    """``discovery.backup_name_movers`` uses exactly that sweep, and applies its rule to it."""
+def test_knockout_at_end_equals_oracle_in_a_hook_context():
+    """The authors' Name Mover knockout (experiments.py, "Backup NM results"): mean-ablated at
+    END only, in every run of path patching."""
+    model = tm.random_model()
+    ds, abc = tm.datasets(10, seed=11)
+    fast = patching.path_patch(model, ds, abc, knockout={h: ["END"] for h in KNOCKED}, progress=False)
+    senders = [[(l, h)] for l in range(3) for h in range(4)]
+    with model.hooks(fwd_hooks=context_hooks(model, ds, abc, KNOCKED, at_end=True)):
+        ref = oracles.path_patch_oracle_sweep(model, ds, abc, senders, receivers="logits")
+    assert (fast.patched.flatten() - ref).abs().max().item() < TOL
+    everywhere = patching.path_patch(model, ds, abc, knockout=KNOCKED, progress=False)
+    assert (everywhere.patched - fast.patched).abs().max().item() > 10 * TOL  # END-only differs
+
+
+@pytest.mark.parametrize("knockout_at", ["END", None])
+def test_discovery_path_with_base_ablation_is_the_knocked_out_sweep(tmp_path, monkeypatch, knockout_at):
+    """``discovery.backup_name_movers`` uses exactly that sweep (Name Movers knocked out at END
+    by default, as the authors; everywhere as the variant), and applies its rule to it."""
     monkeypatch.setenv(discovery.CACHE_ENV_VAR, str(tmp_path))
     model = tm.random_model()
     setup = discovery.Setup(model, n_prompts=10, seed=11)
-    ref = patching.path_patch(model, setup.ioi, setup.abc, knockout=KNOCKED, progress=False)
+    ko = {h: [knockout_at] if knockout_at else None for h in KNOCKED}
+    ref = patching.path_patch(model, setup.ioi, setup.abc, knockout=ko, progress=False)
     model_ld = patching.path_patch(model, setup.ioi, setup.abc, senders=[(0, 0)], progress=False).clean
-    backup = discovery.backup_name_movers(setup, KNOCKED, others=[(0, 0)], threshold=0.02)
+    kw = {} if knockout_at == "END" else {"knockout_at": knockout_at}
+    backup = discovery.backup_name_movers(setup, KNOCKED, others=[(0, 0)], threshold=0.02, **kw)
     effect = ref.delta / abs(model_ld)  # a fraction of the unablated model's logit diff
     assert torch.allclose(backup.effect, effect, atol=1e-6)
+    att = discovery.attention_knocked_out(setup, KNOCKED, knockout_at)  # checked in test_backup_rule.py
     expected = sorted((l, h) for l in range(3) for h in range(4)
-                      if effect[l, h] <= -0.02 and (l, h) not in KNOCKED + [(0, 0)])
-    assert backup.heads == expected and backup.heads  # the rule selected something here
+                      if effect[l, h] <= -0.02 and att["IO"][l, h] > att["S1"][l, h] + att["S2"][l, h]
+                      and (l, h) not in KNOCKED + [(0, 0)])
+    assert backup.heads == expected
     assert torch.allclose(backup.extra["before"], discovery.direct_effects(setup).relative)
     assert set(backup.table.loc[backup.table["selected"], "head"]) == {f"{l}.{h}" for l, h in expected}
-    again = discovery.backup_name_movers(setup, KNOCKED, others=[(0, 0)], threshold=0.02)  # cached
+    again = discovery.backup_name_movers(setup, KNOCKED, others=[(0, 0)], threshold=0.02, **kw)  # cached
     assert again.heads == backup.heads

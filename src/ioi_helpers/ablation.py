@@ -36,7 +36,7 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from . import metrics
+from . import metrics, paper
 from .dataset import IOIDataset
 from .hooks import Head, hook_name, positions, progress_bar, run
 
@@ -45,42 +45,18 @@ Method = Literal["mean", "resample", "zero"]
 Values = Float[Tensor, "layer batch seq head d_head"]
 Mask = Bool[Tensor, "layer batch seq head"]
 
-# The sets K of the minimality test, for each head v of the paper's circuit (App., the
-# table of K sets for minimality; transcribed in the ARENA IOI exercises as
-# K_FOR_EACH_COMPONENT). Method parameters, not results.
-PAPER_MINIMALITY_K: dict[Head, tuple[Head, ...]] = {
-    (9, 9): (),
-    (10, 0): ((9, 9),),
-    (9, 6): ((9, 9), (10, 0)),
-    (10, 7): ((11, 10),),
-    (11, 10): ((10, 7),),
-    (8, 10): ((7, 9), (8, 6), (7, 3)),
-    (7, 9): ((8, 10), (8, 6), (7, 3)),
-    (8, 6): ((7, 9), (8, 10), (7, 3)),
-    (7, 3): ((7, 9), (8, 10), (8, 6)),
-    (5, 5): ((5, 9), (6, 9), (5, 8)),
-    (5, 9): ((11, 10), (10, 7)),
-    (6, 9): ((5, 9), (5, 5), (5, 8)),
-    (5, 8): ((11, 10), (10, 7)),
-    (0, 1): ((0, 10), (3, 0)),
-    (0, 10): ((0, 1), (3, 0)),
-    (3, 0): ((0, 1), (0, 10)),
-    (4, 11): ((2, 2),),
-    (2, 2): ((4, 11),),
-    (11, 2): ((9, 9), (10, 0), (9, 6)),
-    (10, 6): ((9, 9), (10, 0), (9, 6), (11, 2)),
-    (10, 10): ((9, 9), (10, 0), (9, 6), (11, 2), (10, 6)),
-    (10, 2): ((9, 9), (10, 0), (9, 6), (11, 2), (10, 6), (10, 10)),
-    (9, 7): ((9, 9), (10, 0), (9, 6), (11, 2), (10, 6), (10, 10), (10, 2)),
-    (10, 1): ((9, 9), (10, 0), (9, 6), (11, 2), (10, 6), (10, 10), (10, 2), (9, 7)),
-    (11, 9): ((9, 9), (10, 0), (9, 6), (9, 0)),
-    (9, 0): ((9, 9), (10, 0), (9, 6), (11, 9)),
-}
+# Method data (K sets, search parameters, the authors' circuit dicts) live in ioi_helpers.paper,
+# each with the file and function of the authors' code it was taken from; re-exported here.
+PAPER_MINIMALITY_K = paper.PAPER_MINIMALITY_K
+PAPER_GREEDY = paper.GREEDY
+RANDOM_SETS_PAPER = paper.RANDOM_SETS
 
-# Greedy completeness search: the paper's / authors' parameters (5 runs of 10 steps, 10
-# candidate heads tried per step) and the cheaper defaults used here.
-PAPER_GREEDY = {"n_sets": 5, "n_steps": 10, "candidates": 10}
-RANDOM_SETS_PAPER = {"n_sets": 50, "p": 0.5}
+# How F(M \ K) removes K. "kept" (default): each head of K only at its kept positions in the
+# circuit, as the authors' completeness.py does (`cobble_eval` adds `model_rem_hooks`, built by
+# `do_circuit_extraction(heads_to_remove=heads_to_keep)`, i.e. the circuit's (head, position)
+# nodes; the class sets likewise remove `get_heads_circuit(...)`, positions included). "all":
+# at every position, the book's earlier construction. F(C \ K) removes K everywhere in both.
+K_POSITIONS = ("kept", "all")
 
 
 # ----------------------------------------------------------------------------- values
@@ -234,9 +210,10 @@ def model_logit_diff(model, ds: IOIDataset, values: Values, removed: Iterable[He
                      batch_size: int = 100) -> Float[Tensor, "batch"]:
     """Per-prompt logit difference of M \\ removed; its mean is F(M \\ K).
 
-    ``k_positions="all"`` (default; the paper's "remove K from the model") ablates the heads
-    of K at every position. ``"kept"`` ablates them only at their kept positions in
-    ``circuit``, as the authors' code did (it removed nodes = (head, position))."""
+    ``k_positions="kept"`` ablates the heads of K only at their kept positions in ``circuit``,
+    as the authors' completeness.py does (it removes nodes = (head, position)); the criteria
+    below use it by default (:data:`K_POSITIONS`). ``"all"`` (this low-level function's
+    default, for knockouts with no circuit) ablates them at every position."""
     removed = [tuple(h) for h in removed]
     if k_positions == "all":
         spec = {h: None for h in removed}
@@ -306,10 +283,10 @@ def faithfulness(model, ds: IOIDataset, values: Values, circuit: Circuit,
 # ----------------------------------------------------------------------------- completeness
 
 
-def random_sets(circuit: Circuit, n_sets: int = 10, p: float = 0.5, seed: int = 0,
-                ) -> dict[str, tuple[Head, ...]]:
+def random_sets(circuit: Circuit, n_sets: int = paper.RANDOM_SETS["n_sets"],
+                p: float = paper.RANDOM_SETS["p"], seed: int = 0) -> dict[str, tuple[Head, ...]]:
     """``n_sets`` random subsets K of the circuit, each head in with probability ``p``
-    (the authors: 50 sets, p = 1/2)."""
+    (default: the authors' 100 sets, p = 1/2; completeness.py, "Do random search too")."""
     rng = random.Random(seed)
     heads = sorted(circuit)
     return {f"random {i}": tuple(h for h in heads if rng.random() < p) for i in range(n_sets)}
@@ -325,10 +302,12 @@ def class_sets(classes: Mapping[str, Iterable[Head]], circuit: Circuit | None = 
 
 
 def completeness(model, ds: IOIDataset, values: Values, circuit: Circuit,
-                 sets: Mapping[str, Iterable[Head]], k_positions: Literal["all", "kept"] = "all",
+                 sets: Mapping[str, Iterable[Head]], k_positions: Literal["all", "kept"] = "kept",
                  batch_size: int = 100, progress: bool | None = None) -> list[dict]:
     """For each named set K: F(C \\ K), F(M \\ K) and the incompleteness score
-    |F(C \\ K) - F(M \\ K)| (rows of a table; per-prompt values under ``"per prompt"``)."""
+    |F(C \\ K) - F(M \\ K)| (rows of a table; per-prompt values under ``"per prompt"``).
+    F(M \\ K) removes K at its kept positions by default (the authors' code; ``"all"``: at
+    every position, see :data:`K_POSITIONS`)."""
     rows = []
     for name, k in progress_bar(list(sets.items()), progress, desc="completeness"):
         k = tuple(tuple(h) for h in k)
@@ -341,31 +320,38 @@ def completeness(model, ds: IOIDataset, values: Values, circuit: Circuit,
 
 
 def greedy_completeness(model, ds: IOIDataset, values: Values, circuit: Circuit,
-                        n_sets: int = 1, n_steps: int = 5, candidates: int = 5, seed: int = 0,
-                        k_positions: Literal["all", "kept"] = "all", batch_size: int = 100,
+                        n_sets: int = paper.GREEDY["n_sets"], n_steps: int = paper.GREEDY["n_steps"],
+                        candidates: int = paper.GREEDY["candidates"], seed: int = 0,
+                        k_positions: Literal["all", "kept"] = "kept", batch_size: int = 100,
                         progress: bool | None = None) -> list[dict]:
-    """Greedy search for sets K that maximise |F(C \\ K) - F(M \\ K)| (the paper's objective).
+    """Greedy search for sets K that maximise |F(C \\ K) - F(M \\ K)|, as the authors'
+    final code does (completeness.py, ``new_greedy_search``).
 
-    Each of ``n_sets`` runs starts from K = {} and takes ``n_steps`` steps; a step scores
-    ``candidates`` heads drawn at random from C \\ K and adds the best one if it raises the
-    score. The paper's parameters are :data:`PAPER_GREEDY` (5 runs, 10 steps, 10 candidates:
-    about 1000 forward passes); the defaults are cheaper. The authors searched on a small
-    dataset and re-evaluated the sets found on a large one: pass a small ``ds``/``values``
-    here, then :func:`completeness` on the big one. (Their code also has a variant that
-    minimises F(C \\ K) alone; not implemented.)
+    Each of ``n_sets`` runs starts from K = {} and takes ``n_steps`` steps; a step draws
+    ``candidates`` heads at random from C \\ K, scores K + {h} for each, and adds the best one
+    if its score beats the current one (the run keeps going when none does). The search runs
+    on ``ds`` itself and its scores are the ones reported (no re-scoring on other prompts).
+    Defaults: the authors' 10 runs x 10 steps x 10 candidates (:data:`paper.GREEDY`; they
+    use 5 candidates for the 13-head naive circuit). F(M \\ K) removes K at its kept positions
+    (``k_positions``, as :func:`completeness`).
 
-    Returns one row per run: the final K, its score, and the K after each accepted step.
+    Returns one row per run: the final K, its score, F(C \\ K) and F(M \\ K), and the K after
+    each accepted step.
     """
     rng = random.Random(seed)
-    memo: dict[frozenset, float] = {}
+    memo: dict[frozenset, tuple[float, float]] = {}
 
-    def score(k: tuple[Head, ...]) -> float:
+    def evaluate(k: tuple[Head, ...]) -> tuple[float, float]:
         key = frozenset(k)
         if key not in memo:
             c = circuit_logit_diff(model, ds, values, circuit, k, batch_size).mean().item()
             m = model_logit_diff(model, ds, values, k, circuit, k_positions, batch_size).mean().item()
-            memo[key] = abs(c - m)
+            memo[key] = (c, m)
         return memo[key]
+
+    def score(k: tuple[Head, ...]) -> float:
+        c, m = evaluate(k)
+        return abs(c - m)
 
     rows = []
     for run_i in progress_bar(range(n_sets), progress, desc="greedy completeness"):
@@ -382,8 +368,21 @@ def greedy_completeness(model, ds: IOIDataset, values: Values, circuit: Circuit,
             if scores[i] > best:
                 k, best = k + (tried[i],), scores[i]
                 trajectory.append((k, best))
-        rows.append({"run": run_i, "K": k, "score": best, "trajectory": trajectory})
+        c, m = evaluate(k)
+        rows.append({"run": run_i, "K": k, "score": best, "F(C\\K)": c, "F(M\\K)": m,
+                     "trajectory": trajectory})
     return rows
+
+
+def fold_backups(classes: Mapping[str, Iterable[Head]]) -> dict[str, list[Head]]:
+    """The authors' class grouping (ioi_circuit_extraction.py, CIRCUIT): the Backup Name Movers
+    folded into the Name Movers, 6 classes. Other classes unchanged, order kept."""
+    out: dict[str, list[Head]] = {}
+    for name, heads in classes.items():
+        target = "Name Mover" if name == "Backup Name Mover" else name
+        out.setdefault(target, [])
+        out[target] += [tuple(h) for h in heads if tuple(h) not in out[target]]
+    return out
 
 
 # ----------------------------------------------------------------------------- minimality
@@ -391,7 +390,9 @@ def greedy_completeness(model, ds: IOIDataset, values: Values, circuit: Circuit,
 
 def same_class_k(classes: Mapping[str, Iterable[Head]]) -> dict[Head, tuple[Head, ...]]:
     """K(v) = the other heads of v's class: a generic choice for circuits other than the
-    paper's (for the paper's circuit use :data:`PAPER_MINIMALITY_K`)."""
+    paper's (for the paper's circuit use :data:`paper.MINIMALITY_K`). With the classes grouped
+    as the authors' code does (:func:`fold_backups`) this is their rule for every class but
+    the Name Movers (see :func:`ordered_class_k`)."""
     out = {}
     for heads in classes.values():
         heads = [tuple(h) for h in heads]
@@ -400,13 +401,28 @@ def same_class_k(classes: Mapping[str, Iterable[Head]]) -> dict[Head, tuple[Head
     return out
 
 
+def ordered_class_k(classes: Mapping[str, Sequence[Head]], order: str = "Name Mover",
+                    ) -> dict[Head, tuple[Head, ...]]:
+    """The authors' rule (minimality.py) applied to any circuit's classes: K(v) = the other
+    heads of v's class, except in class ``order`` (their "name mover", Backup Name Movers
+    included), where K(v) = the heads listed before v. The order of each list is the caller's
+    (the authors list their Name Movers "by importance"). Their two special cases (9.0, 11.9,
+    5.8, 5.9) name GPT-2 small heads and are in :data:`paper.MINIMALITY_K` only."""
+    out = same_class_k(classes)
+    heads = [tuple(h) for h in classes.get(order, [])]
+    for i, v in enumerate(heads):
+        out[v] = tuple(heads[:i])
+    return out
+
+
 def minimality(model, ds: IOIDataset, values: Values, circuit: Circuit,
                k_sets: Mapping[Head, Iterable[Head]] | None = None, batch_size: int = 100,
                progress: bool | None = None) -> dict[Head, dict]:
     """Minimality score of each circuit head v: |F(C \\ (K u {v})) - F(C \\ K)|.
 
-    ``k_sets`` gives K for each v (default: K = {} for every head); the paper's choices are
-    :data:`PAPER_MINIMALITY_K`, :func:`same_class_k` builds per-class ones. The paper reports
+    ``k_sets`` gives K for each v (default: K = {} for every head); the authors' choices are
+    :data:`paper.MINIMALITY_K` (``"code"``, default in the book, and ARENA's ``"arena"``);
+    :func:`ordered_class_k` and :func:`same_class_k` build them for other circuits. The paper reports
     the scores relative to F(M) (every head >= 1%): ``"relative"`` in each row.
     """
     k_sets = k_sets or {}

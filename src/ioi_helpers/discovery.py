@@ -48,6 +48,13 @@ BACKUP_EFFECT = 0.02
 # position="S2")`). "kv": keys and values, the paper's text ("keys and values"; Sec. 3.3),
 # offered as a variant.
 S2_RECEIVER_INPUTS = {"v": "values", "kv": "keys and values"}
+
+# Where the Name Movers are knocked out to look for their backups (Sec. 3.4). "END" (default):
+# the authors' experiments.py, section "Backup NM results", mean-ablates them with
+# `do_circuit_extraction(heads_to_remove=get_heads_circuit(circuit={"name mover": [9.9, 9.6,
+# 10.0]}))`, i.e. at their RELEVANT_TOKENS position "end" only, and passes those hooks as
+# `extra_hooks` to every path-patching run. None: every position (the book's earlier choice).
+KNOCKOUT_POSITION = "END"
 S2_RECEIVER_INPUT = "v"
 
 
@@ -144,23 +151,26 @@ def _table(effect: Tensor, columns: dict[str, Tensor], selected: list[Head],
 
 
 def _path(setup: Setup, receivers, receiver_input: str, position: str,
-          base_ablation: Sequence[Head] = ()) -> patching.PathPatchingResult:
+          base_ablation: Sequence[Head] = (), ablate_at: str | None = KNOCKOUT_POSITION,
+          ) -> patching.PathPatchingResult:
     params = {"receivers": receivers if receivers == "logits" else _sorted(receivers),
-              "input": receiver_input, "position": position, "ablate": _sorted(base_ablation)}
+              "input": receiver_input, "position": position, "ablate": _sorted(base_ablation),
+              "ablate_at": ablate_at if base_ablation else None}
 
     def compute():  # the runs of steps A and B only when the result is not on disk
         caches = setup.caches if not base_ablation else None
         return patching.path_patch(setup.model, setup.ioi, setup.abc, receivers=receivers,
                                    receiver_input=receiver_input, position=position,
-                                   caches=caches, **_ablation_kwargs(setup, base_ablation))
+                                   caches=caches, **_ablation_kwargs(base_ablation, ablate_at))
 
     return cached("path_patch", setup, params, compute)
 
 
-def _ablation_kwargs(setup: Setup, heads: Sequence[Head]) -> dict:
+def _ablation_kwargs(heads: Sequence[Head], at: str | None = KNOCKOUT_POSITION) -> dict:
+    """``path_patch``'s knockout: ``heads`` mean-ablated at ``at`` (None: every position)."""
     if not heads:
         return {}
-    return {"knockout": list(heads)}
+    return {"knockout": {tuple(h): None if at is None else [at] for h in heads}}
 
 
 # ----------------------------------------------------------------------------- steps
@@ -520,16 +530,23 @@ def circuit_classes(setup: Setup) -> dict[str, HeadClass]:
 
 
 def backup_name_movers(setup: Setup, movers: Sequence[Head], others: Sequence[Head] = (),
-                       threshold: float = BACKUP_EFFECT) -> HeadClass:
+                       threshold: float = BACKUP_EFFECT,
+                       knockout_at: str | None = KNOCKOUT_POSITION) -> HeadClass:
     """Backup Name Movers (Sec. 3.4).
 
     Experiment: path patching from each head to the logits at END, as for the Name Movers
     (:func:`direct_effects`), but with the Name Movers knocked out (mean-ablated over p_ABC,
-    per template group and position) in every run of Algorithm 1. Rule (Sec. 3.4: the heads
+    per template group and position) in every run of Algorithm 1: at END only by default
+    (``knockout_at``; the authors' ``experiments.py``, "Backup NM results", knocks them out at
+    their kept position "end"), or at every position with ``knockout_at=None``. Rule (Sec. 3.4: the heads
     outside the other classes whose effect exceeds 2% once the Name Movers are knocked out;
     they take over the Name Movers' job, so the effect counted is a drop, the Name Movers'
-    sign): effect after the knockout <= -threshold x the model's logit diff, and the head is
-    in no other class (the Name Movers and ``others``). Effects before and after are both
+    sign): effect after the knockout <= -threshold x the model's logit diff; attention
+    END->IO > END->S1 + END->S2 measured in the run with the Name Movers knocked out
+    (:func:`attention_knocked_out`): Sec. 3.4's Backup Name Movers take over the Name Movers'
+    role, so they must meet the Name Movers' own attention condition (:func:`name_movers`,
+    Sec. 3.1) once those are gone; and the head is in no other class (the Name Movers and
+    ``others``). The table also shows the attention of the clean run. Effects before and after are both
     fractions of the (unablated) model's logit diff, so they share one scale; in GPT-2 small
     the knocked-out model keeps 95% of it, so the choice of denominator hardly matters there,
     while on a model whose knocked-out logit diff is near 0 dividing by it would blow up.
@@ -543,19 +560,50 @@ def backup_name_movers(setup: Setup, movers: Sequence[Head], others: Sequence[He
                       "no Name Movers were found, so there is nothing to knock out", "END")
     direct = direct_effects(setup)
     before = direct.relative
-    r = _path(setup, "logits", "q", "END", base_ablation=movers)
+    r = _path(setup, "logits", "q", "END", base_ablation=movers, ablate_at=knockout_at)
     eff = r.delta / abs(direct.clean)
     excluded = set(movers) | {tuple(h) for h in others}
-    heads = [h for h in _sorted(torch.nonzero(eff <= -threshold).tolist()) if h not in excluded]
-    att_io = attention(setup, "END", "IO")
-    att_s = attention(setup, "END", "S1") + attention(setup, "END", "S2")
-    cols = {"effect before knockout": before, "attn END->IO": att_io, "attn END->S1+S2": att_s}
+    att = attention_knocked_out(setup, movers, knockout_at)
+    att_io, att_s = att["IO"], att["S1"] + att["S2"]
+    takes_over = (eff <= -threshold) & (att_io > att_s)
+    heads = [h for h in _sorted(torch.nonzero(takes_over).tolist()) if h not in excluded]
+    cols = {"effect before knockout": before, "attn END->IO": att_io, "attn END->S1+S2": att_s,
+            "attn END->IO, clean run": attention(setup, "END", "IO")}
+    where = "at END" if knockout_at == "END" else "at every position" if knockout_at is None else f"at {knockout_at}"
     rule = (f"path-patching effect on the logits with the Name Movers ({', '.join(f'{l}.{h}' for l, h in movers)}) "
-            f"mean-ablated <= -{threshold:.0%} of the model's logit diff, and the head is in no other "
-            f"class")
+            f"mean-ablated {where} <= -{threshold:.0%} of the model's logit diff; with them knocked out, "
+            f"attention END->IO > attention END->S1 + END->S2 (the Name Movers' own attention "
+            f"condition: a head that takes over their role attends to the IO); and the head is in no "
+            f"other class")
     return HeadClass("Backup Name Mover", heads, rule, _table(eff, cols, heads), eff,
                      r.receivers + " (Name Movers knocked out)", r.clean, r.corrupted, "END",
-                     extra={"before": before, "knocked out": movers, "excluded": _sorted(excluded)})
+                     extra={"before": before, "knocked out": movers, "excluded": _sorted(excluded),
+                            "knocked out at": knockout_at})
+
+
+def attention_knocked_out(setup: Setup, heads: Sequence[Head], at: str | None = KNOCKOUT_POSITION,
+                          ) -> dict[str, Float[Tensor, "layer head"]]:
+    """Mean attention from END to IO, S1 and S2 on p_IOI, per head, in the run with ``heads``
+    mean-ablated (p_ABC means per template group and position, as :mod:`ioi_helpers.ablation`)
+    at ``at`` (None: every position). Cached."""
+    from . import ablation
+    from .hooks import hook_name, positions, run
+
+    heads = _sorted(heads)
+    targets = ("IO", "S1", "S2")
+
+    def compute():
+        model, ioi = setup.model, setup.ioi
+        values = ablation.ablation_values(model, ioi, setup.abc, "mean")
+        mask = ablation.knockout_mask(model, ioi, {h: None if at is None else [at] for h in heads})
+        names = [hook_name("pattern", l) for l in range(model.cfg.n_layers)]
+        _, store = run(model, ioi.tokens, ioi.pos["END"], fwd_hooks=ablation.ablation_hooks(model, mask, values),
+                       cache=names)
+        q = positions(ioi, "END")
+        return {t: torch.stack([scores.attention_at(store[n], q, positions(ioi, t)).mean(0).float().cpu()
+                                for n in names]) for t in targets}
+
+    return cached("attention_knocked_out", setup, {"heads": heads, "at": at}, compute)
 
 
 def all_classes(setup: Setup) -> dict[str, HeadClass]:

@@ -106,3 +106,96 @@ def stand_in_note(model_name: str) -> str:
         f"numbers and head lists are for GPT-2 small and are shown only for comparison; "
         f"agreement is not expected unless the model is GPT-2 small."
     )
+
+
+# ----------------------------------------------------------------------------- the authors' method data
+# Parameters of the experiments, as the authors' code ran them (redwoodresearch/Easy-Transformer,
+# commit ea15315, branch main). Method parameters, not results: the book's defaults read them
+# (through ioi_helpers.methods) so that each experiment is built the way its published number was.
+
+# easy_transformer/ioi_circuit_extraction.py, CIRCUIT: the circuit dict every Sec. 4 script uses.
+# It has 6 classes: the Backup Name Movers are folded into "name mover" (listed "by importance":
+# 9.9, 10.0, 9.6, then the eight backups), so completeness by class uses 6 class sets (plus K = {}).
+CODE_CIRCUIT: dict[str, list[Head]] = {
+    "Name Mover": _heads("9.9 10.0 9.6 10.10 10.6 10.2 10.1 11.2 9.7 9.0 11.9"),
+    "Negative Name Mover": _heads("10.7 11.10"),
+    "S-Inhibition": _heads("7.3 7.9 8.6 8.10"),
+    "Induction": _heads("5.5 5.8 5.9 6.9"),
+    "Duplicate Token": _heads("0.1 0.10 3.0"),
+    "Previous Token": _heads("2.2 4.11"),
+}
+
+# easy_transformer/ioi_circuit_extraction.py, NAIVE: the 13-head naive circuit of Sec. 4
+# (completeness.py and minimality.py use it as circuits[2]). Induction 5.5 and 5.9 only,
+# Duplicate Token 3.0 and 0.10 only, no Negative or Backup Name Movers.
+NAIVE_CIRCUIT: dict[str, list[Head]] = {
+    "Name Mover": _heads("9.6 9.9 10.0"),
+    "S-Inhibition": _heads("7.3 7.9 8.6 8.10"),
+    "Induction": _heads("5.5 5.9"),
+    "Duplicate Token": _heads("3.0 0.10"),
+    "Previous Token": _heads("2.2 4.11"),
+}
+
+
+def _code_minimality_k() -> dict[Head, tuple[Head, ...]]:
+    """easy_transformer/minimality.py, section "define the sets K for every vertex in the graph",
+    rewritten: K[head] starts as the head's whole class (CIRCUIT); each "name mover" (the list
+    above, backups included) gets the heads up to itself in that list; 9.0 and 11.9 get all
+    "name mover" heads plus the two Negative Name Movers; 5.8 and 5.9 get 11.10 and 10.7. The
+    code's K[head] contains the head itself (it ablates K and K minus the head); here K
+    excludes it, as in the paper's |F(C \\ (K u {v})) - F(C \\ K)|."""
+    k: dict[Head, list[Head]] = {}
+    for heads in CODE_CIRCUIT.values():
+        for h in heads:
+            k[h] = list(heads)
+    movers = CODE_CIRCUIT["Name Mover"]
+    for i, h in enumerate(movers):
+        k[h] = movers[: i + 1]
+    for h in [(9, 0), (11, 9)]:
+        k[h] = movers + CODE_CIRCUIT["Negative Name Mover"]
+    k[(5, 8)] = [(11, 10), (10, 7), (5, 8)]
+    k[(5, 9)] = [(11, 10), (10, 7), (5, 9)]
+    return {v: tuple(h for h in ks if h != v) for v, ks in k.items()}
+
+
+# Minimality K sets. "code": the authors' minimality.py (above), which produced Fig. 20's bars.
+# "arena": the sets of the ARENA IOI exercises (K_FOR_EACH_COMPONENT), which this book used
+# before; they differ for the Backup Name Movers (9.0, 9.7, 10.1, 10.2, 10.6, 10.10, 11.2, 11.9).
+# The paper's appendix table of K sets is not in our reference copy of the paper, so neither is
+# checked against it here.
+MINIMALITY_K: dict[str, dict[Head, tuple[Head, ...]]] = {
+    "code": _code_minimality_k(),
+    "arena": {
+        (9, 9): (), (10, 0): ((9, 9),), (9, 6): ((9, 9), (10, 0)),
+        (10, 7): ((11, 10),), (11, 10): ((10, 7),),
+        (8, 10): ((7, 9), (8, 6), (7, 3)), (7, 9): ((8, 10), (8, 6), (7, 3)),
+        (8, 6): ((7, 9), (8, 10), (7, 3)), (7, 3): ((7, 9), (8, 10), (8, 6)),
+        (5, 5): ((5, 9), (6, 9), (5, 8)), (5, 9): ((11, 10), (10, 7)),
+        (6, 9): ((5, 9), (5, 5), (5, 8)), (5, 8): ((11, 10), (10, 7)),
+        (0, 1): ((0, 10), (3, 0)), (0, 10): ((0, 1), (3, 0)), (3, 0): ((0, 1), (0, 10)),
+        (4, 11): ((2, 2),), (2, 2): ((4, 11),),
+        (11, 2): ((9, 9), (10, 0), (9, 6)),
+        (10, 6): ((9, 9), (10, 0), (9, 6), (11, 2)),
+        (10, 10): ((9, 9), (10, 0), (9, 6), (11, 2), (10, 6)),
+        (10, 2): ((9, 9), (10, 0), (9, 6), (11, 2), (10, 6), (10, 10)),
+        (9, 7): ((9, 9), (10, 0), (9, 6), (11, 2), (10, 6), (10, 10), (10, 2)),
+        (10, 1): ((9, 9), (10, 0), (9, 6), (11, 2), (10, 6), (10, 10), (10, 2), (9, 7)),
+        (11, 9): ((9, 9), (10, 0), (9, 6), (9, 0)),
+        (9, 0): ((9, 9), (10, 0), (9, 6), (11, 9)),
+    },
+}
+PAPER_MINIMALITY_K = MINIMALITY_K["code"]  # the sets behind the published numbers
+
+# easy_transformer/completeness.py, `new_greedy_search(no_runs=10, no_iters=10,
+# no_samples=10 if circuit_size == 26 else 5)`: 10 runs of 10 steps, 10 candidate heads drawn per
+# step (5 for the 13-head naive circuit), maximising |F(C\K) - F(M\K)| on the same N = 100
+# prompts the other criteria use; the sets are not re-scored.
+GREEDY = {"n_sets": 10, "n_steps": 10, "candidates": 10, "candidates_naive": 5, "n_prompts": 100}
+PAPER_GREEDY = GREEDY
+
+# easy_transformer/completeness.py, "Do random search too": 100 sets, each node in with
+# probability 1/2 (`torch.randint(0, 2, (len(all_nodes),))`).
+RANDOM_SETS = {"n_sets": 100, "p": 0.5}
+
+# easy_transformer/advex.py: adversarial prompts (N = 500 over the 14 "mixed" templates).
+ADVERSARIAL_N = 500
