@@ -173,6 +173,7 @@ def test_attention_projection_matches_loop():
     ds, _ = tm.datasets(8, seed=3)
     heads = [(1, 2), (2, 0)]
     pts = scores.attention_projection(model, ds, heads, batch_size=3)
+    s1_only = scores.attention_projection(model, ds, heads, s_position="S1")
     corr = scores.attention_projection_correlation(model, ds, heads)
     _, cache = model.run_with_cache(ds.tokens)
     for l, h in heads:
@@ -182,7 +183,10 @@ def test_attention_projection_matches_loop():
             write = cache[f"blocks.{l}.attn.hook_z"][i, e, h] @ model.W_O[l, h]
             attn.append(cache[f"blocks.{l}.attn.hook_pattern"][i, h, e, ds.pos["IO"][i]])
             proj.append(write @ model.W_U[:, ds.io_tokens[i]])
-            assert abs(pts["attn_S"][l, h, i] - cache[f"blocks.{l}.attn.hook_pattern"][i, h, e, ds.pos["S1"][i]]) < 1e-6
+            pat = cache[f"blocks.{l}.attn.hook_pattern"][i, h, e]
+            # the authors' scatter_attention_and_contribution sums the attention to S1 and S2
+            assert abs(pts["attn_S"][l, h, i] - (pat[ds.pos["S1"][i]] + pat[ds.pos["S2"][i]])) < 1e-6
+            assert abs(s1_only["attn_S"][l, h, i] - pat[ds.pos["S1"][i]]) < 1e-6  # ARENA's variant
             assert abs(pts["proj_S"][l, h, i] - write @ model.W_U[:, ds.s_tokens[i]]) < 1e-4
         attn, proj = torch.stack(attn), torch.stack(proj)
         assert torch.allclose(pts["attn_IO"][l, h], attn, atol=1e-6)

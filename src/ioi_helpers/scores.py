@@ -261,14 +261,27 @@ def repeated_token_scores(model, n_seq: int = 50, seq_len: int = 20, seed: int =
 # ----------------------------------------------------------------------------- attention vs projection
 
 
+# Attention to S in the attention-vs-projection plot (Sec. 3.1, Fig. 3). "S1+S2" (default): the
+# attention to S1 and S2 summed, as the authors' code does (easy_transformer/ioi_utils.py,
+# `scatter_attention_and_contribution`: `posses = [s1_pos, s2_pos]`, probabilities summed).
+# "S1": ARENA's IOI exercises, offered as a variant.
+S_ATTENTION = "S1+S2"
+
+
+def _s_positions(s_position: str) -> list[str]:
+    return ["S1", "S2"] if s_position == "S1+S2" else [s_position]
+
+
 def attention_projection(model, ds: IOIDataset, heads: Iterable[Head] | None = None,
-                         s_position: str = "S1", batch_size: int = 100,
+                         s_position: str = S_ATTENTION, batch_size: int = 100,
                          ) -> dict[str, Float[Tensor, "layer head batch"]]:
     """Per head and prompt: the attention from END to a name, and the head's output at END
     projected on that name's unembedding, ``(z[END, h] @ W_O[h]) . W_U[:, name]``.
 
     Keys ``attn_IO``, ``proj_IO`` (the IO name at position IO) and ``attn_S``, ``proj_S``
-    (the S name, attention to ``s_position``, S1 by default as in the authors' plots). The
+    (the S name; attention to ``s_position``: ``"S1+S2"``, the sum of the attention to S1 and
+    S2, by default, as the authors' ``scatter_attention_and_contribution``; ``"S1"`` or
+    ``"S2"`` alone as variants, S1 being ARENA's choice). The
     head's output excludes the layer bias; ``W_U`` is the model's (processed) unembedding.
     Entries of heads not asked for are NaN.
     """
@@ -286,9 +299,10 @@ def attention_projection(model, ds: IOIDataset, heads: Iterable[Head] | None = N
         for l, h in heads:
             write = gather(store[hook_name("z", l)][:, :, h], end) @ W_O[l, h]  # [n, d]
             pattern = store[hook_name("pattern", l)]
-            for key, pos, tok in (("IO", part.pos["IO"], part.io_tokens),
-                                  ("S", positions(part, s_position), part.s_tokens)):
-                out[f"attn_{key}"][l, h, sl] = attention_at(pattern, end, pos)[:, h].float().cpu()
+            for key, poss, tok in (("IO", [part.pos["IO"]], part.io_tokens),
+                                   ("S", [positions(part, p) for p in _s_positions(s_position)], part.s_tokens)):
+                out[f"attn_{key}"][l, h, sl] = sum(attention_at(pattern, end, pos)[:, h].float().cpu()
+                                                   for pos in poss)
                 unembed = W_U[:, tok.to(W_U.device)].T  # [n, d]
                 out[f"proj_{key}"][l, h, sl] = (write * unembed).sum(-1).float().cpu()
         done += len(part)
@@ -303,7 +317,7 @@ def pearson(x: Float[Tensor, "... n"], y: Float[Tensor, "... n"]) -> Float[Tenso
 
 
 def attention_projection_correlation(model, ds: IOIDataset, heads: Iterable[Head] | None = None,
-                                     s_position: str = "S1", batch_size: int = 100,
+                                     s_position: str = S_ATTENTION, batch_size: int = 100,
                                      ) -> dict[str, Float[Tensor, "layer head"]]:
     """Per head, the correlation over prompts between attention to a name and the output's
     projection on that name (see :func:`attention_projection`): ``"IO"``, ``"S"``, and
