@@ -134,7 +134,7 @@ def test_adversarial_templates_have_a_sentence_before_s2():
 @pytest.mark.parametrize("name", ["IO", "S"])
 def test_extra_sentence_sits_after_the_first_sentence(tok, name):
     ds = dataset.make_ioi_dataset(tok, 24, template_set=dataset.adversarial_templates("all"), seed=3)
-    adv = dataset.make_adversarial_dataset(tok, ds, name)
+    adv = dataset.make_adversarial_dataset(tok, ds, name, construction="paper")
     sentences = [s.replace("[A]", "{}") for s in dataset.prompt_data()["extra_sentences_adversarial"]]
     for i, (p, q) in enumerate(zip(ds.prompts, adv.prompts)):
         named = p.io if name == "IO" else p.s
@@ -152,10 +152,52 @@ def test_extra_sentence_sits_after_the_first_sentence(tok, name):
 def test_comma_templates_get_a_capitalised_clause(tok):
     t = next(t for t in dataset.templates("mixed") if "argument, and afterwards" in t.text)
     ds = dataset.make_ioi_dataset(tok, 4, template_set=[t], seed=1)
-    adv = dataset.make_adversarial_dataset(tok, ds, "IO")
+    adv = dataset.make_adversarial_dataset(tok, ds, "IO", construction="paper")
     for p, q in zip(ds.prompts, adv.prompts):
         assert q.text.startswith(p.text.split(", and afterwards")[0] + ", " + p.io)
         assert ". And afterwards " + p.s + " said to" in q.text
+
+
+# advex.py (easy_transformer/), "Run automatic attacks": the five sentences with a leading space,
+# and every ordered pair of them.
+ADX_TEMPLATE = [" [A] had a good day.", " [A] was enjoying the situation.", " [A] was tired.",
+                " [A] enjoyed being with a friend.", " [A] was an enthusiast person."]
+DOUBLE_ADX_TEMPLATE = [x1 + x2 for x1 in ADX_TEMPLATE for x2 in ADX_TEMPLATE]
+
+
+def gen_adv_by_tokens(tok, text: str, adv_temp: str) -> str:
+    """advex.py's gen_adv for one prompt, token-based as the authors wrote it: find the token
+    index of the last "." (else the last ",") as ioi_dataset.get_word_idxs does, turn it into a
+    character index by joining the decoded tokens before it, and insert there."""
+    toks = [tok.decode(t) for t in tok.encode(text, add_special_tokens=False)]
+    idx = None
+    for w in [",", "."]:  # the later word wins when present, as in get_word_idxs
+        if w in text:
+            idx = len(toks) - toks[::-1].index(w) - 1
+    at = len("".join(toks[:idx]))
+    assert text[at] in ".,"
+    return text[: at + 1] + adv_temp + text[at + 1:]
+
+
+@pytest.mark.parametrize("name", ["IO", "S"])
+def test_adversarial_prompts_are_the_authors_gen_adv(tok, name):
+    ds = dataset.make_ioi_dataset(tok, 42, template_set="mixed", seed=4)
+    adv = dataset.make_adversarial_dataset(tok, ds, name)  # default: the code's construction
+    seen = set()
+    for i, (p, q) in enumerate(zip(ds.prompts, adv.prompts)):
+        named = p.io if name == "IO" else p.s
+        # the answer is part of the authors' sentence; our prompt stops before it
+        want = [gen_adv_by_tokens(tok, p.text + " " + p.io, t.replace("[A]", named)) for t in DOUBLE_ADX_TEMPLATE]
+        hit = [t for t, w in zip(DOUBLE_ADX_TEMPLATE, want) if w == q.text + " " + p.io]
+        assert hit, q.text
+        seen.add(hit[0])
+        row = adv.tokens[i].tolist()
+        assert tok.decode([row[int(adv.pos["extra"][i])]]) == " " + named
+        assert tok.decode([row[int(adv.pos["extra2"][i])]]) == " " + named
+        assert adv.pos["extra"][i] < adv.pos["extra2"][i] < adv.pos["S2"][i]
+        assert tok.decode([row[int(adv.pos["S2"][i])]]) == " " + p.s
+    assert len(seen) > 10  # pairs are drawn, not fixed
+    assert {p.template.group for p in ds.prompts} == {t.group for t in dataset.templates("mixed")}
 
 
 # ----------------------------------------------------------------------------- the scorecard

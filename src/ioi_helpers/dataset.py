@@ -338,37 +338,76 @@ def adversarial_templates(which: str | Sequence[Template] = "mixed") -> list[Tem
     return [t for t in templates(which) if sentence_break(t)]
 
 
-def make_adversarial_dataset(tokenizer, ds: IOIDataset, name: Literal["IO", "S"] = "IO",
-                             seed: int | None = None) -> IOIDataset:
-    """The paper's extra-sentence variant (Sec. 4.4): a sentence naming IO (``name="IO"``; the
-    adversarial case) or S (``name="S"``; the control), one of the published
-    ``extra_sentences_adversarial`` ("[A] had a good day.", ...), is inserted after the first
-    sentence, just before the clause that holds S2 ("Then, John and Mary went to the store.
-    Mary had a good day. John gave a drink to").
+# How the adversarial prompts (Sec. 4.4) are built. "code" (default): the authors' advex.py, which
+# produced the published 1.23 / 0.36 / 23.4%: `gen_adv(ioi_dataset, model, DOUBLE_ADX_TEMPLATE,
+# name="IO")` on N = 500 prompts of the 14 "mixed" templates; each prompt gets one of the 25
+# ordered pairs of the five extra sentences (the same sentence twice included), naming the IO
+# twice ("Mary had a good day. Mary was tired."), inserted right after the prompt's last "." (its
+# last "," when it has no "."; ioi_dataset's word_idx["punct"]). "paper": the paper's example,
+# one sentence, put just before the clause that holds S2 (after its last ". ", else its last ", ",
+# the rest capitalised), meant for templates with a sentence break (:func:`adversarial_templates`).
+ADVERSARIAL_CONSTRUCTIONS = ("code", "paper")
 
-    Use templates with a :func:`sentence_break` (:func:`adversarial_templates`): in the others
-    the S2 clause follows a comma, and the sentence is put after that comma (a run-on sentence
-    the paper does not describe). Positions IO/S1/S1+1/S2 keep their meaning (first IO, first
-    and last S); ``pos["extra"]`` is the name in the inserted sentence (the second IO, or the
-    middle S)."""
+
+def make_adversarial_dataset(tokenizer, ds: IOIDataset, name: Literal["IO", "S"] = "IO",
+                             seed: int | None = None, construction: str = "code") -> IOIDataset:
+    """The extra-sentence variant of ``ds`` (Sec. 4.4): text naming IO (``name="IO"``; the
+    adversarial case) or S (``name="S"``; the control) inserted before the S2 clause.
+
+    ``construction="code"`` (default; :data:`ADVERSARIAL_CONSTRUCTIONS`): the authors'
+    ``advex.py`` ``gen_adv`` with ``DOUBLE_ADX_TEMPLATE``: two of the published
+    ``extra_sentences_adversarial`` ("[A] had a good day. [A] was tired."), drawn as an
+    ordered pair (repeats allowed), inserted after the last "." of the prompt, or its last ","
+    when it has none; nothing is re-capitalised. Use it on the 14 "mixed" templates, N = 500,
+    as they did. (Their final advex.py runs the IO case only; the control applies the same
+    construction to S.)
+
+    ``construction="paper"``: the paper's example, one sentence ("Then, John and Mary went to
+    the store. Mary had a good day. John gave a drink to"), inserted after the first sentence,
+    just before the clause that holds S2. Use templates with a :func:`sentence_break`
+    (:func:`adversarial_templates`): in the others the S2 clause follows a comma, and the
+    sentence is put after that comma with the clause capitalised.
+
+    Positions IO/S1/S1+1/S2 keep their meaning (first IO, first and last S); ``pos["extra"]``
+    is the name in the (first) inserted sentence (the second IO, or the middle S), and with
+    ``"code"`` ``pos["extra2"]`` the one in the second."""
     if name not in ("IO", "S"):
         raise ValueError(f"name must be 'IO' or 'S', got {name!r}")
+    if construction not in ADVERSARIAL_CONSTRUCTIONS:
+        raise ValueError(f"construction must be one of {ADVERSARIAL_CONSTRUCTIONS}, got {construction!r}")
     rng = random.Random(ds.seed + 7 if seed is None else seed)
     sentences = prompt_data()["extra_sentences_adversarial"]
     prompts = []
     for p in ds.prompts:
-        extra = rng.choice(sentences).replace("[A]", p.io if name == "IO" else p.s)
-        text = _insert_sentence(p.text, extra)
-        slots = p.slot_names
-        prompts.append(IOIPrompt(text, p.template, p.io, p.s, p.place, p.obj, slots))
+        named = p.io if name == "IO" else p.s
+        if construction == "code":
+            extra = (rng.choice(sentences) + " " + rng.choice(sentences)).replace("[A]", named)
+            text = _insert_after_punct(p.text, extra)
+        else:
+            extra = rng.choice(sentences).replace("[A]", named)
+            text = _insert_sentence(p.text, extra)
+        prompts.append(IOIPrompt(text, p.template, p.io, p.s, p.place, p.obj, p.slot_names))
     out = _tokenize(tokenizer, prompts, ds.prepend_bos, ds.seed, f"adversarial-{name}",
                     [p.io for p in ds.prompts], [p.s for p in ds.prompts], ds.dropped)
-    named = out.io_tokens if name == "IO" else out.s_tokens
-    # the inserted name is the second occurrence of its token (IO: first clause, extra; S: S1,
-    # extra, S2)
-    out.pos["extra"] = torch.tensor([
-        [j for j, t in enumerate(row.tolist()) if t == int(tok)][1] for row, tok in zip(out.tokens, named)])
+    named_tok = out.io_tokens if name == "IO" else out.s_tokens
+    # the inserted names are the 2nd (and 3rd) occurrences of the token (IO: first clause, extra;
+    # S: S1, extra, ..., S2)
+    occ = [[j for j, t in enumerate(row.tolist()) if t == int(tok)] for row, tok in zip(out.tokens, named_tok)]
+    out.pos["extra"] = torch.tensor([o[1] for o in occ])
+    if construction == "code":
+        out.pos["extra2"] = torch.tensor([o[2] for o in occ])
     return out
+
+
+def _insert_after_punct(text: str, extra: str) -> str:
+    """advex.py's insertion: ``extra`` right after the last "." of ``text`` (its last "," if
+    it has no "."), with a space before it; the rest of the text follows unchanged."""
+    cut = text.rfind(".")
+    if cut == -1:
+        cut = text.rfind(",")
+        if cut == -1:
+            raise ValueError(f"no '.' or ',' in {text!r}")
+    return text[: cut + 1] + " " + extra + text[cut + 1:]
 
 
 def _insert_sentence(text: str, extra: str) -> str:
