@@ -188,7 +188,7 @@ verdict = (
     f"**{clean['IO prob']:.2f}** (paper: 0.49). On p_ABC the logit difference is "
     f"{corrupt['logit diff']:.2f}."
 )
-if clean["IO > S"] < 0.6:
-    verdict += (" This model does **not** do the task: it is at chance, so the circuit chapters "
-                "will find no IOI circuit in it (that is the expected outcome for random weights).")
+if not metrics.does_task(metrics.logit_diff(clean_logits, ioi)):
+    verdict += (f" This model does **not** do the task ({metrics.task_criterion()} fails), so the "
+                f"circuit chapters will find no IOI circuit in it (the expected outcome for random weights).")
 display(Markdown(verdict))

@@ -37,8 +37,14 @@ n_copy = 40  # prompts for the copy scores of all heads, 3 names each (paper: 10
 seed = 0
 prepend_bos = False  # the paper's choice: no <|endoftext|> at the start
 template_set = "mixed"  # the authors' code: BABA 1-7 + ABBA 1-7
-effect_threshold = 0.05  # a class needs a path-patching effect of 5% of the clean logit diff (Fig. 3b)
+name_mover_threshold = 0.05  # a class needs a path-patching effect of 5% of the clean logit diff (Fig. 3b)
 copy_k = 5  # copy score: the name must be among the top 5 logits (Sec. 3.1)
+# shared by every chapter (discovery.setup_from): the classes' rule thresholds, as fractions
+# of the clean logit diff; each class's chapter explains its value
+s_inhibition_threshold = 0.05
+induction_threshold = 0.03
+previous_threshold = 0.03
+backup_threshold = 0.02
 
 # %%
 import altair as alt
@@ -53,9 +59,8 @@ CHAPTER = "02_name_movers"
 model = models.load_model(model_name)
 tokenizer = models.get_tokenizer()
 MODEL = model.ioi_model_name
-setup = discovery.Setup(model, n_prompts=n_prompts, seed=seed, prepend_bos=prepend_bos,
-                        template_set=template_set)
-settings = setup.settings() | {"threshold": effect_threshold, "corruption": "p_ABC",
+setup = discovery.setup_from(model, globals())
+settings = setup.settings() | {"threshold": name_mover_threshold, "corruption": "p_ABC",
                                "receivers": "logits at END"}
 results.start(CHAPTER, MODEL, settings)
 BOS = "prepended" if prepend_bos else "not prepended"
@@ -83,7 +88,7 @@ display(Markdown(f"Settings: N = {n_prompts} p_IOI prompts with matched p_ABC pr
 # %%
 direct = discovery.direct_effects(setup)
 clean_ld = direct.clean
-TASK = clean_ld > 0
+TASK = setup.does_task  # metrics.does_task: the one criterion every chapter uses
 display(Markdown(f"Clean logit diff (p_IOI): **{clean_ld:.3f}**; on p_ABC: {direct.corrupted:.3f}; "
                  f"N = {n_prompts}."))
 if TASK:
@@ -108,9 +113,9 @@ else:
 # the IO** (the Name Movers copy it, the Negative Name Movers write against it). So
 # (`discovery.name_movers`):
 #
-# * **Name Mover**: path-patching effect ≤ −`effect_threshold` × the clean logit
+# * **Name Mover**: path-patching effect ≤ −`name_mover_threshold` × the clean logit
 #   difference, and attention END→IO larger than attention END→S1 and END→S2 together;
-# * **Negative Name Mover**: effect ≥ +`effect_threshold` × the clean logit
+# * **Negative Name Mover**: effect ≥ +`name_mover_threshold` × the clean logit
 #   difference, and the same attention condition.
 #
 # The 5% is read off Fig. 3b, where it separates the paper's five heads from all others (the
@@ -119,7 +124,7 @@ else:
 # logit difference is positive (it is the unit of the threshold).
 
 # %%
-nm, nnm = discovery.name_movers(setup, threshold=effect_threshold)
+nm, nnm = discovery.name_movers(setup)
 print(nm.describe(), end="\n\n")
 print(nnm.describe())
 plots.show(plots.head_heatmap(
@@ -143,7 +148,7 @@ pd.concat([ordered.head(6).assign(side="largest drops"),
            ordered.tail(4).iloc[::-1].assign(side="largest rises")]).set_index(["side", "head"]).round(3)
 
 # %%
-other = ordered[(ordered["effect (fraction of clean)"].abs() >= effect_threshold)
+other = ordered[(ordered["effect (fraction of clean)"].abs() >= name_mover_threshold)
                 & ~(ordered["Name Mover"] | ordered["Negative Name Mover"])]
 if TASK and len(other):
     display(Markdown(
@@ -172,9 +177,7 @@ if not nnm.heads:
 
 # %%
 if TASK:
-    nm2, nnm2 = discovery.name_movers(discovery.Setup(model, n_prompts=n_prompts, seed=seed + 1,
-                                                      prepend_bos=prepend_bos, template_set=template_set),
-                                      threshold=effect_threshold)
+    nm2, nnm2 = discovery.name_movers(discovery.setup_from(model, globals() | {"seed": seed + 1}))
     robust = pd.DataFrame([{"class": a.name, f"seed {seed}": ", ".join(map(paper.head_name, a.heads)) or "none",
                             f"seed {seed + 1}": ", ".join(map(paper.head_name, b.heads)) or "none",
                             "same heads": a.heads == b.heads} for a, b in ((nm, nm2), (nnm, nnm2))])

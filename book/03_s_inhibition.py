@@ -39,6 +39,11 @@ template_set = "mixed"  # the authors' code: BABA 1-7 + ABBA 1-7
 name_mover_threshold = 0.05  # chapter 2's rule for the Name Movers (Fig. 3b)
 s_inhibition_threshold = 0.05  # a head needs a drop of 5% of the clean logit diff (rule below)
 exploratory_k = 4  # stand-in receivers if a prerequisite class is empty (never recorded as a class)
+# shared by every chapter (discovery.setup_from): the classes' rule thresholds, as fractions
+# of the clean logit diff; each class's chapter explains its value
+induction_threshold = 0.03
+previous_threshold = 0.03
+backup_threshold = 0.02
 
 # %%
 import altair as alt
@@ -52,8 +57,7 @@ torch.set_grad_enabled(False)
 CHAPTER = "03_s_inhibition"
 model = models.load_model(model_name)
 MODEL = model.ioi_model_name
-setup = discovery.Setup(model, n_prompts=n_prompts, seed=seed, prepend_bos=prepend_bos,
-                        template_set=template_set)
+setup = discovery.setup_from(model, globals())
 settings = setup.settings() | {"threshold": s_inhibition_threshold, "corruption": "p_ABC",
                                "receivers": "Name Mover queries at END"}
 results.start(CHAPTER, MODEL, settings)
@@ -71,9 +75,9 @@ display(Markdown(f"Settings: N = {n_prompts} p_IOI prompts with matched p_ABC pr
 # rule, recomputed here through `discovery` (cached on disk, so this is cheap after chapter 2).
 
 # %%
-nm, nnm = discovery.name_movers(setup, threshold=name_mover_threshold)
+nm, nnm = discovery.name_movers(setup)
 print(nm.describe())
-TASK = nm.clean > 0
+TASK = setup.does_task  # metrics.does_task, as in every chapter
 classes = {"Name Mover": nm}
 movers = discovery.receivers_for(setup, "Name Mover", k=exploratory_k, classes=classes)
 EXPLORATORY = movers.exploratory
@@ -124,7 +128,7 @@ else:
 
 # %%
 if RUN:
-    sin = discovery.s_inhibition(setup, movers.heads, threshold=s_inhibition_threshold)
+    sin = discovery.s_inhibition(setup, movers.heads)
     print(("[exploratory receivers; not a discovery]\n" if EXPLORATORY else "") + sin.describe())
     display(Markdown(f"Receivers: {sin.receivers}. Clean logit diff {sin.clean:.3f}, on p_ABC "
                      f"{sin.corrupted:.3f}."))
@@ -142,7 +146,7 @@ if RUN:
     display(Markdown("The heads with the largest drops and the attention the rule looks at:"))
     display(top.round(3).set_index("head"))
 else:
-    sin = discovery.s_inhibition(setup, [], threshold=s_inhibition_threshold)
+    sin = discovery.s_inhibition(setup, [])
     display(Markdown(f"**Not run:** {sin.rule.removeprefix('not run: ')}."))
 classes["S-Inhibition"] = sin
 s_heads = [] if EXPLORATORY else sin.heads  # the class, as recorded
@@ -185,9 +189,8 @@ P_LABEL = "EXPLORATORY: " if P_EXPL else ""
 
 # %%
 if RUN and sin.heads and not EXPLORATORY:  # does the selection hold on a second sample of prompts?
-    sin2 = discovery.s_inhibition(discovery.Setup(model, n_prompts=n_prompts, seed=seed + 1,
-                                                  prepend_bos=prepend_bos, template_set=template_set),
-                                  movers.heads, threshold=s_inhibition_threshold)
+    sin2 = discovery.s_inhibition(discovery.setup_from(model, globals() | {"seed": seed + 1}),
+                                  movers.heads)
     same = sin2.heads == sin.heads
     display(Markdown(f"On a second, independent sample of prompts (seed {seed + 1}, same N and receivers) the "
                      f"rule selects {', '.join(map(paper.head_name, sin2.heads)) or 'no head'}: "

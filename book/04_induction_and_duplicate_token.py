@@ -48,6 +48,12 @@ confirm_score = 0.1  # repeated random tokens: the least score that confirms a c
 n_rep_seq = 50  # repeated random tokens: sequences ...
 rep_seq_len = 20  # ... of this many tokens, each repeated twice
 exploratory_k = 4  # receivers of the exploratory fallback (used only if a prerequisite is empty)
+# shared by every chapter (discovery.setup_from): the classes' rule thresholds, as fractions
+# of the clean logit diff; each class's chapter explains its value
+name_mover_threshold = 0.05
+s_inhibition_threshold = 0.05
+previous_threshold = 0.03
+backup_threshold = 0.02
 
 # %%
 import altair as alt
@@ -61,8 +67,7 @@ torch.set_grad_enabled(False)
 CHAPTER = "04_induction_and_duplicate_token"
 model = models.load_model(model_name)
 MODEL = model.ioi_model_name
-setup = discovery.Setup(model, n_prompts=n_prompts, seed=seed, prepend_bos=prepend_bos,
-                        template_set=template_set)
+setup = discovery.setup_from(model, globals())
 settings = setup.settings() | {"threshold": induction_threshold, "corruption": "p_ABC",
                                "receivers": "S-Inhibition keys+values at S2"}
 results.start(CHAPTER, MODEL, settings)
@@ -135,7 +140,7 @@ if EXPLORATORY:
 # they attend more to S1+1 than to S1, **Duplicate Token** otherwise.
 
 # %%
-ind, dup = discovery.induction_and_duplicate(setup, receivers.heads, threshold=induction_threshold)
+ind, dup = discovery.induction_and_duplicate(setup, receivers.heads)
 LABEL = "EXPLORATORY: " if EXPLORATORY else ""
 RAN = len(receivers.heads) > 0
 print(("[exploratory receivers; not a discovery]\n" if EXPLORATORY and RAN else "") + ind.describe())

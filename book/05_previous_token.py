@@ -35,6 +35,12 @@ confirm_score = 0.1  # repeated random tokens: the least previous-token score th
 n_rep_seq = 50  # repeated random tokens: sequences ...
 rep_seq_len = 20  # ... of this many tokens, each repeated twice
 exploratory_k = 4  # receivers of the exploratory fallback (used only if a prerequisite is empty)
+# shared by every chapter (discovery.setup_from): the classes' rule thresholds, as fractions
+# of the clean logit diff; each class's chapter explains its value
+name_mover_threshold = 0.05
+s_inhibition_threshold = 0.05
+induction_threshold = 0.03
+backup_threshold = 0.02
 
 # %%
 import pandas as pd
@@ -47,8 +53,7 @@ torch.set_grad_enabled(False)
 CHAPTER = "05_previous_token"
 model = models.load_model(model_name)
 MODEL = model.ioi_model_name
-setup = discovery.Setup(model, n_prompts=n_prompts, seed=seed, prepend_bos=prepend_bos,
-                        template_set=template_set)
+setup = discovery.setup_from(model, globals())
 settings = setup.settings() | {"threshold": previous_threshold, "corruption": "p_ABC",
                                "receivers": "Induction keys at S1+1"}
 results.start(CHAPTER, MODEL, settings)
@@ -117,7 +122,7 @@ if EXPLORATORY:
 # for an effect just as far from the logits.
 
 # %%
-prev = discovery.previous_token(setup, receivers.heads, threshold=previous_threshold)
+prev = discovery.previous_token(setup, receivers.heads)
 LABEL = "EXPLORATORY: " if EXPLORATORY else ""
 RAN = len(receivers.heads) > 0
 print(("[exploratory receivers; not a discovery]\n" if EXPLORATORY and RAN else "") + prev.describe())

@@ -33,7 +33,14 @@ model_name = None  # None: $IOI_MODEL, else "gpt2" (GPT-2 small, the paper's mod
 n_prompts = 100  # pairs (p_IOI, p_ABC) for path patching and knockouts (the paper's scripts: 100)
 seed = 0
 prepend_bos = False  # the paper's choice: no <|endoftext|> at the start
+template_set = "mixed"  # "mixed": BABA 1-7 + ABBA 1-7 (the authors' code); "all" for all 15 of each
 backup_threshold = 0.02  # Sec. 3.4: effect above 2% of the logit diff after the knockout
+# shared by every chapter (discovery.setup_from): the classes' rule thresholds, as fractions
+# of the clean logit diff; each class's chapter explains its value
+name_mover_threshold = 0.05
+s_inhibition_threshold = 0.05
+induction_threshold = 0.03
+previous_threshold = 0.03
 
 # %%
 import altair as alt
@@ -61,7 +68,7 @@ if not models.is_gpt2_small(model):
 # cached on disk), with the rule each one used.
 
 # %%
-setup = discovery.Setup(model, n_prompts=n_prompts, seed=seed, prepend_bos=prepend_bos)
+setup = discovery.setup_from(model, globals())
 classes = discovery.circuit_classes(setup)
 for c in classes.values():
     print(c.describe(), end="\n\n")
@@ -112,8 +119,7 @@ else:
 
 # %%
 backup = discovery.backup_name_movers(setup, nm.heads,
-                                      others=[h for c in classes.values() for h in c.heads],
-                                      threshold=backup_threshold)
+                                      others=[h for c in classes.values() for h in c.heads])
 results.record(CHAPTER, "classes.Backup Name Mover", backup.heads, settings | {"threshold": backup_threshold})
 print(backup.describe())
 

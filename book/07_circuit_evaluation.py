@@ -39,6 +39,7 @@ model_name = None  # None: $IOI_MODEL, else "gpt2" (GPT-2 small, the paper's mod
 n_prompts = 100  # p_IOI prompts (and matched p_ABC) for every criterion (the authors' scripts: 100)
 seed = 0
 prepend_bos = False  # the paper's choice: no <|endoftext|> at the start
+template_set = "mixed"  # "mixed": BABA 1-7 + ABBA 1-7 (the authors' code); "all" for all 15 of each
 ablation_method = "mean"  # the paper's knockout; "resample" or "zero" to change the headline numbers
 n_random_sets = 10  # random K for completeness (the authors: 50), each head in with probability 1/2
 greedy_n_sets = 1  # greedy completeness search: runs (paper: 5)
@@ -48,6 +49,13 @@ greedy_n_prompts = 40  # prompts the search runs on; the sets it finds are re-sc
 paper_greedy = False  # True: the paper's search parameters (ablation.PAPER_GREEDY), slow on a CPU
 abc_per_group = [1, 3]  # p_ABC prompts per template group for the mean (sensitivity), besides all
 large_abc_factor = 2  # and an independent p_ABC set this many times larger
+# shared by every chapter (discovery.setup_from): the classes' rule thresholds, as fractions
+# of the clean logit diff; each class's chapter explains its value
+name_mover_threshold = 0.05
+s_inhibition_threshold = 0.05
+induction_threshold = 0.03
+previous_threshold = 0.03
+backup_threshold = 0.02
 
 # %%
 import altair as alt
@@ -82,7 +90,7 @@ if not models.is_gpt2_small(model):
 # every head outside the circuit everywhere, is knocked out.
 
 # %%
-setup = discovery.Setup(model, n_prompts=n_prompts, seed=seed, prepend_bos=prepend_bos)
+setup = discovery.setup_from(model, globals())
 classes = discovery.all_classes(setup)
 circuit = discovery.circuit(classes)
 ioi, abc = setup.ioi, setup.abc
@@ -393,7 +401,7 @@ if not models.is_gpt2_small(model):
     display(Markdown(paper.stand_in_note(MODEL)))
 
 # %%
-if faith.F_M > 0.5:
+if setup.does_task:  # metrics.does_task, as in every chapter
     text = [f"The circuit found on **{MODEL}** has {len(circuit)} heads. It keeps **{faith.ratio:.0%}** of the "
             f"model's logit difference (F(C) = {faith.F_C:.2f} vs F(M) = {faith.F_M:.2f}; paper, GPT-2 small: "
             f"87%, 3.10 vs 3.56)."]

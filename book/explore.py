@@ -40,6 +40,13 @@ n_prompts = 100  # the discovery chapters' default: the classes come from their 
 seed = 0
 prepend_bos = False  # the paper's choice: no <|endoftext|> at the start
 template_set = "mixed"
+# shared by every chapter (discovery.setup_from): the classes' rule thresholds, as fractions
+# of the clean logit diff; each class's chapter explains its value
+name_mover_threshold = 0.05
+s_inhibition_threshold = 0.05
+induction_threshold = 0.03
+previous_threshold = 0.03
+backup_threshold = 0.02
 
 # %%
 import torch
@@ -50,8 +57,7 @@ from ioi_helpers import discovery, models, paper, plots, widgets
 torch.set_grad_enabled(False)
 model = models.load_model(model_name)
 MODEL = model.ioi_model_name
-setup = discovery.Setup(model, n_prompts=n_prompts, seed=seed, prepend_bos=prepend_bos,
-                        template_set=template_set)
+setup = discovery.setup_from(model, globals())
 classes = discovery.all_classes(setup)
 display(Markdown(f"**Model:** {models.describe_model(model)}. Data: N = {n_prompts} prompts "
                  f"('{template_set}' templates), seed {seed}, BOS "

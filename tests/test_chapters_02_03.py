@@ -90,7 +90,7 @@ def test_name_movers_select_nothing_when_the_model_prefers_the_subject():
     setup = tiny_setup(seed=1)
     nm, nnm = discovery.name_movers(setup, threshold=1e-9)
     assert nm.clean < 0 and nm.heads == [] and nnm.heads == []
-    assert "clean logit diff is > 0" in nm.rule
+    assert not setup.does_task and "applied only when the model does the task" in nm.rule
     assert (nm.effect.abs() > 0).any()  # the experiment ran; only the rule declined
 
 

@@ -59,3 +59,15 @@ def test_normalized_patching_metric():
 def test_bad_logit_shape(ds):
     with pytest.raises(ValueError, match="expected logits"):
         metrics.logit_diff(torch.zeros(3), ds)
+
+
+def test_does_task_needs_a_positive_mean_and_io_above_s_often_enough():
+    from ioi_helpers.metrics import TASK_MIN_IO_ABOVE_S, does_task
+
+    n = 100
+    k = int(TASK_MIN_IO_ABOVE_S * n)  # prompts with the IO above S
+    above = torch.tensor([1.0] * k + [-0.5] * (n - k))
+    assert does_task(above)
+    assert not does_task(torch.tensor([1.0] * (k - 1) + [-0.1] * (n - k + 1)))  # too few above
+    assert not does_task(torch.tensor([0.1] * k + [-5.0] * (n - k)))  # mean below 0
+    assert not does_task(-above)

@@ -70,6 +70,13 @@ class Setup:
     seed: int = 0
     prepend_bos: bool = False
     template_set: str = "mixed"
+    # The rules' thresholds (fractions of the clean logit diff; see each step). Every chapter
+    # takes them from here, so a class is the same class in every chapter.
+    name_mover_threshold: float = NAME_MOVER_EFFECT
+    s_inhibition_threshold: float = S_INHIBITION_EFFECT
+    induction_threshold: float = INDUCTION_EFFECT
+    previous_threshold: float = PREVIOUS_TOKEN_EFFECT
+    backup_threshold: float = BACKUP_EFFECT
 
     @cached_property
     def ioi(self) -> dataset_mod.IOIDataset:
@@ -97,6 +104,48 @@ class Setup:
         """What every table states: model, N, BOS, templates, seed."""
         return {"model": self.model_name, "N": self.n_prompts, "prepend_bos": self.prepend_bos,
                 "template_set": self.template_set, "seed": self.seed}
+
+    @property
+    def clean_logit_diffs(self) -> Float[Tensor, "batch"]:
+        """The model's logit diff on each p_IOI prompt (cached)."""
+        from . import metrics
+
+        return cached("clean_logit_diff", self, {},
+                      lambda: metrics.logit_diff(metrics.end_logits(self.model, self.ioi), self.ioi))
+
+    @property
+    def does_task(self) -> bool:
+        """:func:`ioi_helpers.metrics.does_task` on p_IOI: every rule applies only when True."""
+        from . import metrics
+
+        return metrics.does_task(self.clean_logit_diffs)
+
+    def thresholds(self) -> dict:
+        return {k: getattr(self, k) for k in SETUP_PARAMETERS if k.endswith("_threshold")}
+
+
+# The settings every chapter shares: each chapter that runs discovery declares these names in
+# its parameters cell (with these defaults) and builds its Setup with :func:`setup_from`, so
+# ``-p template_set all`` (or a threshold) reaches every chapter.
+SETUP_PARAMETERS = ("n_prompts", "seed", "prepend_bos", "template_set", "name_mover_threshold",
+                    "s_inhibition_threshold", "induction_threshold", "previous_threshold",
+                    "backup_threshold")
+
+
+def setup_defaults() -> dict:
+    """The default of each shared setting (what every chapter's parameters cell declares)."""
+    from dataclasses import fields
+
+    return {f.name: f.default for f in fields(Setup) if f.name in SETUP_PARAMETERS}
+
+
+def setup_from(model, params: dict) -> Setup:
+    """The one way a chapter builds its Setup: ``discovery.setup_from(model, globals())``.
+    Every shared setting must be present in ``params`` (a chapter that forgot one fails here)."""
+    missing = [k for k in SETUP_PARAMETERS if k not in params]
+    if missing:
+        raise KeyError(f"the chapter's parameters lack the shared settings {missing}")
+    return Setup(model, **{k: params[k] for k in SETUP_PARAMETERS})
 
 
 # ----------------------------------------------------------------------------- caching
@@ -190,7 +239,7 @@ def attention(setup: Setup, dest: str, src: str) -> Float[Tensor, "layer head"]:
     return table[src]
 
 
-def name_movers(setup: Setup, threshold: float = NAME_MOVER_EFFECT) -> tuple[HeadClass, HeadClass]:
+def name_movers(setup: Setup, threshold: float | None = None) -> tuple[HeadClass, HeadClass]:
     """Name Movers and Negative Name Movers (Sec. 3.1).
 
     Experiment: path patching from each head to the logits at END (Fig. 3b). Rule (from Fig. 3b,
@@ -203,19 +252,20 @@ def name_movers(setup: Setup, threshold: float = NAME_MOVER_EFFECT) -> tuple[Hea
     * Negative Name Mover: effect >= +threshold x clean logit diff, and the same attention
       condition.
 
-    Both are applied only when the clean logit diff is > 0: the effects are fractions of it,
-    which mean nothing for a model that does not prefer the IO (e.g. random weights).
+    Both are applied only when the model does the task (:func:`ioi_helpers.metrics.does_task`):
+    the effects are fractions of the clean logit diff, which mean nothing for a model that does
+    not prefer the IO (e.g. random weights).
     """
+    threshold = setup.name_mover_threshold if threshold is None else threshold
     r = direct_effects(setup)
     eff = r.relative
     att_io = attention(setup, "END", "IO")
     att_s = attention(setup, "END", "S1") + attention(setup, "END", "S2")
-    attends_io = (att_io > att_s) & (r.clean > 0)
+    attends_io = (att_io > att_s) & setup.does_task
     nm = _sorted(torch.nonzero((eff <= -threshold) & attends_io).tolist())
     nnm = _sorted(torch.nonzero((eff >= threshold) & attends_io).tolist())
     cols = {"attn END->IO": att_io, "attn END->S1+S2": att_s}
-    rule_att = (f"attention END->IO > attention END->S1 + END->S2; applied only when the clean logit "
-                f"diff is > 0 (here {r.clean:.3g})")
+    rule_att = (f"attention END->IO > attention END->S1 + END->S2; {_task_clause(setup, r.clean)}")
     common = dict(effect=eff, receivers=r.receivers, clean=r.clean, corrupted=r.corrupted, kept_at="END")
     return (
         HeadClass("Name Mover", nm, f"path-patching effect on the logits <= -{100 * threshold:g}% of the clean "
@@ -225,7 +275,14 @@ def name_movers(setup: Setup, threshold: float = NAME_MOVER_EFFECT) -> tuple[Hea
     )
 
 
-def s_inhibition(setup: Setup, movers: Sequence[Head], threshold: float = S_INHIBITION_EFFECT) -> HeadClass:
+def _task_clause(setup: Setup, clean: float) -> str:
+    from . import metrics
+
+    return (f"applied only when the model does the task ({metrics.task_criterion()}; here: "
+            f"{'yes' if setup.does_task else 'no'}, clean logit diff {clean:.3g})")
+
+
+def s_inhibition(setup: Setup, movers: Sequence[Head], threshold: float | None = None) -> HeadClass:
     """S-Inhibition heads (Sec. 3.2).
 
     Experiment: path patching from each head to the queries of the Name Movers at END (all
@@ -233,8 +290,9 @@ def s_inhibition(setup: Setup, movers: Sequence[Head], threshold: float = S_INHI
     heads whose patching lowers the logit diff through the Name Movers' queries; the text: they
     attend from END to S2, 0.51 on average): effect <= -threshold x clean logit diff, and
     attention END->S2 > attention END->IO. Heads that are themselves receivers are excluded.
-    Applied only when the clean logit diff is > 0 (as for :func:`name_movers`).
+    Applied only when the model does the task (as for :func:`name_movers`).
     """
+    threshold = setup.s_inhibition_threshold if threshold is None else threshold
     movers = _sorted(movers)
     if not movers:
         return _empty("S-Inhibition", setup, "no Name Movers were found, so there are no queries to patch", "END")
@@ -242,19 +300,18 @@ def s_inhibition(setup: Setup, movers: Sequence[Head], threshold: float = S_INHI
     eff = r.relative
     att_s2 = attention(setup, "END", "S2")
     att_io = attention(setup, "END", "IO")
-    mask = (eff <= -threshold) & (att_s2 > att_io) & (r.clean > 0)
+    mask = (eff <= -threshold) & (att_s2 > att_io) & setup.does_task
     heads = [h for h in _sorted(torch.nonzero(mask).tolist()) if h not in movers]
     return HeadClass(
         "S-Inhibition", heads,
         f"path-patching effect through the Name Movers' queries at END <= -{100 * threshold:g}% of the clean "
-        f"logit diff, and attention END->S2 > attention END->IO; applied only when the clean logit "
-        f"diff is > 0 (here {r.clean:.3g})",
+        f"logit diff, and attention END->S2 > attention END->IO; {_task_clause(setup, r.clean)}",
         _table(eff, {"attn END->S2": att_s2, "attn END->IO": att_io}, heads),
         eff, r.receivers, r.clean, r.corrupted, "END")
 
 
 def induction_and_duplicate(setup: Setup, s_inhibition_heads: Sequence[Head],
-                            threshold: float = INDUCTION_EFFECT,
+                            threshold: float | None = None,
                             receiver_input: str = S2_RECEIVER_INPUT) -> tuple[HeadClass, HeadClass]:
     """Induction and Duplicate Token heads (Sec. 3.3).
 
@@ -275,6 +332,7 @@ def induction_and_duplicate(setup: Setup, s_inhibition_heads: Sequence[Head],
     """
     if receiver_input not in S2_RECEIVER_INPUTS:
         raise ValueError(f"receiver_input must be one of {sorted(S2_RECEIVER_INPUTS)}, got {receiver_input!r}")
+    threshold = setup.induction_threshold if threshold is None else threshold
     receivers = _sorted(s_inhibition_heads)
     if not receivers:
         empty = _empty("Induction", setup, "no S-Inhibition heads were found", "S2")
@@ -308,7 +366,7 @@ def previous_token_attention(setup: Setup) -> dict[str, Float[Tensor, "layer hea
 
 
 def previous_token(setup: Setup, induction_heads: Sequence[Head],
-                   threshold: float = PREVIOUS_TOKEN_EFFECT) -> HeadClass:
+                   threshold: float | None = None) -> HeadClass:
     """Previous Token heads (Sec. 3.3).
 
     Experiment: path patching from each head to the keys of the Induction heads at S1+1 (all
@@ -329,6 +387,7 @@ def previous_token(setup: Setup, induction_heads: Sequence[Head],
     (:func:`induction_and_duplicate`). Receivers are not candidates. The class is confirmed on
     repeated random tokens in the chapter (previous-token score).
     """
+    threshold = setup.previous_threshold if threshold is None else threshold
     receivers = _sorted(induction_heads)
     if not receivers:
         return _empty("Previous Token", setup, "no Induction heads were found", "S1+1")
@@ -530,7 +589,7 @@ def circuit_classes(setup: Setup) -> dict[str, HeadClass]:
 
 
 def backup_name_movers(setup: Setup, movers: Sequence[Head], others: Sequence[Head] = (),
-                       threshold: float = BACKUP_EFFECT,
+                       threshold: float | None = None,
                        knockout_at: str | None = KNOCKOUT_POSITION) -> HeadClass:
     """Backup Name Movers (Sec. 3.4).
 
@@ -554,6 +613,7 @@ def backup_name_movers(setup: Setup, movers: Sequence[Head], others: Sequence[He
     ``effect`` is the effect after the knockout; ``extra["before"]`` the same experiment
     without it, for the before/after comparison (the Negative Name Movers change there too).
     """
+    threshold = setup.backup_threshold if threshold is None else threshold
     movers = _sorted(movers)
     if not movers:
         return _empty("Backup Name Mover", setup,

@@ -80,3 +80,22 @@ def end_logits(model, ds: IOIDataset, batch_size: int = 100) -> Float[Tensor, "b
         logits = model(part.tokens.to(model.cfg.device))
         outs.append(at_end(logits, part).float().cpu())
     return torch.cat(outs)
+
+
+# Does the model do the task? One criterion for every chapter and every discovery rule: the
+# rules' thresholds are fractions of the clean logit diff, which mean nothing unless the model
+# prefers the IO, and a model at chance (IO above S on about half the prompts) has no circuit
+# for the task. 0.6 is this book's choice ("clearly above chance"), not a number of the paper.
+TASK_MIN_IO_ABOVE_S = 0.6
+
+
+def does_task(logit_diffs: Float[Tensor, "batch"]) -> bool:
+    """True when the per-prompt logit diffs show the task: mean logit diff > 0 and the IO above
+    S on at least :data:`TASK_MIN_IO_ABOVE_S` of the prompts."""
+    ld = torch.as_tensor(logit_diffs).float()
+    return bool(ld.mean() > 0) and bool((ld > 0).float().mean() >= TASK_MIN_IO_ABOVE_S)
+
+
+def task_criterion() -> str:
+    """:func:`does_task` in words, for the chapters' verdicts."""
+    return f"mean logit diff > 0 and IO above S on at least {TASK_MIN_IO_ABOVE_S:.0%} of prompts"
