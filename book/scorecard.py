@@ -17,7 +17,8 @@
 # Each chapter records the numbers it computes while it executes (a small results file per
 # chapter, written by `ioi_helpers.results`). This page joins them with the paper's "numbers to
 # reproduce" (`ioi_helpers.paper.NUMBERS`). Nothing here is typed in: a chapter that did not
-# record a value makes this page fail to build, and says which.
+# record a value makes this page fail to build, and says which. The "construction" column says
+# how each number was built (the authors' code or a named variant; see the Methods appendix).
 
 # %% tags=["parameters"]
 model_name = None  # unused here: the scorecard reports whatever model the chapters ran on
@@ -29,7 +30,7 @@ from pathlib import Path
 import pandas as pd
 from IPython.display import Markdown, display
 
-from ioi_helpers import paper, results
+from ioi_helpers import methods, paper, results
 
 recorded = results.load_all(Path(results_dir) if results_dir else None)
 missing = [
@@ -75,6 +76,9 @@ for key, spec in paper.NUMBERS.items():
         "ours - paper": _fmt(diff),
         "model": chapter["model"],
         "settings": _settings(entry["settings"]),
+        # which construction produced the number: the chapter's own record, else the
+        # experiment's default (ioi_helpers.methods; see the Methods appendix)
+        "construction": entry["settings"].get("construction") or methods.construction_for(key),
         "chapter": spec["chapter"],
     })
 scorecard = pd.DataFrame(rows)
