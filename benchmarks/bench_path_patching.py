@@ -97,9 +97,10 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (1 is fastest on a shared 2-core machine)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, ... (default: %(default)s)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    model = load_model(args.model, device="cpu")
+    model = load_model(args.model, device=args.device)
     tok = get_tokenizer()
     print(f"model {model.ioi_model_name}, torch threads {torch.get_num_threads()}, "
           f"cpu count {os.cpu_count()}")

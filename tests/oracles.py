@@ -15,6 +15,11 @@ from ioi_helpers import metrics
 Head = tuple[int, int]
 
 
+def model_device(model) -> torch.device:
+    """Where the model's weights live: tokens and masks are moved there (CPU or CUDA)."""
+    return next(model.parameters()).device
+
+
 def _knockout_hooks(model, knockout):
     """hook_z of the knocked-out heads replaced by the given values (mask, values)."""
     if knockout is None:
@@ -23,7 +28,7 @@ def _knockout_hooks(model, knockout):
 
     def ko(z, hook):
         l = int(hook.name.split(".")[1])
-        return torch.where(mask[l][..., None], values[l], z)
+        return torch.where(mask[l][..., None].to(z.device), values[l].to(z.device), z)
 
     return [(f"blocks.{l}.attn.hook_z", ko) for l in range(model.cfg.n_layers)]
 
@@ -37,7 +42,7 @@ def _cache_z(model, tokens, knockout=None) -> dict[int, torch.Tensor]:
     hooks = _knockout_hooks(model, knockout)
     hooks += [(f"blocks.{l}.attn.hook_z", save) for l in range(model.cfg.n_layers)]
     with torch.no_grad():
-        model.run_with_hooks(tokens, fwd_hooks=hooks)
+        model.run_with_hooks(tokens.to(model_device(model)), fwd_hooks=hooks)
     return store
 
 
@@ -65,7 +70,7 @@ def path_patch_oracle(model, orig, new, senders: Sequence[Head], receivers="logi
         out = z_orig[l].clone()
         for sl, sh in senders:
             if sl == l:
-                out[:, :, sh] = z_new[l][:, :, sh]
+                out[:, :, sh] = z_new[l][:, :, sh].to(out.device)
         return out
 
     if receivers == "logits":
@@ -81,10 +86,10 @@ def path_patch_oracle(model, orig, new, senders: Sequence[Head], receivers="logi
     hooks_c += [(f"blocks.{l}.attn.hook_z", freeze) for l in range(n_layers)]
     hooks_c += [(name, record) for name in rec_names]
     with torch.no_grad():
-        model.run_with_hooks(orig.tokens, fwd_hooks=hooks_c)  # (C)
+        model.run_with_hooks(orig.tokens.to(model_device(model)), fwd_hooks=hooks_c)  # (C)
 
-    rows = torch.arange(len(orig))
-    pos = orig.pos[position]
+    rows = torch.arange(len(orig), device=model_device(model))
+    pos = orig.pos[position].to(model_device(model))
 
     def patch(x, hook):
         x = x.clone()
@@ -99,7 +104,7 @@ def path_patch_oracle(model, orig, new, senders: Sequence[Head], receivers="logi
 
     with torch.no_grad():
         hooks_d = _knockout_hooks(model, knockout) + [(n, patch) for n in rec_names]
-        logits = model.run_with_hooks(orig.tokens, fwd_hooks=hooks_d)  # (D)
+        logits = model.run_with_hooks(orig.tokens.to(model_device(model)), fwd_hooks=hooks_d)  # (D)
     return torch.as_tensor(metric(metrics.at_end(logits, orig))).float().mean().item()
 
 

@@ -7,11 +7,14 @@
   (loss at END only), a model with learned rather than random structure.
 * :func:`ioi_tiny`: the project's bundled trained stand-in (a missing checkpoint fails the test).
 
-All are wrapped exactly as ``models.load_model`` wraps a model (``models.bridge_from_hf``).
+All are wrapped exactly as ``models.load_model`` wraps a model (``models.bridge_from_hf``),
+on :data:`TEST_DEVICE`: ``$IOI_TEST_DEVICE`` (e.g. ``IOI_TEST_DEVICE=cuda python -m pytest``),
+else the CPU.
 """
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -19,6 +22,8 @@ import torch
 
 from ioi_helpers import models
 from ioi_helpers.dataset import make_abc_dataset, make_ioi_dataset
+
+TEST_DEVICE = os.environ.get("IOI_TEST_DEVICE", "cpu")
 
 
 def _config(n_layer: int, n_head: int, n_embd: int, init: float):
@@ -41,7 +46,7 @@ def random_model(n_layer: int = 3, n_head: int = 4, n_embd: int = 64, seed: int 
                 if ".ln_" in name or name.startswith("transformer.ln_f"):
                     p.add_(0.3 * torch.randn_like(p))
     return models.bridge_from_hf(hf, f"tiny-random(L{n_layer},H{n_head},d{n_embd},s{seed})",
-                                 device="cpu")
+                                 device=TEST_DEVICE)
 
 
 CACHE_DIR = Path(__file__).resolve().parents[1] / ".cache" / "ioi-tests"
@@ -86,7 +91,7 @@ def trained_model(n_layer: int = 3, n_head: int = 4, n_embd: int = 64, steps: in
             torch.set_num_threads(threads)
         CACHE_DIR.mkdir(parents=True, exist_ok=True)
         torch.save(hf.state_dict(), path)
-    return models.bridge_from_hf(hf.eval(), f"tiny-trained(L{n_layer},{steps} steps)", device="cpu")
+    return models.bridge_from_hf(hf.eval(), f"tiny-trained(L{n_layer},{steps} steps)", device=TEST_DEVICE)
 
 
 def ioi_tiny():
@@ -96,7 +101,7 @@ def ioi_tiny():
 
     if not (models.TINY_DIR / "model.safetensors").exists():
         pytest.fail(f"the bundled ioi-tiny checkpoint is missing from {models.TINY_DIR}", pytrace=False)
-    return models.load_model("ioi-tiny", device="cpu")
+    return models.load_model("ioi-tiny", device=TEST_DEVICE)
 
 
 @lru_cache(maxsize=None)

@@ -46,8 +46,12 @@ def default_model_name() -> str:
     return os.environ.get(MODEL_ENV_VAR, DEFAULT_MODEL)
 
 
+DEVICE_ENV_VAR = "IOI_DEVICE"
+
+
 def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    """``$IOI_DEVICE`` when set (``cpu``, ``cuda``, ``cuda:1``), else CUDA when present."""
+    return os.environ.get(DEVICE_ENV_VAR) or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 # ----------------------------------------------------------------------------- tokenizer
