@@ -380,12 +380,17 @@ def stage_book(executed: Sequence[Path], out_dir: Path, root: Path = ROOT) -> Pa
         shutil.copytree(root / "book" / "_static", static)
     static.mkdir(exist_ok=True)
     (static / "vega-bundle.js").write_text(vega_bundle())
-    stage_mathjax(static / "mathjax")
+    # MathJax goes through html_extra_path, not _static: Jupyter Book would add a <script> tag
+    # for every .js file under _static (hundreds of MathJax components)
+    stage_mathjax(site / MATHJAX_EXTRA / "_static" / "mathjax")
     return site
 
 
 # MathJax's combined builds the book does not use (_config.yml loads tex-mml-chtml.js)
 MATHJAX_UNUSED = ("tex-chtml*.js", "tex-svg*.js", "tex-mml-svg.js", "mml-*.js", "node-main.js", "svg")
+
+
+MATHJAX_EXTRA = "_extra"  # html_extra_path in _config.yml: copied as is to the site's root
 
 
 def mathjax_source() -> Path:
@@ -402,7 +407,7 @@ def mathjax_source() -> Path:
 
 
 def stage_mathjax(dest: Path) -> Path:
-    """Copy MathJax into the staged ``_static/mathjax`` (``mathjax_path`` in _config.yml)."""
+    """Copy MathJax to ``dest`` (the built site's ``_static/mathjax``: ``mathjax_path``)."""
     shutil.copytree(mathjax_source(), dest, ignore=shutil.ignore_patterns(*MATHJAX_UNUSED),
                     dirs_exist_ok=True)
     return dest
