@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
 
@@ -61,14 +62,14 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from . import metrics, models, paper, patching, roc
+from . import hooks, metrics, models, paper, patching, roc
 from .dataset import POSITIONS, IOIDataset
 from .hooks import Head
 
 ATTRIBUTION_THRESHOLD = 0.03  # default thresholds, fractions of the clean logit difference
 EAP_THRESHOLD = 0.03
 ACDC_TAU = 0.03
-ACDC_TAU_MIN = 0.005  # the walk that gives the ROC curve over tau >= this
+ACDC_TAU_MIN = 0.01  # the walk that gives the ROC curve over tau >= this
 LOGITS = "logits"
 
 
@@ -106,7 +107,11 @@ def activation_grad(model):
     def leaf(x, hook):
         return x.detach().requires_grad_(True)
 
-    with torch.enable_grad(), model.hooks(fwd_hooks=[("hook_embed", leaf)]):
+    with torch.enable_grad(), model.hooks(fwd_hooks=[("hook_embed", leaf)]), \
+            warnings.catch_warnings():
+        # torch notes that module backward hooks fire on outputs when no input needs a
+        # gradient: true here and harmless (TL reads the gradients at the hook points)
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")
         yield
 
 
@@ -129,7 +134,8 @@ def _split_inputs(model):
 
 
 def _clean_logit_diff(model, ds: IOIDataset) -> float:
-    return metrics.logit_diff(metrics.end_logits(model, ds), ds).mean().item()
+    end_logits, _ = hooks.run(model, ds.tokens, ds.pos["END"])  # in the model's dtype
+    return metrics.logit_diff(end_logits, ds).mean().item()
 
 
 # ----------------------------------------------------------------------------- (a) attribution
