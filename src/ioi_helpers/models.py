@@ -15,6 +15,12 @@ Names understood by :func:`load_model`:
     download. Same shapes and cost as GPT-2 small, no IOI ability: a scale check.
 ``"ioi-tiny"``
     A small GPT-2 trained by this project to do IOI, shipped inside the package.
+``"ioi-planted"``
+    A small GPT-2 (8 layers x 4 heads, d_model 256, GPT-2's vocabulary) whose weights are
+    constructed, not trained, to run the paper's IOI circuit with all seven head classes in
+    seed-chosen heads (:mod:`ioi_helpers.planted`); ``model.planted`` maps each class name to
+    its heads. No download; built in seconds. A match with it shows that a method recovers a
+    known circuit, and says nothing about GPT-2 small.
 a directory
     A local Hugging Face GPT-2 checkpoint (``config.json`` + weights).
 """
@@ -30,7 +36,7 @@ import torch
 
 DEFAULT_MODEL = "gpt2"
 MODEL_ENV_VAR = "IOI_MODEL"
-OFFLINE_MODELS = ("gpt2-random", "ioi-tiny")
+OFFLINE_MODELS = ("gpt2-random", "ioi-tiny", "ioi-planted")
 GPT2_TEST_SENTENCE = "When Mary and John went to the store, John gave a drink to"
 GPT2_TEST_IDS = [2215, 5335, 290, 1757, 1816, 284, 262, 3650, 11, 1757, 2921, 257, 4144, 284]
 TINY_DIR = Path(__file__).parent / "data" / "ioi-tiny"
@@ -123,7 +129,8 @@ def _hub_reachable(timeout: float = 5.0) -> bool:
 def _unavailable(name: str, why: str) -> ModelUnavailableError:
     return ModelUnavailableError(
         f"cannot load model {name!r}: {why}. Offline alternatives: 'gpt2-random' "
-        f"(GPT-2-small architecture, random weights) or 'ioi-tiny' (the bundled IOI stand-in), "
+        f"(GPT-2-small architecture, random weights), 'ioi-tiny' (the bundled IOI stand-in) or "
+        f"'ioi-planted' (a small GPT-2 with the paper's circuit planted by construction), "
         f"or a path to a local Hugging Face GPT-2 checkpoint. Choose with {MODEL_ENV_VAR}=... "
         f"or a chapter's `model_name` parameter."
     )
@@ -197,6 +204,10 @@ def load_hf_model(name: str, seed: int = 0):
         hf = _hf_gpt2_random(seed)
     elif name == "ioi-tiny":
         hf = _hf_tiny()
+    elif name == "ioi-planted":
+        from . import planted
+
+        hf = planted.build(seed)
     elif Path(name).expanduser().is_dir():
         hf = _hf_local(Path(name).expanduser())
     else:
@@ -236,13 +247,17 @@ def load_model(name: str | None = None, device: str | None = None, seed: int = 0
     """A TransformerBridge in compatibility mode for a model name (see module docstring).
 
     ``name=None`` takes ``$IOI_MODEL`` or GPT-2 small. ``seed`` only matters for
-    ``gpt2-random``. The bridge gets an ``ioi_model_name`` attribute used in captions and
-    cache keys.
+    ``gpt2-random`` and ``ioi-planted``. The bridge gets an ``ioi_model_name`` attribute used
+    in captions and cache keys; for ``ioi-planted`` also ``planted`` (class name -> sorted
+    list of (layer, head)), the ground truth.
     """
     name = default_model_name() if name is None else str(name)
     hf = load_hf_model(name, seed=seed)
-    return bridge_from_hf(hf, name if name != "gpt2-random" else f"gpt2-random(seed={seed})",
-                          device=device)
+    seeded = name in ("gpt2-random", "ioi-planted")
+    bridge = bridge_from_hf(hf, f"{name}(seed={seed})" if seeded else name, device=device)
+    if name == "ioi-planted":
+        bridge.planted = {c: list(h) for c, h in hf.planted.items()}
+    return bridge
 
 
 def bridge_from_hf(hf_model, name: str, device: str | None = None):

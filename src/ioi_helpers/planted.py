@@ -1,0 +1,451 @@
+"""``ioi-planted``: a GPT-2 whose weights are written by formula so that it runs the paper's IOI
+algorithm with all seven head classes in known heads (issue 10).
+
+Nothing is trained. The model is a Hugging Face ``GPT2LMHeadModel`` with GPT-2's full
+vocabulary (50257 tokens) and tokenizer, learned (here: constructed) position embeddings,
+LayerNorms and GELU MLPs, so it goes through the same TransformerBridge path as GPT-2 small.
+
+Shape: 8 layers x 4 heads, d_model 256, d_head 64, MLP 1024, 128 positions (about 17 M
+parameters, 13 M of them the untied 50257 x 256 unembedding). d_head 64 gives each planted
+head the rank its QK circuit needs; d_model 256 keeps the unembedding (which dominates the
+cost of a forward pass) about three times cheaper than GPT-2 small's.
+
+Residual stream. The construction works in 255 feature coordinates orthogonal to the
+all-ones direction, then maps them to the 256-d residual with a seeded random orthonormal
+basis of that complement (a random rotation that fixes the all-ones direction, so every
+feature stays mean-zero and LayerNorm's centring never touches it). Features:
+
+* ``anchor`` (1 coordinate, value 16 = sqrt(d_model) at every position, from the position
+  embedding): every other feature is small next to it, so each LayerNorm acts as a
+  near-constant scale (about 1) and the construction stays linear where it matters;
+* ``POS`` (48): one-hot position, taken modulo 48;
+* ``TOK`` (40): the token's code. The 99 single-token names get low-coherence codes (a few
+  steps of repulsion from random unit vectors), every other token a random unit vector, and
+  the sentence openers that sit at position 0 in the prompts ("Then", "When", "After") and
+  ``<|endoftext|>`` code 0 (position 0 is every head's attention sink, as there is no BOS);
+* ``isname`` (1): 1 on name tokens;
+* ``PREV`` (40): written by the Previous Token heads (the previous token's code);
+* ``DUP`` (40) and ``flag`` (1): written by the Duplicate Token and Induction heads (the
+  repeated token's code, and "this token is repeated");
+* ``SINH`` (40): written by the S-Inhibition heads at END (the repeated name's code);
+* ``OUT`` (40): the answer: the unembedding of name ``n`` reads ``OUT . code(n)`` (plus a
+  constant for every name, read from the anchor); non-name tokens unembed to ~0.
+
+Classes (per seed, the heads are drawn at random within layer ranges that respect the
+algorithm's order; strengths are graded so that no head of a class is redundant):
+
+* Previous Token (2 heads, layer 0-1): query POS(i) -> key POS(i-1); OV copies TOK into PREV.
+* Duplicate Token (2, layers 0-2): query TOK(i) -> key TOK(j) (same token), minus a
+  self-attention penalty (positions equal modulo 16) and a sink on position 0; OV copies TOK
+  into DUP and writes ``flag`` (zero from the sink).
+* Induction (2, layers 1-3, after the Previous Token heads): query TOK(i) -> key PREV(j):
+  K-composition with the Previous Token output, attends to the token after the earlier
+  occurrence; OV copies PREV (the repeated token's code) into DUP and writes ``flag``.
+* S-Inhibition (3, layers 2-4, after Induction and Duplicate Token): query from END
+  attends where ``flag`` and ``isname`` are high (S2); OV copies DUP into SINH, so what the
+  Duplicate Token and Induction heads wrote at S2 reaches END through these heads' values.
+* Name Movers (3, layers 4-5): attend from END to names (``isname``), minus the name's
+  overlap with SINH (Q-composition with the S-Inhibition output: attention leaves S); OV
+  copies TOK into OUT (copy score ~100%).
+* Negative Name Movers (2, layers 4-6): same attention, OV writes minus the name.
+* Backup Name Movers (3, layers 5-7, after every Name Mover): same attention, plus a query
+  term that inhibits names already written in OUT at END: while the Name Movers have written
+  the IO there, the backups attend their sink; when the Name Movers are mean-ablated (p_ABC
+  means carry no particular name) they attend the IO and copy it.
+
+Every other head is a distractor: random Q/K/V/O that read and write features only (never
+the anchor), weak enough to matter little, strong enough to give non-trivial patterns.
+MLPs are small random GELU MLPs. All weights get small Gaussian noise.
+
+Calibration (calibrated, not reproduced): the unembedding gain of OUT and the constant name
+logit are set, per seed, from one pass over 100 p_IOI prompts (dataset seed
+:data:`CALIBRATION_DATA_SEED`, never used for reported numbers) so that the mean logit
+difference is the paper's 3.56 and the mean IO probability about 0.5. Every other number is a
+consequence of the construction.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+import torch
+
+N_LAYERS = 8
+N_HEADS = 4
+D_HEAD = 64
+N_POSITIONS = 128
+P_DIM = 48  # one-hot positions, modulo P_DIM
+T_DIM = 40  # token / name codes
+SELF_MOD = 16  # Duplicate Token self-attention penalty: positions equal modulo SELF_MOD
+ANCHOR = 16.0
+TARGET_LOGIT_DIFF = 3.56  # the paper's mean logit difference on GPT-2 small
+TARGET_IO_PROB = 0.5
+CALIBRATION_DATA_SEED = 987_654
+SINK_TOKENS = ("Then", "When", "After", "<|endoftext|>")
+
+CLASSES = ("Previous Token", "Duplicate Token", "Induction", "S-Inhibition", "Name Mover",
+           "Negative Name Mover", "Backup Name Mover")
+# heads per class, and the layer range (inclusive) each head is drawn from, for 8 layers
+N_PER_CLASS = {"Previous Token": 2, "Duplicate Token": 2, "Induction": 2, "S-Inhibition": 3,
+               "Name Mover": 3, "Negative Name Mover": 2, "Backup Name Mover": 3}
+LAYER_RANGE = {"Previous Token": (0, 1), "Duplicate Token": (0, 2), "Induction": (1, 3),
+               "S-Inhibition": (2, 4), "Name Mover": (4, 5), "Negative Name Mover": (4, 6),
+               "Backup Name Mover": (5, 7)}
+# (earlier class, later class): every head of the first sits in a lower layer than every
+# head of the second
+ORDER = [("Previous Token", "Induction"), ("Duplicate Token", "S-Inhibition"),
+         ("Induction", "S-Inhibition"), ("S-Inhibition", "Name Mover"),
+         ("S-Inhibition", "Negative Name Mover"), ("Name Mover", "Backup Name Mover")]
+
+# Graded strengths, strongest head first (see build()).
+STRENGTH = {
+    "Previous Token": {"score": [6.0, 3.5], "gain": [0.65, 0.45]},
+    "Duplicate Token": {"score": [9.0, 7.5], "gain": [0.55, 0.4], "flag": [0.3, 0.22]},
+    "Induction": {"score": [10.0, 8.5], "gain": [0.5, 0.38], "flag": [0.28, 0.2]},
+    "S-Inhibition": {"flag": [5.0, 4.3, 3.6], "name": [2.5, 2.5, 2.5], "gain": [1.0, 0.8, 0.6]},
+    "Name Mover": {"name": [5.5, 5.0, 4.5], "inhibit": [0.55, 0.55, 0.55], "gain": [1.0, 0.75, 0.5]},
+    "Negative Name Mover": {"name": [5.0, 4.5], "inhibit": [0.55, 0.55], "gain": [-0.22, -0.15]},
+    "Backup Name Mover": {"name": [7.5, 7.2, 6.9], "inhibit": [1.0, 1.0, 1.0],
+                          "written": [8.0, 8.0, 8.0], "gain": [0.42, 0.32, 0.24]},
+}
+SINK = {"Previous Token": 0.0, "Duplicate Token": 6.0, "Induction": 6.0, "S-Inhibition": 4.0,
+        "Name Mover": 4.0, "Negative Name Mover": 4.0, "Backup Name Mover": 6.5}
+DISTRACTOR_QK = 1.2  # std of distractor attention scores (roughly)
+DISTRACTOR_OV = 0.04
+MLP_STD = 0.008
+NOISE_STD = 1e-3
+
+
+@dataclass
+class Layout:
+    """Where the features live in the 255 abstract coordinates."""
+
+    anchor: int
+    pos: slice
+    tok: slice
+    isname: int
+    prev: slice
+    dup: slice
+    flag: int
+    sinh: slice
+    out: slice
+    n: int
+
+
+def _layout() -> Layout:
+    i = 0
+
+    def take(k):
+        nonlocal i
+        s = slice(i, i + k)
+        i += k
+        return s
+
+    anchor = take(1).start
+    pos, tok = take(P_DIM), take(T_DIM)
+    isname = take(1).start
+    prev, dup = take(T_DIM), take(T_DIM)
+    flag = take(1).start
+    sinh, out = take(T_DIM), take(T_DIM)
+    return Layout(anchor, pos, tok, isname, prev, dup, flag, sinh, out, i)
+
+
+def check_shape(n_layers: int, n_heads: int) -> None:
+    """A clear error for shapes the construction does not support."""
+    for name, v in (("n_layers", n_layers), ("n_heads", n_heads)):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ValueError(f"ioi-planted: {name} must be an int, got {v!r}")
+    if n_layers < N_LAYERS or n_heads < N_HEADS:
+        raise ValueError(
+            f"ioi-planted needs at least {N_LAYERS} layers x {N_HEADS} heads for its seven classes "
+            f"in the algorithm's layer order ({sum(N_PER_CLASS.values())} planted heads), got "
+            f"{n_layers} x {n_heads}")
+    if n_heads * D_HEAD < _layout().n + 1:
+        raise ValueError("ioi-planted: residual stream too small")  # pragma: no cover
+
+
+def check_seed(seed) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31:
+        raise ValueError(f"ioi-planted: seed must be an int in [0, 2**31), got {seed!r}")
+    return seed
+
+
+def choose_heads(seed: int, n_layers: int = N_LAYERS, n_heads: int = N_HEADS) -> dict[str, list]:
+    """The planted heads of each class for a seed: layers drawn in each class's range until
+    the order constraints hold and no layer is over-full, then head indices shuffled."""
+    rng = random.Random(f"ioi-planted-layout-{seed}")
+    for _ in range(10_000):
+        layers = {c: sorted(rng.randint(*LAYER_RANGE[c]) for _ in range(N_PER_CLASS[c]))
+                  for c in CLASSES}
+        if any(max(layers[a]) >= min(layers[b]) for a, b in ORDER):
+            continue
+        count = [0] * n_layers
+        for c in CLASSES:
+            for l in layers[c]:
+                count[l] += 1
+        if max(count) > n_heads:
+            continue
+        break
+    else:  # pragma: no cover
+        raise RuntimeError("no layout found")
+    free = {l: rng.sample(range(n_heads), n_heads) for l in range(n_layers)}
+    out: dict[str, list] = {}
+    for c in CLASSES:
+        # strength order: the i-th head of a class gets the i-th strength; shuffle which
+        # layer gets the strongest so that strength is not readable from the layer
+        ls = layers[c][:]
+        rng.shuffle(ls)
+        out[c] = [(l, free[l].pop()) for l in ls]
+    return out
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    return x / x.norm(dim=-1, keepdim=True)
+
+
+def _name_codes(n: int, dim: int, gen: torch.Generator, steps: int = 150) -> torch.Tensor:
+    """``n`` unit vectors in ``dim`` dims with low mutual coherence, summing to ~0 (repulsion:
+    gradient steps on the sum of squared inner products to the 4th power, then centring)."""
+    x = _unit(torch.randn(n, dim, generator=gen, dtype=torch.float64))
+    for _ in range(steps):
+        g = x @ x.T
+        g.fill_diagonal_(0)
+        grad = (g.pow(3)) @ x
+        x = _unit(x - 0.05 * grad / (grad.norm(dim=-1, keepdim=True).mean() + 1e-12) * 0.5)
+    x = x - x.mean(0, keepdim=True)
+    return _unit(x).float()
+
+
+def names_and_tokens(tokenizer) -> tuple[list[int], list[int]]:
+    """Token ids of the single-token names (with a leading space) and of the sink tokens."""
+    from .dataset import prompt_data, single_token_words
+
+    names = single_token_words(tokenizer, prompt_data()["names"])[0]
+    name_ids = [tokenizer.encode(" " + n, add_special_tokens=False)[0] for n in names]
+    sink_ids = []
+    for w in SINK_TOKENS:
+        ids = tokenizer.encode(w, add_special_tokens=False)
+        if len(ids) == 1:
+            sink_ids.append(ids[0])
+    return name_ids, sink_ids
+
+
+def build(seed: int = 0, n_layers: int = N_LAYERS, n_heads: int = N_HEADS, calibrate: bool = True):
+    """The Hugging Face ``GPT2LMHeadModel`` of ``ioi-planted`` for ``seed``, with
+    ``.planted`` (class name -> sorted list of (layer, head))."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from .models import get_tokenizer
+
+    seed = check_seed(seed)
+    check_shape(n_layers, n_heads)
+    tok = get_tokenizer()
+    L = _layout()
+    d = n_heads * D_HEAD
+    vocab = 50257
+    gen = torch.Generator().manual_seed(1_000_003 * seed + 17)
+    heads = choose_heads(seed, n_layers, n_heads)
+
+    # ---- the residual basis: a random orthonormal basis of the complement of all-ones
+    m = torch.randn(d, d, generator=gen, dtype=torch.float64)
+    m[:, 0] = 1.0
+    q, _ = torch.linalg.qr(m)
+    basis = q[:, 1:L.n + 1].float()  # [d, n]: feature coordinates -> residual
+
+    # ---- codes
+    name_ids, sink_ids = names_and_tokens(tok)
+    codes = _unit(torch.randn(vocab, T_DIM, generator=gen))
+    codes[name_ids] = _name_codes(len(name_ids), T_DIM, gen)
+    codes[sink_ids] = 0.0
+    is_name = torch.zeros(vocab)
+    is_name[name_ids] = 1.0
+
+    emb = torch.zeros(vocab, L.n)
+    emb[:, L.tok] = codes
+    emb[:, L.isname] = is_name
+    pos = torch.zeros(N_POSITIONS, L.n)
+    pos[:, L.anchor] = ANCHOR
+    pos[torch.arange(N_POSITIONS), L.pos.start + torch.arange(N_POSITIONS) % P_DIM] = 1.0
+
+    cfg = GPT2Config(vocab_size=vocab, n_positions=N_POSITIONS, n_embd=d, n_layer=n_layers,
+                     n_head=n_heads, n_inner=4 * d, activation_function="gelu_new",
+                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, tie_word_embeddings=False,
+                     bos_token_id=50256, eos_token_id=50256)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        hf = GPT2LMHeadModel(cfg)
+    role = {h: (c, i) for c in CLASSES for i, h in enumerate(heads[c])}
+    scale = math.sqrt(D_HEAD)  # HF divides scores by sqrt(d_head)
+
+    def e(idx, n=L.n):
+        v = torch.zeros(n)
+        v[idx] = 1.0
+        return v
+
+    eye_t = torch.eye(T_DIM)
+    # abstract-coordinate maps, feature f (row vector, LN(x) ~ x): q = f @ Q, etc.
+    one = e(L.anchor) / ANCHOR  # reads 1 from the anchor
+
+    def block(rows_slice, mat):  # a [n, k] map reading a slice with matrix mat [len, k]
+        out = torch.zeros(L.n, mat.shape[1])
+        out[rows_slice] = mat
+        return out
+
+    pos_idx = torch.arange(P_DIM)
+    shift = torch.zeros(P_DIM, P_DIM)  # p_i -> p_{i-1}
+    shift[pos_idx, (pos_idx - 1) % P_DIM] = 1.0
+    fold = torch.zeros(P_DIM, SELF_MOD)
+    fold[pos_idx, pos_idx % SELF_MOD] = 1.0
+    p0 = e(L.pos.start)
+
+    def head_weights(c: str, i: int):
+        """(Q, K, V, O) in abstract coordinates: Q, K, V [n, D_HEAD]; O [D_HEAD, n]."""
+        Q, K, V = (torch.zeros(L.n, D_HEAD) for _ in range(3))
+        O = torch.zeros(D_HEAD, L.n)
+        s = STRENGTH[c]
+        sink = SINK[c]
+        if c == "Previous Token":
+            Q[L.pos, :P_DIM] = s["score"][i] * shift
+            K[L.pos, :P_DIM] = torch.eye(P_DIM)
+            V[L.tok, :T_DIM] = eye_t
+            O[:T_DIM, L.prev] = s["gain"][i] * eye_t
+            return Q, K, V, O
+        k = 0
+        if c in ("Duplicate Token", "Induction"):
+            src = L.tok if c == "Duplicate Token" else L.prev
+            Q[L.tok, :T_DIM] = s["score"][i] * eye_t
+            K[src, :T_DIM] = eye_t
+            k = T_DIM
+            if c == "Duplicate Token":  # no attention to itself
+                Q[L.pos, k:k + SELF_MOD] = -2.0 * s["score"][i] * fold
+                K[L.pos, k:k + SELF_MOD] = fold
+                k += SELF_MOD
+            V[src, :T_DIM] = eye_t
+            O[:T_DIM, L.dup] = s["gain"][i] * eye_t
+            V[:, T_DIM] = one - p0  # 1 except at the sink
+            O[T_DIM, L.flag] = s["flag"][i]
+        elif c == "S-Inhibition":
+            Q[:, 0] = one * s["flag"][i]
+            K[L.flag, 0] = 1.0
+            Q[:, 1] = one * s["name"][i]
+            K[L.isname, 1] = 1.0
+            k = 2
+            V[L.dup, :T_DIM] = eye_t
+            O[:T_DIM, L.sinh] = s["gain"][i] * eye_t
+        else:  # the three kinds of Name Movers
+            Q[:, 0] = one * s["name"][i]
+            K[L.isname, 0] = 1.0
+            Q[L.sinh, 1:1 + T_DIM] = -s["inhibit"][i] * eye_t
+            if c == "Backup Name Mover":
+                Q[L.out, 1:1 + T_DIM] = -s["written"][i] * eye_t
+            K[L.tok, 1:1 + T_DIM] = eye_t
+            k = 1 + T_DIM
+            V[L.tok, :T_DIM] = eye_t
+            O[:T_DIM, L.out] = s["gain"][i] * eye_t
+        Q[:, k] = one * sink
+        K[:, k] = p0
+        return Q, K, V, O
+
+    feat = torch.ones(L.n)
+    feat[L.anchor] = 0.0  # distractors and MLPs read and write features only
+
+    with torch.no_grad():
+        tf = hf.transformer
+        tf.wte.weight.copy_(emb @ basis.T)
+        tf.wpe.weight.copy_(pos @ basis.T)
+        for l, block_ in enumerate(tf.h):
+            Wq, Wk, Wv = (torch.zeros(L.n, d) for _ in range(3))
+            Wo = torch.zeros(d, L.n)
+            for h in range(n_heads):
+                sl = slice(h * D_HEAD, (h + 1) * D_HEAD)
+                if (l, h) in role:
+                    Q, K, V, O = head_weights(*role[(l, h)])
+                    Q = Q * scale
+                else:
+                    r = lambda *shape: torch.randn(*shape, generator=gen)
+                    Q = r(L.n, D_HEAD) * feat[:, None] * DISTRACTOR_QK * scale / math.sqrt(D_HEAD) / 2
+                    K = r(L.n, D_HEAD) * feat[:, None] * 2 / math.sqrt(D_HEAD)
+                    V = r(L.n, D_HEAD) * feat[:, None] / math.sqrt(D_HEAD)
+                    O = r(D_HEAD, L.n) * feat[None, :] * DISTRACTOR_OV / math.sqrt(D_HEAD)
+                Wq[:, sl], Wk[:, sl], Wv[:, sl], Wo[sl] = Q, K, V, O
+            attn = block_.attn
+            attn.c_attn.weight.copy_(torch.cat([basis @ Wq, basis @ Wk, basis @ Wv], 1))
+            attn.c_attn.bias.zero_()
+            attn.c_proj.weight.copy_(Wo @ basis.T)
+            attn.c_proj.bias.zero_()
+            mlp = block_.mlp
+            w_in = torch.randn(L.n, 4 * d, generator=gen) * feat[:, None] * MLP_STD
+            w_out = torch.randn(4 * d, L.n, generator=gen) * feat[None, :] * MLP_STD
+            mlp.c_fc.weight.copy_(basis @ w_in)
+            mlp.c_fc.bias.zero_()
+            mlp.c_proj.weight.copy_(w_out @ basis.T)
+            mlp.c_proj.bias.zero_()
+            for ln in (block_.ln_1, block_.ln_2):
+                ln.weight.fill_(1.0)
+                ln.bias.zero_()
+        tf.ln_f.weight.fill_(1.0)
+        tf.ln_f.bias.zero_()
+        # noise on every weight
+        for p in hf.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * NOISE_STD)
+        # unembedding: names read OUT along their code (gain 1 for now) and the anchor
+        unembed = torch.zeros(vocab, L.n)
+        unembed[:, L.out] = codes * is_name[:, None]
+        hf._planted_parts = {"out": unembed @ basis.T,
+                             "const": (is_name[:, None] * one[None, :]) @ basis.T,
+                             "noise": torch.randn(vocab, d, generator=gen) * NOISE_STD,
+                             "is_name": is_name}
+        gain, const = (1.0, 0.0)
+        if calibrate:
+            gain, const = _calibrate(hf, tok)
+        _set_unembed(hf, gain, const)
+        del hf._planted_parts
+    hf.planted = {c: sorted(heads[c]) for c in CLASSES}
+    hf.planted_calibration = {"unembed gain": gain, "name logit": const}
+    return hf.eval()
+
+
+def _set_unembed(hf, gain: float, const: float) -> None:
+    p = hf._planted_parts
+    hf.lm_head.weight.copy_(gain * p["out"] + const * p["const"] + p["noise"])
+
+
+@torch.no_grad()
+def _calibrate(hf, tok) -> tuple[float, float]:
+    """Unembedding gain and constant name logit giving mean logit diff 3.56 and mean IO
+    probability ~0.5 on the calibration prompts (see the module docstring)."""
+    from .dataset import make_ioi_dataset
+
+    ds = make_ioi_dataset(tok, 100, "mixed", seed=CALIBRATION_DATA_SEED, prepend_bos=False)
+    hidden = hf.transformer(ds.tokens).last_hidden_state  # after ln_f
+    h = hidden[torch.arange(len(ds)), ds.pos["END"]]  # [n, d]
+    p = hf._planted_parts
+    out_l, const_l, noise_l = h @ p["out"].T, h @ p["const"].T, h @ p["noise"].T  # [n, vocab]
+    idx = torch.arange(len(ds))
+
+    def ld(x):
+        return x[idx, ds.io_tokens] - x[idx, ds.s_tokens]
+
+    base = ld(noise_l).mean()
+    gain = float((TARGET_LOGIT_DIFF - base) / ld(out_l).mean())
+    partial = (gain * out_l + noise_l).double()
+    name_ids = torch.nonzero(p["is_name"]).flatten()
+    other = torch.ones(partial.shape[1], dtype=torch.bool)
+    other[name_ids] = False
+    lse_other = partial[:, other].logsumexp(-1)  # the constant moves name logits only
+    names = partial[:, name_ids]
+    const_n = const_l[:, name_ids].double()
+    io = partial[idx, ds.io_tokens]
+    io_c = const_l[idx, ds.io_tokens].double()
+
+    def io_prob(c):
+        lse = torch.logaddexp(lse_other, (names + c * const_n).logsumexp(-1))
+        return (io + c * io_c - lse).exp().mean().item()
+
+    lo, hi = -20.0, 20.0
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if io_prob(mid) < TARGET_IO_PROB else (lo, mid)
+    return gain, (lo + hi) / 2
