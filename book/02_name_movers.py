@@ -46,13 +46,13 @@ induction_threshold = 0.03
 previous_threshold = 0.03
 backup_threshold = 0.02
 
-# %%
+# %% tags=["hide-input"]
 import altair as alt
 import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from ioi_helpers import ablation, dataset, discovery, models, paper, plots, results, scores
+from ioi_helpers import ablation, dataset, discovery, methods, models, paper, plots, results, scores
 
 torch.set_grad_enabled(False)
 CHAPTER = "02_name_movers"
@@ -74,12 +74,27 @@ display(Markdown(f"Settings: N = {n_prompts} p_IOI prompts with matched p_ABC pr
 # ## Path patching from every head to the logits (Fig. 3b)
 #
 # For each head *h* we run the paper's path patching (App. B, Algorithm 1) with the logits as
-# the receiver: *h* takes its output on the matched p_ABC prompt (same template, three
-# unrelated names), every other head keeps its p_IOI output, the MLPs and LayerNorms are
-# recomputed, and we read the logit difference logit(IO) − logit(S) at
-# END. The score is the change, as a fraction of the clean logit difference. It counts only the
-# paths from *h* to the logits that avoid other attention heads: the head's **direct** effect
-# (through the MLPs after it, too).
+# the receiver R (the final residual stream). Its inputs are a prompt
+# $x_{\text{orig}} \sim p_{\text{IOI}}$ and its matched $x_{\text{new}} \sim p_{\text{ABC}}$
+# (same template, three unrelated names); it has four steps:
+#
+# 1. **(A)** run $x_{\text{new}}$ and record the output of $h$;
+# 2. **(B)** run $x_{\text{orig}}$ and record the output of every head;
+# 3. **(C)** run $x_{\text{orig}}$ with every head frozen to its $x_{\text{orig}}$ output except $h$,
+#    which is patched to its $x_{\text{new}}$ output; the MLPs and LayerNorms are recomputed;
+#    record the inputs of R;
+# 4. **(D)** run $x_{\text{orig}}$ with R's inputs patched to those values, recomputing everything
+#    downstream of R, and read the logit difference at END.
+#
+# The score is the change in the logit difference, as a fraction of the clean one:
+#
+# $$
+# \text{effect}(h \to R) = \frac{\text{logit diff}_{\text{(D)}} - \text{logit diff}(x_{\text{orig}})}
+#   {\left| \text{logit diff}(x_{\text{orig}}) \right|}.
+# $$
+#
+# It counts only the paths from *h* to the logits that avoid other attention heads: the head's
+# **direct** effect (through the MLPs after it, too).
 #
 # A head that moves the IO's name into the output loses that on p_ABC, so patching it
 # **lowers** the logit difference (blue); a head that works against the IO **raises** it
@@ -120,8 +135,10 @@ else:
 #
 # The 5% is read off Fig. 3b, where it separates the paper's five heads from all others (the
 # Backup Name Movers of chapter 6 have direct effects of a few percent at most); GPT-2 small
-# cannot be run here, so that link rests on the figure. The rule is applied only when the clean
-# logit difference is positive (it is the unit of the threshold).
+# cannot be run here, so that link rests on the figure. The rule is applied only when the model
+# does the task (`metrics.does_task`: mean logit difference > 0 and the IO above S on at least 60%
+# of prompts, the criterion of every chapter), since the clean logit difference is the unit of the
+# threshold.
 
 # %%
 nm, nnm = discovery.name_movers(setup)
@@ -138,7 +155,7 @@ plots.show(plots.head_heatmap(
 # as a fraction of the clean logit difference (meaningless when that is not positive), the same
 # change in logits, and the attention; the last two columns mark the heads that passed:
 
-# %%
+# %% tags=["hide-input"]
 table = nm.table.drop(columns=["layer", "index", "selected"]).rename(
     columns={"effect": "effect (fraction of clean)"}).assign(
     **{"change (logits)": [float(direct.delta[l, h]) for l, h in zip(nm.table["layer"], nm.table["index"])],
@@ -147,7 +164,7 @@ ordered = table.sort_values("change (logits)", kind="stable")
 pd.concat([ordered.head(6).assign(side="largest drops"),
            ordered.tail(4).iloc[::-1].assign(side="largest rises")]).set_index(["side", "head"]).round(3)
 
-# %%
+# %% tags=["hide-input"]
 other = ordered[(ordered["effect (fraction of clean)"].abs() >= name_mover_threshold)
                 & ~(ordered["Name Mover"] | ordered["Negative Name Mover"])]
 if TASK and len(other):
@@ -227,22 +244,26 @@ display(Markdown(
 #
 # If a head copies whatever name it attends to, then on each prompt the more it attends to a
 # name, the more its output at END points along that name's unembedding. For each prompt and
-# each of the two names (IO, and S at S1, as in the authors' plots) we plot the head's
-# attention from END to the name against the dot product of its output
+# each of the two names (IO, and S, whose attention is the sum of the attention to S1 and to
+# S2, as in the authors' `scatter_attention_and_contribution`, `ioi_utils.py`) we plot the
+# head's attention from END to the name against the dot product of its output
 # z<sub>END</sub> W<sub>O</sub> with W<sub>U</sub>[name] (`scores.attention_projection`). The paper finds a
 # correlation above 0.81 for the Name Movers (N = 500); for a Negative Name Mover the
-# relation is reversed.
+# relation is reversed. ARENA's IOI exercises take the attention to S1 alone; that variant's
+# correlations are in the last column of the table below (`s_position="S1"`).
 
 # %%
 proj_ds = dataset.make_ioi_dataset(tokenizer, n_projection, template_set=template_set, seed=seed,
                                    prepend_bos=prepend_bos)
 proj_heads = [h for _, h in shown]
-pts = scores.attention_projection(model, proj_ds, proj_heads)
+pts = scores.attention_projection(model, proj_ds, proj_heads, **methods.default("attention_projection"))
+corr_s1 = scores.attention_projection_correlation(model, proj_ds, proj_heads, **methods.variant("attention_projection"))
 corr = {k: scores.pearson(pts[f"attn_{k}"], pts[f"proj_{k}"]) for k in ("IO", "S")}
 corr["pooled"] = scores.pearson(torch.cat([pts["attn_IO"], pts["attn_S"]], -1),  # both names, as plotted
                                 torch.cat([pts["proj_IO"], pts["proj_S"]], -1))
 corr_df = pd.DataFrame([{"head": paper.head_name(h), "class": c,
-                         **{f"corr ({k})": float(corr[k][h]) for k in ("IO", "S", "pooled")}}
+                         **{f"corr ({k})": float(corr[k][h]) for k in ("IO", "S", "pooled")},
+                         "corr (pooled), S = S1 only (ARENA)": float(corr_s1["pooled"][h])}
                         for c, h in shown]).set_index("head")
 first = {}  # the first head of each kind gets a scatter
 for c, h in shown:
@@ -252,7 +273,7 @@ for c, (l, i) in first.items():
     h = (l, i)
     df = pd.concat([pd.DataFrame({"attention": pts[f"attn_{k}"][l, i].numpy(),
                                   "projection": pts[f"proj_{k}"][l, i].numpy(),
-                                  "name": "IO" if k == "IO" else "S (at S1)"}) for k in ("IO", "S")])
+                                  "name": "IO" if k == "IO" else "S (S1 + S2)"}) for k in ("IO", "S")])
     charts.append(alt.Chart(df).mark_point(filled=True, size=25, opacity=0.6).encode(
         x=alt.X("attention:Q", title="attention from END to the name"),
         y=alt.Y("projection:Q", title="output · W_U[name]"),
@@ -264,7 +285,8 @@ plots.show(alt.hconcat(*charts).properties(
 display(corr_df.round(3))
 corr_nm = float(torch.stack([corr["pooled"][h] for h in nm.heads]).min()) if nm.heads else None
 _ = results.record(CHAPTER, "name_movers.attn_projection_corr", corr_nm,
-               settings | {"N": n_projection, "statistic": "smallest pooled (IO and S) correlation over the Name Movers"},
+               settings | {"N": n_projection, "statistic": "smallest pooled (IO and S) correlation over the Name Movers",
+                           "construction": methods.METHODS["attention_projection"].construction},
                note="" if nm.heads else "no Name Movers on this model")
 
 # %% [markdown]
@@ -290,7 +312,7 @@ plots.show(alt.vconcat(
 ).properties(title=f"Top-{copy_k} copy scores over {n_names} names ({n_copy} prompts); "
                    "outlined: Name Movers (top), Negative Name Movers (bottom)"))
 
-# %%
+# %% tags=["hide-input"]
 avg_copy, avg_neg = float(cs["copy"].mean()), float(cs["negative"].mean())
 copy_rows = [{"head": paper.head_name(h), "class": c, "copy score": float(cs["copy"][h]),
               "negative copy score": float(cs["negative"][h])} for c, h in shown]
@@ -317,8 +339,10 @@ _ = results.record(CHAPTER, "negative_name_movers.negative_copy_score_average_he
 # If the Name Movers carry the IO's name to the logits, removing their output at END should
 # lower the logit difference, and removing the Negative Name Movers' should raise it. We use the
 # paper's knockout, mean ablation (a head's output replaced by its mean over p_ABC, per template
-# group and position), at END, where the classes act, and at every position, as the paper does
-# when it knocks out all Name Movers (Sec. 3.4; chapter 6 follows that thread).
+# group and position), at END, where the classes act: this is also how the authors' code
+# knocks out the Name Movers in Sec. 3.4 (`experiments.py`, "Backup NM results": the heads are
+# removed at their kept position, END, only; chapter 6 follows that thread). Knocking them out
+# at every position is shown beside it as a variant.
 
 # %%
 ko_rows = []
@@ -349,7 +373,7 @@ KO = {r["class"]: r for r in ko_rows}
 # The discovered classes beside the paper's lists (head indices are compared literally, which
 # only means something on GPT-2 small), then every number of Sec. 3.1 beside ours.
 
-# %%
+# %% tags=["hide-input"]
 if not models.is_gpt2_small(model):
     display(Markdown(paper.stand_in_note(MODEL)))
 rows = []
@@ -385,7 +409,7 @@ display(Markdown(f"All ours: model {MODEL}, BOS {BOS}, templates '{template_set}
 # %% [markdown]
 # ## Takeaway
 
-# %%
+# %% tags=["hide-input"]
 def _names(heads):
     return ", ".join(map(paper.head_name, heads)) or "none"
 

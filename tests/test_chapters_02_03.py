@@ -225,17 +225,28 @@ def _knockout_change(setup, heads) -> float:
     return float(ablation.ablated_logit_diff(setup.model, setup.ioi, mask, values).mean() - base)
 
 
-def test_ioi_tiny_name_movers_are_stable_and_matter(tiny, tmp_path, monkeypatch):
+def test_ioi_tiny_name_movers_matter(tiny):
     nm, nnm = discovery.name_movers(tiny)
-    assert nm.clean > 0 and nm.heads, "ioi-tiny does the task, so it should have Name Movers"
-    monkeypatch.setenv(discovery.CACHE_ENV_VAR, str(tmp_path / "again"))  # recomputed, not read back
-    again = discovery.name_movers(discovery.Setup(tiny.model, n_prompts=100, seed=0))
-    assert (again[0].heads, again[1].heads) == (nm.heads, nnm.heads)
+    assert tiny.does_task and nm.heads, "ioi-tiny does the task, so it should have Name Movers"
     assert _knockout_change(tiny, nm.heads) < 0  # chapter 2: they carry the IO to the logits
     if nnm.heads:
         assert _knockout_change(tiny, nnm.heads) > 0  # they write against the IO
     cs = scores.copy_score_pair(tiny.model, tiny.ioi[:30])
     assert all(cs["copy"][h] > cs["copy"].mean() for h in nm.heads)  # copy more than the average head
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "measured: ioi-tiny's only Name Mover, 0.5, passes the 5% cut on the seed-0 sample (effect -6.0%, "
+    "attention END->IO 0.51 vs 0.43 to S) but not on seeds 1 and 2, where the rule finds none; chapter 2's "
+    "robustness table shows it. Strict: this fails loudly once the class is stable."))
+def test_ioi_tiny_name_movers_are_stable_across_prompt_samples(tiny, tmp_path, monkeypatch):
+    nm, _ = discovery.name_movers(tiny)
+    # a second, independent prompt sample (another seed), recomputed in an empty cache
+    monkeypatch.setenv(discovery.CACHE_ENV_VAR, str(tmp_path / "again"))
+    other = discovery.Setup(tiny.model, n_prompts=100, seed=1)
+    assert other.ioi.texts != tiny.ioi.texts  # really other prompts, not a rerun
+    again, _ = discovery.name_movers(other)
+    assert again.heads == nm.heads
 
 
 def test_ioi_tiny_s_inhibition_is_stable_and_matters_or_cannot_exist(tiny, tmp_path, monkeypatch):
@@ -247,8 +258,8 @@ def test_ioi_tiny_s_inhibition_is_stable_and_matters_or_cannot_exist(tiny, tmp_p
             pytest.skip("ioi-tiny's Name Movers sit in layer 0: no head can reach their queries")
         pytest.fail(f"no S-Inhibition heads through the Name Movers {nm.heads}")
     monkeypatch.setenv(discovery.CACHE_ENV_VAR, str(tmp_path / "again"))
-    again = discovery.s_inhibition(discovery.Setup(tiny.model, n_prompts=100, seed=0), nm.heads)
-    assert again.heads == sin.heads
+    again = discovery.s_inhibition(discovery.Setup(tiny.model, n_prompts=100, seed=1), nm.heads)
+    assert again.heads == sin.heads  # stable on a second, independent prompt sample
     assert _knockout_change(tiny, sin.heads) < 0  # chapter 3: they steer the Name Movers
     shift = signals.attention_shift(tiny.model, tiny.ioi, tiny.abc, sin.heads, nm.heads)
     mean = shift.groupby("run")["attn END->IO"].mean()

@@ -322,10 +322,13 @@ def test_share_of_heads_is_one_when_the_senders_are_all_upstream_heads():
 
 
 @pytest.fixture(scope="module")
-def tiny_classes():
+def tiny_classes(tmp_path_factory):
+    mp = pytest.MonkeyPatch()  # a cache of this module's own: computed here, never read back
+    mp.setenv(discovery.CACHE_ENV_VAR, str(tmp_path_factory.mktemp("cache-04-05")))
     model = tm.ioi_tiny()
     setup = discovery.Setup(model, n_prompts=100, seed=0)
-    return setup, discovery.circuit_classes(setup)
+    yield setup, discovery.circuit_classes(setup)
+    mp.undo()
 
 
 def _knockout_change(setup, heads) -> float:
@@ -342,7 +345,8 @@ def test_ioi_tiny_induction_and_duplicate_are_stable_and_matter(tiny_classes):
     ind, dup = classes["Induction"], classes["Duplicate Token"]
     found = ind.heads + dup.heads
     assert found, "S-Inhibition heads exist but no Induction / Duplicate Token head was found"
-    again = discovery.induction_and_duplicate(discovery.Setup(setup.model, n_prompts=100, seed=0), receivers)
+    # stable on a second, independent prompt sample (not a rerun: other seed, empty cache)
+    again = discovery.induction_and_duplicate(discovery.Setup(setup.model, n_prompts=100, seed=1), receivers)
     assert (again[0].heads, again[1].heads) == (ind.heads, dup.heads)
     assert _knockout_change(setup, found) < 0  # the chapter's claim: knocking them out lowers it
 
@@ -353,7 +357,7 @@ def test_ioi_tiny_previous_token_is_stable_and_matters(tiny_classes):
         pytest.skip("ioi-tiny has no Induction heads: chapter 5 runs its exploratory fallback")
     prev = classes["Previous Token"]
     assert prev.heads, "Induction heads exist but no Previous Token head was found"
-    again = discovery.previous_token(discovery.Setup(setup.model, n_prompts=100, seed=0),
+    again = discovery.previous_token(discovery.Setup(setup.model, n_prompts=100, seed=1),  # other sample
                                      classes["Induction"].heads)
     assert again.heads == prev.heads
     assert _knockout_change(setup, prev.heads) < 0
