@@ -552,3 +552,73 @@ def circuit_diagram(classes: Mapping[str, Iterable[Any]], title: str = "",
         alt.Y("ly:Q", axis=None, scale=alt.Scale(domain=[extra_row - 0.5, -0.6])), text="label:N")
     return (rule + tip + label + rect + name_text + head_text).properties(
         width=900, height=70 * extra_row + 40, title=title)
+
+
+# ----------------------------------------------------------------------------- ROC curves
+
+
+def roc_chart(curves: pd.DataFrame, title: str = "",
+              auc: Mapping[tuple[str, str], float] | None = None) -> alt.HConcatChart:
+    """ROC curves of several methods overlaid, one panel per reference.
+
+    ``curves``: long table with columns ``method``, ``reference``, ``fpr``, ``tpr``,
+    ``threshold``, one row per point in the order of decreasing threshold
+    (``autodiscovery.roc_frame``). ``auc``: (method, reference) -> AUC, shown in the tooltip.
+    Points are joined by straight segments, as the trapezoid AUC counts them (a tie between
+    reference and other heads is a diagonal); the dashed diagonal is chance.
+    """
+    df = curves.copy()
+    df["threshold"] = df["threshold"].replace(np.inf, np.nan)
+    df["step"] = df.groupby(["method", "reference"]).cumcount()
+    if auc is not None:
+        df["AUC"] = [auc.get((m, r), np.nan) for m, r in zip(df["method"], df["reference"])]
+    tips = [c for c in ("method", "reference", "threshold", "fpr", "tpr", "AUC") if c in df]
+    x = alt.X("fpr:Q", title="false positive rate", scale=alt.Scale(domain=[0, 1]))
+    y = alt.Y("tpr:Q", title="true positive rate", scale=alt.Scale(domain=[0, 1]))
+    diagonal = alt.Chart(pd.DataFrame({"fpr": [0, 1], "tpr": [0, 1]})).mark_line(
+        color="#999", strokeDash=[4, 4]).encode(x, y)
+    panels = []
+    for ref in df["reference"].unique():
+        lines = alt.Chart(df[df["reference"] == ref]).mark_line(point=True, strokeWidth=2).encode(
+            x, y, color=alt.Color("method:N", title="method"), order=alt.Order("step:Q"),
+            tooltip=_tooltip(df, tips))
+        panels.append((diagonal + lines).properties(title=f"reference: {ref}", width=260, height=260))
+    return alt.hconcat(*panels).properties(title=title)
+
+
+VERDICT_COLORS = {"reproduced": "#54a24b", "not reproduced": "#e45756",
+                  "calibrated, not reproduced": "#b279a2", "not measured": "#9d9d9d", "not run": "#cccccc"}
+
+
+def scorecard_chart(rows: pd.DataFrame, title: str = "") -> alt.LayerChart:
+    """Paper vs ours, one row per number: the tolerance band (grey bar; open ends run to the edge),
+    the paper's value (black tick) and ours (a dot coloured by its verdict).
+
+    Args:
+        rows: one row per number, columns ``claim``, ``paper``, ``ours``, ``low``, ``high``,
+            ``verdict`` (``low``/``high``: the band, None where unbounded; ``ours`` None when not
+            measured).
+    """
+    df = rows[["claim", "paper", "ours", "low", "high", "verdict"]].copy()
+    values = pd.concat([df[c] for c in ("paper", "ours", "low", "high")]).dropna().astype(float)
+    lo, hi = (float(values.min()), float(values.max())) if len(values) else (0.0, 1.0)
+    pad = 0.05 * (hi - lo or 1.0)
+    df["band from"] = df["low"].astype(float).fillna(lo - pad)
+    df["band to"] = df["high"].astype(float).fillna(hi + pad)
+    df["verdict"] = df["verdict"].astype(str)
+    y = alt.Y("claim:N", sort=None, title=None, axis=alt.Axis(labelLimit=420))
+    x_scale = alt.Scale(domain=[lo - pad, hi + pad], nice=False, clamp=True)
+    height = 18 * len(df)
+    base = alt.Chart(df).properties(width=360, height=height)
+    band = base.mark_bar(color="#d9d9d9", height=10).encode(
+        y=y, x=alt.X("band from:Q", scale=x_scale, title="value (each number in its own units)"),
+        x2="band to:Q", tooltip=["claim", "paper", "low", "high"])
+    tick = base.mark_tick(color="#222", thickness=2, size=14).transform_filter(
+        "isValid(datum.paper)").encode(y=y, x=alt.X("paper:Q", scale=x_scale))
+    dots = base.mark_point(filled=True, size=70, opacity=1).transform_filter("isValid(datum.ours)").encode(
+        y=y, x=alt.X("ours:Q", scale=x_scale),
+        color=alt.Color("verdict:N", title="verdict",
+                        scale=alt.Scale(domain=list(VERDICT_COLORS), range=list(VERDICT_COLORS.values()))),
+        tooltip=["claim", "paper", "ours", "verdict"])
+    return alt.layer(band, tick, dots).properties(title=title or "Paper (black tick) vs ours (dot), "
+                                                   "with the tolerance band (grey)")
