@@ -16,73 +16,94 @@
 #
 # Each chapter records the numbers it computes while it executes (a small results file per
 # chapter, written by `ioi_helpers.results`). This page joins them with the paper's "numbers to
-# reproduce" (`ioi_helpers.paper.NUMBERS`). Nothing here is typed in: a chapter that did not
-# record a value makes this page fail to build, and says which. The "construction" column says
-# how each number was built (the authors' code or a named variant; see the Methods appendix).
+# reproduce" (`ioi_helpers.paper.NUMBERS`). Nothing here is typed in: a chapter that ran but did
+# not record a value makes this page fail to build, and says which.
+#
+# Each number has a **tolerance**, stated with its reason in `ioi_helpers.paper`: ours
+# **reproduces** the paper's when it lies within it. A number the model sets by construction
+# (a calibrated stand-in) is **calibrated, not reproduced**, however close; a number the chapter
+# could not measure on this model (for instance with no Name Movers found) is **not measured**;
+# a number whose chapter did not run in this build is **not run**.
 
 # %% tags=["parameters"]
 model_name = None  # unused here: the scorecard reports whatever model the chapters ran on
 results_dir = None  # None: $IOI_RESULTS_DIR (set by the pipeline), else _build/results
 
-# %%
+# %% tags=["hide-input"]
 from pathlib import Path
 
 import pandas as pd
-from IPython.display import Markdown, display
+from IPython.display import HTML, Markdown, display
 
-from ioi_helpers import methods, paper, results
+from ioi_helpers import methods, paper, plots, results
 
 recorded = results.load_all(Path(results_dir) if results_dir else None)
 missing = [
     f"{key} (chapter {spec['chapter']})"
     for key, spec in paper.NUMBERS.items()
-    if key not in recorded.get(spec["chapter"], {}).get("values", {})
+    if spec["chapter"] in recorded and key not in recorded[spec["chapter"]]["values"]
 ]
 if missing:
     raise RuntimeError(
-        "the scorecard cannot be built: these numbers were not recorded by their chapter "
-        "(did the chapter run in this build?):\n  " + "\n  ".join(missing))
+        "the scorecard cannot be built: these numbers were not recorded by their chapter, "
+        "although it ran:\n  " + "\n  ".join(missing))
 models_used = sorted({r["model"] for r in recorded.values()})
-display(Markdown(f"Chapters recorded: {', '.join(sorted(recorded))}. Model(s): **{', '.join(models_used)}**."))
+display(Markdown(f"Model(s): **{', '.join(models_used) or 'none'}**; chapters recorded: "
+                 f"{', '.join(sorted(recorded)) or 'none'}."))
 if models_used != ["gpt2"]:
     display(Markdown(paper.stand_in_note(", ".join(models_used))))
 
 
-# %%
-def _fmt(v):
-    if v is None:
-        return "n/a"
-    if isinstance(v, float):
-        return f"{v:.3g}"
-    return str(v)
+# %% tags=["hide-input"]
+def _fmt(v) -> str:
+    return "n/a" if v is None else f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
-def _settings(s: dict) -> str:
-    keep = ("N", "model", "prepend_bos", "ablation", "template_set", "seed", "positions", "K")
-    return ", ".join(f"{k}={s[k]}" for k in keep if k in s)
+def _paper(spec: dict) -> str:
+    """The paper's value with its tolerance: '3.56 ± 0.2', '> 0.81 − 0.05', '< 0'."""
+    if spec["value"] is None:
+        return spec.get("expect", "n/a")
+    tol, bound = spec.get("tolerance", 0), spec.get("bound")
+    text = {"lower": "≥ ", "upper": "≤ "}.get(bound, "") + _fmt(spec["value"])
+    if tol:
+        text += {"lower": f" − {tol:g}", "upper": f" + {tol:g}"}.get(bound, f" ± {tol:g}")
+    return text
 
 
 rows = []
 for key, spec in paper.NUMBERS.items():
-    chapter = recorded[spec["chapter"]]
-    entry = chapter["values"][key]
-    ours, theirs = entry["value"], spec["value"]
-    diff = ours - theirs if isinstance(ours, (int, float)) and isinstance(theirs, (int, float)) else None
+    chapter = recorded.get(spec["chapter"])
+    entry = chapter["values"][key] if chapter else {}
+    ours = entry.get("value")
+    model = chapter["model"] if chapter else ""
+    low, high = paper.tolerance_band(spec)
     rows.append({
-        "claim": spec["claim"],
-        "where": spec["where"],
-        "paper (GPT-2 small)": _fmt(theirs) if theirs is not None else spec.get("expect", "n/a"),
-        "ours": _fmt(ours),
-        "ours - paper": _fmt(diff),
-        "model": chapter["model"],
-        "settings": _settings(entry["settings"]),
-        # which construction produced the number: the chapter's own record, else the
-        # experiment's default (ioi_helpers.methods; see the Methods appendix)
-        "construction": entry["settings"].get("construction") or methods.construction_for(key),
+        "claim": spec["claim"], "paper": spec["value"], "ours": ours if isinstance(ours, (int, float)) else None,
+        "low": low, "high": high, "where": spec["where"], "model": model or "-",
+        "verdict": paper.verdict(spec, ours, model, entry, ran=chapter is not None),
+        "paper (GPT-2 small) ± tolerance": _paper(spec), "ours (shown)": _fmt(ours),
+        "tolerance: why": spec.get("tolerance_reason", ""),
+        "settings": ", ".join(f"{k}={v}" for k, v in entry.get("settings", {}).items()
+                              if k in ("N", "n_prompts", "prepend_bos", "ablation", "template_set", "seed",
+                                       "positions", "K")),
+        "construction": entry.get("settings", {}).get("construction") or methods.construction_for(key),
         "chapter": spec["chapter"],
     })
 scorecard = pd.DataFrame(rows)
-scorecard.style.hide(axis="index")
+counts = scorecard["verdict"].value_counts()
+display(Markdown(" · ".join(f"**{counts[v]}** {v}" for v in paper.VERDICTS if v in counts)
+                 + f" (of {len(scorecard)} numbers)."))
+(scorecard[["claim", "paper (GPT-2 small) ± tolerance", "ours (shown)", "verdict"]]
+ .rename(columns={"ours (shown)": f"ours ({', '.join(models_used) or '-'})"})
+ .style.hide(axis="index"))
+
+# %% tags=["hide-input"]
+plots.show(plots.scorecard_chart(scorecard))
+
+# %% tags=["hide-input"]
+detail = scorecard[["claim", "where", "chapter", "model", "settings", "construction", "tolerance: why"]]
+display(HTML("<details><summary>Settings, constructions and tolerances of every number</summary>\n"
+             + detail.to_html(index=False, escape=True) + "\n</details>"))
 
 # %% [markdown]
 # ## Head classes: discovered vs the paper
@@ -90,7 +111,7 @@ scorecard.style.hide(axis="index")
 # Each chapter derives its head classes with a printed rule and records them under
 # `classes.<name>`; the paper's lists are shown beside them.
 
-# %%
+# %% tags=["hide-input"]
 found = {}
 for chapter in recorded.values():
     for key, entry in chapter["values"].items():
