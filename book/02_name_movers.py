@@ -54,6 +54,8 @@ from IPython.display import Markdown, display
 
 from ioi_helpers import ablation, dataset, discovery, methods, models, paper, plots, results, scores
 
+PAPER = {key: spec["value"] for key, spec in paper.NUMBERS.items()}  # the paper's numbers (ioi_helpers.paper)
+
 torch.set_grad_enabled(False)
 CHAPTER = "02_name_movers"
 model = models.load_model(model_name)
@@ -236,8 +238,9 @@ att_io_nm = float(torch.stack([att["IO"][h] for h in nm.heads]).mean()) if nm.he
 results.record(CHAPTER, "name_movers.attention_to_io", att_io_nm, settings,
                note="" if nm.heads else "no Name Movers on this model")
 display(Markdown(
-    f"Name Movers' mean attention END→IO: **{att_io_nm:.2f}** (paper: 0.59)." if nm.heads else
-    "Name Movers' mean attention END→IO: **n/a** (no Name Movers; paper: 0.59)."))
+    f"Name Movers' mean attention END→IO: **{att_io_nm:.2f}** (paper: {PAPER['name_movers.attention_to_io']})."
+    if nm.heads else
+    f"Name Movers' mean attention END→IO: **n/a** (no Name Movers; paper: {PAPER['name_movers.attention_to_io']})."))
 
 # %% [markdown]
 # ## What they write: attention vs projection on the name's unembedding (Fig. 3c)
@@ -420,19 +423,23 @@ if not TASK:
                f"IOI ability. ")
 else:
     verdict = (f"On **{MODEL}**, path patching to the logits finds **{len(nm.heads)} Name Mover(s)** "
-               f"({_names(nm.heads)}; paper: 9.9, 9.6, 10.0) and **{len(nnm.heads)} Negative Name "
-               f"Mover(s)** ({_names(nnm.heads)}; paper: 10.7, 11.10). ")
+               f"({_names(nm.heads)}; paper: {_names(paper.CIRCUIT['Name Mover'])}) and **{len(nnm.heads)} Negative "
+               f"Name Mover(s)** ({_names(nnm.heads)}; paper: {_names(paper.CIRCUIT['Negative Name Mover'])}). ")
 if nm.heads:
-    copies = copy_nm >= paper.NUMBERS["name_movers.copy_score"]["value"]
-    verdict += (f"The Name Movers attend to the IO with {att_io_nm:.2f} on average (paper 0.59); their "
-                f"attention to a name and their write along its unembedding correlate with r >= "
-                f"{corr_nm:.2f} (paper > 0.81); their smallest copy score is {copy_nm:.0%} against "
-                f"{avg_copy:.0%} for the average head (paper > 95% vs < 20%): they "
-                + ("copy names as the paper's Name Movers do. " if copies and corr_nm > 0.5 else
+    copies = copy_nm >= PAPER["name_movers.copy_score"]
+    correlates = corr_nm >= PAPER["name_movers.attn_projection_corr"]  # the paper's lower bound
+    verdict += (f"The Name Movers attend to the IO with {att_io_nm:.2f} on average (paper "
+                f"{PAPER['name_movers.attention_to_io']}); their attention to a name and their write along "
+                f"its unembedding correlate with r >= {corr_nm:.2f} (paper > "
+                f"{PAPER['name_movers.attn_projection_corr']}); their smallest copy score is {copy_nm:.0%} "
+                f"against {avg_copy:.0%} for the average head (paper > {PAPER['name_movers.copy_score']:.0%} vs "
+                f"< {PAPER['name_movers.copy_score_average_head']:.0%}): they "
+                + ("copy names as the paper's Name Movers do. " if copies and correlates else
                    "do not copy names as cleanly as the paper's Name Movers. "))
 if nnm.heads:
     verdict += (f"The Negative Name Movers' mean negative copy score is {neg_nnm:.0%} against "
-                f"{avg_neg:.0%} for the average head (paper 98% vs 12%). ")
+                f"{avg_neg:.0%} for the average head (paper {PAPER['negative_name_movers.negative_copy_score']:.0%} "
+                f"vs {PAPER['negative_name_movers.negative_copy_score_average_head']:.0%}). ")
 for name, want in (("Name Mover", "lowers"), ("Negative Name Mover", "raises")):
     if name in KO:
         d = KO[name]["change (END)"]

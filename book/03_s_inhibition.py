@@ -45,13 +45,15 @@ induction_threshold = 0.03
 previous_threshold = 0.03
 backup_threshold = 0.02
 
-# %%
+# %% tags=["hide-input"]
 import altair as alt
 import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from ioi_helpers import ablation, discovery, models, paper, plots, results, signals
+from ioi_helpers import ablation, discovery, methods, models, paper, plots, results, signals
+
+PAPER = {key: spec["value"] for key, spec in paper.NUMBERS.items()}  # the paper's numbers (ioi_helpers.paper)
 
 torch.set_grad_enabled(False)
 CHAPTER = "03_s_inhibition"
@@ -92,7 +94,7 @@ RUN = bool(movers.heads) and TASK
 # labelled *exploratory* and nothing of it is recorded as a class or as one of the paper's
 # numbers.
 
-# %%
+# %% tags=["hide-input"]
 if not EXPLORATORY:
     display(Markdown(f"Receivers: **{movers.how}**: {', '.join(map(paper.head_name, movers.heads))}."))
 elif not TASK:
@@ -215,8 +217,10 @@ if PATCH:
 att_s2 = float(torch.stack([att["S2"][h] for h in s_heads]).mean()) if s_heads else None
 results.record(CHAPTER, "s_inhibition.attention_to_s2", att_s2, settings,
                note="" if s_heads else "no S-Inhibition heads on this model")
-display(Markdown(f"S-Inhibition heads' mean attention END→S2: **{att_s2:.2f}** (paper: 0.51)." if s_heads
-                 else "S-Inhibition heads' mean attention END→S2: **n/a** (no S-Inhibition heads; paper: 0.51)."))
+display(Markdown(f"S-Inhibition heads' mean attention END→S2: **{att_s2:.2f}** (paper: "
+                 f"{PAPER['s_inhibition.attention_to_s2']})." if s_heads
+                 else f"S-Inhibition heads' mean attention END→S2: **n/a** (no S-Inhibition heads; paper: "
+                      f"{PAPER['s_inhibition.attention_to_s2']})."))
 
 # %% [markdown]
 # ## What they do to the Name Movers' attention (Fig. 4c)
@@ -295,21 +299,29 @@ else:
 # position decisive (its column goes negative) and the token a smaller push in the same
 # direction.
 #
-# **Our construction** (`discovery.signal_variant`, used by `signals.token_position`): every
-# variant rewrites the three name slots of the same prompt (IO, S1, S2) with A = the IO's name,
-# B = the subject's, C = a new name, so every token keeps its position and the variant pairs
-# with the prompt token by token. **Where it may differ from the authors'**: (1) the appendix
-# describes the variants in words and does not list its prompts; we keep the IO's name in the
-# IO slot for *random token* and put the IO's name at S2 with the subject's name in the IO slot
-# for *inverted token* (so the token signal names the real IO); (2) the flipped order is made
-# by swapping the first clause's two names in place, which gives exactly the ABBA ↔ BABA twin
-# of each template; (3) we patch the heads' outputs at END only, all heads together, from the
-# variant's own run; (4) the baseline *orig/orig* is our clean logit difference (the paper's
-# 3.55 is GPT-2 small's), and N, templates and model are those stated above.
+# **Our construction: the authors' code** (`dataset.signal_variant`, used by
+# `signals.token_position`; see the Methods appendix). The paper's appendix describes the
+# variants in words; the authors' `experiments.py` ("Token and position signal results") builds
+# them with `gen_flipped_prompts`, and we rewrite the three name slots (IO, S1, S2) of the same
+# prompt exactly as that code does, with A = the IO's name, B = the subject's, C and D new
+# names: orig/orig A B B, orig/inverted B A B, inverted/orig B A A, inverted/inverted A B A,
+# **random/orig D C C and random/inverted C D C: the random variants replace the IO's name as
+# well**, so the patched outputs carry no name of the original prompt. Every token keeps its
+# position, so each variant pairs with the prompt token by token. We patch the heads' outputs
+# at END only, all heads together, from the variant's own run; the baseline *orig/orig* is our
+# clean logit difference (the paper's 3.55 is GPT-2 small's), and N, templates and model are
+# those stated above.
+#
+# **Variant** (`construction="keep-io"`): this book's earlier construction, which kept the IO's
+# name in the random variants (A C C, C A C). It is not the paper's text (which does not list
+# the slots); it is shown beside the code's so the effect of replacing the IO is visible. Only
+# the two *random* cells differ.
 
 # %%
 if PATCH:
-    tp = signals.token_position(model, setup.ioi, patched)
+    tp = signals.token_position(model, setup.ioi, patched, **methods.default("token_position"))
+    tp_keep_io = signals.token_position(model, setup.ioi, patched, **methods.variant("token_position"))
+    tp["IO kept (variant)"] = tp_keep_io["logit diff"].values
     tp["paper (GPT-2 small)"] = [paper.NUMBERS[f"token_position.{t}_{p}"]["value"]
                                  for t, p in zip(tp["token"], tp["position"])]
     display(Markdown(f"{P_LABEL}Patched heads: {', '.join(map(paper.head_name, patched))}; "
@@ -323,6 +335,11 @@ if PATCH:
     display(grid.round(2))
     display(Markdown("**Paper, GPT-2 small** (Fig. 9):"))
     display(paper_grid)
+    display(Markdown(f"**The two constructions side by side** ({MODEL}): the authors' code replaces the IO "
+                     "in the random variants (D C C, C D C); the variant keeps it (A C C, C A C). The other "
+                     "four variants are the same in both."))
+    display(tp[["token", "position", "logit diff", "IO kept (variant)", "paper (GPT-2 small)"]]
+            .rename(columns={"logit diff": "authors' code (default)"}).set_index(["token", "position"]).round(3))
     bars = pd.concat([tp.drop(columns="logit diff").assign(source=MODEL, **{"logit diff": tp["logit diff"]}),
                       tp.drop(columns="logit diff").assign(source="paper (GPT-2 small)",
                                                            **{"logit diff": tp["paper (GPT-2 small)"]})])
@@ -335,14 +352,15 @@ else:
     tp = None
     display(Markdown("**Not run:** there are no S-Inhibition heads (or stand-ins) to patch on this model."))
 
-# %%
+# %% tags=["hide-input"]
 official = tp is not None and not P_EXPL
 for token in signals.TOKENS:
     for position in signals.POSITION_SIGNALS:
         key = f"token_position.{token}_{position}"
         value = (float(tp.loc[(tp["token"] == token) & (tp["position"] == position), "logit diff"].iloc[0])
                  if tp is not None else None)
-        results.record(CHAPTER, key, value if official else None, settings | {"patched at": "END"},
+        results.record(CHAPTER, key, value if official else None,
+                       settings | {"patched at": "END", "construction": methods.METHODS["token_position"].construction},
                        note="" if official else ("exploratory stand-ins, not the S-Inhibition class: see "
                                                   f"exploratory.{key}" if tp is not None else
                                                   "no S-Inhibition heads on this model"))
@@ -352,7 +370,7 @@ for token in signals.TOKENS:
 # %% [markdown]
 # ## Comparison with the paper
 
-# %%
+# %% tags=["hide-input"]
 if not models.is_gpt2_small(model):
     display(Markdown(paper.stand_in_note(MODEL)))
 cmp = paper.compare_heads(s_heads, paper.CIRCUIT["S-Inhibition"])
@@ -366,7 +384,7 @@ elif not RUN:
 else:
     class_note = "exploratory receivers: no class discovered" if EXPLORATORY else "none found by the rule"
 results.record(CHAPTER, "classes.S-Inhibition", [list(h) for h in s_heads], settings, note=class_note)
-rows = [{"claim": paper.NUMBERS["s_inhibition.attention_to_s2"]["claim"], "paper (GPT-2 small)": 0.51,
+rows = [{"claim": paper.NUMBERS["s_inhibition.attention_to_s2"]["claim"], "paper (GPT-2 small)": PAPER["s_inhibition.attention_to_s2"],
          f"ours ({MODEL})": "n/a" if att_s2 is None else round(att_s2, 3)}]
 for token in signals.TOKENS:
     for position in signals.POSITION_SIGNALS:
@@ -382,7 +400,7 @@ display(Markdown(f"Ours: model {MODEL}, N = {n_prompts}, BOS {BOS}, templates '{
 # %% [markdown]
 # ## Takeaway
 
-# %%
+# %% tags=["hide-input"]
 def _names(heads):
     return ", ".join(map(paper.head_name, heads)) or "none"
 
@@ -395,10 +413,11 @@ else:
     verdict = ((f"With exploratory receivers ({_names(movers.heads)}; **{MODEL}** has no Name Movers) "
                 if EXPLORATORY else
                 f"On **{MODEL}**, path patching to the Name Movers' ({_names(movers.heads)}) queries ")
-               + f"finds **{len(sin.heads)} S-Inhibition head(s)** ({_names(sin.heads)}; paper: 7.3, 7.9, 8.6, 8.10)"
+               + f"finds **{len(sin.heads)} S-Inhibition head(s)** ({_names(sin.heads)}; paper: {_names(paper.CIRCUIT['S-Inhibition'])})"
                + (", not recorded as a class. " if EXPLORATORY else ". "))
     if att_s2 is not None:
-        verdict += f"They attend from END to S2 with {att_s2:.2f} on average (paper: 0.51). "
+        verdict += (f"They attend from END to S2 with {att_s2:.2f} on average (paper: "
+                    f"{PAPER['s_inhibition.attention_to_s2']}). ")
     if ko_ld is not None:
         verdict += (f"Knocking them out at END moves the logit difference from {base_ld:.2f} to {ko_ld:.2f}"
                     + (". " if ko_ld < base_ld else ", not the drop their role predicts. "))
@@ -413,8 +432,10 @@ else:
         pos_flip = g.loc["orig", "inverted"] < 0
         tok_flip = g.loc["inverted", "orig"] < 0
         verdict += (f"Token vs position: inverting the position gives {g.loc['orig', 'inverted']:.2f} "
-                    f"(paper -0.99), inverting the token {g.loc['inverted', 'orig']:.2f} (paper 1.77), both "
-                    f"{g.loc['inverted', 'inverted']:.2f} (paper -3.16), from {g.loc['orig', 'orig']:.2f}: "
+                    f"(paper {PAPER['token_position.orig_inverted']}), inverting the token "
+                    f"{g.loc['inverted', 'orig']:.2f} (paper {PAPER['token_position.inverted_orig']}), both "
+                    f"{g.loc['inverted', 'inverted']:.2f} (paper {PAPER['token_position.inverted_inverted']}), "
+                    f"from {g.loc['orig', 'orig']:.2f}: "
                     + ("the position signal decides, as in GPT-2 small." if pos_flip and not tok_flip else
                        "the token signal decides, unlike GPT-2 small." if tok_flip and not pos_flip else
                        "both signals flip the answer." if tok_flip and pos_flip else

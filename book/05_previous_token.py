@@ -42,7 +42,7 @@ s_inhibition_threshold = 0.05
 induction_threshold = 0.03
 backup_threshold = 0.02
 
-# %%
+# %% tags=["hide-input"]
 import pandas as pd
 import torch
 from IPython.display import Markdown, display
@@ -85,7 +85,7 @@ EXPLORATORY = receivers.exploratory
 # path patching (itself run on stand-ins if its own prerequisite is missing). Everything
 # computed on them is labelled *exploratory*; nothing of it is recorded as a head class.
 
-# %%
+# %% tags=["hide-input"]
 if not EXPLORATORY:
     display(Markdown(f"Receivers: **{receivers.how}**: "
                      f"{', '.join(paper.head_name(h) for h in receivers.heads)}."))
@@ -117,9 +117,14 @@ if EXPLORATORY:
 #
 # **Rule** (`discovery.previous_token`): a head is kept if its score is at most
 # `-previous_threshold` of the clean logit difference and, on p_IOI, it attends from S1+1 to S1
-# more than to IO (the paper: these heads attend to the previous token, S1). The paper names
-# the two heads that stand out without a numeric cut-off; 3% is the threshold of chapter 4,
-# for an effect just as far from the logits.
+# more than to any other earlier position (the mean attention S1+1 -> S1 above the mean, over
+# prompts, of the largest attention from S1+1 to another position before it). The paper
+# (Sec. 3.3) describes these heads as attending to the previous token, S1, and the authors'
+# check of the class scores attention to the previous token on repeated random tokens
+# (`experiments.py`, "Validation outside of IOI"). An earlier version compared S1+1 -> S1 with
+# S1+1 -> IO, which says nothing on BABA prompts ("Then, [B] and [A] ..."), where the IO comes
+# after S1+1 and cannot be attended to. The paper names the two heads that stand out without a
+# numeric cut-off; 3% is the threshold of chapter 4, for an effect just as far from the logits.
 
 # %%
 prev = discovery.previous_token(setup, receivers.heads)
@@ -189,7 +194,7 @@ else:
 # %% [markdown]
 # ## Comparison with the paper
 
-# %%
+# %% tags=["hide-input"]
 if not models.is_gpt2_small(model):
     display(Markdown(paper.stand_in_note(MODEL)))
 found = [] if EXPLORATORY else prev.heads
@@ -221,7 +226,7 @@ if knock_ld is not None:
 # %% [markdown]
 # ## Takeaway
 
-# %%
+# %% tags=["hide-input"]
 if EXPLORATORY:
     verdict = (f"**{MODEL}** has no Induction heads by chapter 4's rule, so no Previous Token heads "
                f"can be discovered on it. ")

@@ -18,15 +18,34 @@
 # the mechanism, with three criteria computed on **knockouts** (mean ablation over p_ABC):
 #
 # * **Faithfulness**: the circuit alone, every other head knocked out, should do the task as
-#   well as the model. F(M) is the model's mean logit difference, F(C) the circuit's. For
-#   GPT-2 small the paper reports F(M) = 3.56 and F(C) ≈ 3.10: the circuit keeps
+#   well as the model. F(M) is the model's mean logit difference, F(C) the circuit's (in the
+#   run $C(x)$ every head outside C is knocked out), and faithfulness is their ratio:
+#
+#   $$
+#   F(C) = \mathbb{E}_{x \sim p_{\text{IOI}}} \big[ \text{logit}(\text{IO}) - \text{logit}(\text{S})
+#     \text{ in the run } C(x) \big], \qquad \text{faithfulness} = \frac{F(C)}{F(M)}.
+#   $$
+#
+#   For GPT-2 small the paper reports F(M) = 3.56 and F(C) ≈ 3.10: the circuit keeps
 #   **87%** (a gap of 0.46).
 # * **Completeness**: for any set K of circuit heads, removing K from the circuit and from
 #   the model should hurt both equally; the *incompleteness* of K is
-#   |F(C ∖ K) − F(M ∖ K)|. Random and class sets give small values; a greedy
-#   search finds sets with up to **3.09** (Fig. 6): the circuit is not complete.
-# * **Minimality**: every head of the circuit should matter for some K:
-#   |F(C ∖ (K ∪ {v})) − F(C ∖ K)| is **at least 1% of F(M)** for every head
+#
+#   $$
+#   \text{incompleteness}(K) = \big| F(C \setminus K) - F(M \setminus K) \big|.
+#   $$
+#
+#   Random and class sets give small values; a greedy
+#   search finds sets with up to **3.09** (Fig. 6): the circuit is not complete. (The authors'
+#   saved greedy results, `pts/complete_xs.pt` / `complete_ys.pt`, give 3.47 instead; see the
+#   Methods appendix.)
+# * **Minimality**: every head $v$ of the circuit should matter for some K:
+#
+#   $$
+#   \text{minimality}(v) = \big| F(C \setminus (K \cup \{v\})) - F(C \setminus K) \big|
+#   $$
+#
+#   is **at least 1% of F(M)** for every head
 #   (Fig. 20; e.g. 0.1: 1.30, 5.5: 1.15, 10.7: 0.94, 9.0 and 11.9: 0.04).
 #
 # These numbers depend on choices the paper makes once (mean ablation, kept positions, the
@@ -41,12 +60,11 @@ seed = 0
 prepend_bos = False  # the paper's choice: no <|endoftext|> at the start
 template_set = "mixed"  # "mixed": BABA 1-7 + ABBA 1-7 (the authors' code); "all" for all 15 of each
 ablation_method = "mean"  # the paper's knockout; "resample" or "zero" to change the headline numbers
-n_random_sets = 10  # random K for completeness (the authors: 50), each head in with probability 1/2
-greedy_n_sets = 1  # greedy completeness search: runs (paper: 5)
-greedy_n_steps = 3  # steps per run (paper: 10)
-greedy_candidates = 3  # heads tried per step (paper: 10)
-greedy_n_prompts = 40  # prompts the search runs on; the sets it finds are re-scored on all n_prompts
-paper_greedy = False  # True: the paper's search parameters (ablation.PAPER_GREEDY), slow on a CPU
+# None below = the authors' value (completeness.py; ioi_helpers.methods, see the Methods appendix)
+n_random_sets = None  # random K for completeness (the authors: 100), each head in with probability 1/2
+greedy_n_sets = None  # greedy search (new_greedy_search): runs (the authors: 10)
+greedy_n_steps = None  # steps per run (the authors: 10)
+greedy_candidates = None  # heads tried per step (the authors: 10; 5 for the naive circuit)
 abc_per_group = [1, 3]  # p_ABC prompts per template group for the mean (sensitivity), besides all
 large_abc_factor = 2  # and an independent p_ABC set this many times larger
 # shared by every chapter (discovery.setup_from): the classes' rule thresholds, as fractions
@@ -57,22 +75,29 @@ induction_threshold = 0.03
 previous_threshold = 0.03
 backup_threshold = 0.02
 
-# %%
+# %% tags=["hide-input"]
 import altair as alt
 import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from ioi_helpers import ablation, dataset, discovery, models, paper, plots, results
+from ioi_helpers import ablation, dataset, discovery, methods, models, paper, plots, results
+
+PAPER = {key: spec["value"] for key, spec in paper.NUMBERS.items()}  # the paper's numbers (ioi_helpers.paper)
+MIN_FRACTION = PAPER["minimality.smallest_fraction"]  # Sec. 4.2: every head >= 1% of F(M)
 
 torch.set_grad_enabled(False)
 model = models.load_model(model_name)
 tokenizer = models.get_tokenizer()
 MODEL = model.ioi_model_name
 CHAPTER = "07_circuit_evaluation"
-if paper_greedy:
-    greedy_n_sets, greedy_n_steps, greedy_candidates = (ablation.PAPER_GREEDY[k] for k in
-                                                        ("n_sets", "n_steps", "candidates"))
+GREEDY = methods.default("greedy")  # the authors' new_greedy_search parameters
+n_random_sets = methods.default("random_sets")["n_sets"] if n_random_sets is None else n_random_sets
+greedy_n_sets = GREEDY["n_sets"] if greedy_n_sets is None else greedy_n_sets
+greedy_n_steps = GREEDY["n_steps"] if greedy_n_steps is None else greedy_n_steps
+greedy_candidates_naive = GREEDY["candidates_naive"] if greedy_candidates is None else greedy_candidates
+greedy_candidates = GREEDY["candidates"] if greedy_candidates is None else greedy_candidates
+K_POSITIONS = methods.default("completeness_removal")["k_positions"]  # "kept": the authors' completeness.py
 results.start(CHAPTER, MODEL, {"n_prompts": n_prompts, "seed": seed, "prepend_bos": prepend_bos,
                                "ablation": ablation_method, "greedy": [greedy_n_sets, greedy_n_steps,
                                                                        greedy_candidates]})
@@ -114,7 +139,7 @@ if not circuit:
 # the same template group, at that position (`ablation.ablation_values`). F is the mean
 # logit difference over the prompts, and faithfulness the ratio of the two means.
 
-# %%
+# %% tags=["hide-input"]
 values = ablation.ablation_values(model, ioi, abc, ablation_method, seed=seed)
 _runs = {}  # every ablated run of this chapter, made once (per-prompt logit diffs)
 
@@ -132,15 +157,22 @@ def F_C(circ, removed=(), vals=None):
     return _runs[key]
 
 
-def F_M(removed=()):
-    """Per-prompt logit diff of the model minus ``removed`` (knocked out at every position)."""
-    key = ("M", frozenset(removed))
+def F_M(removed=(), circ=None, k_positions=K_POSITIONS):
+    """Per-prompt logit diff of the model minus ``removed``: knocked out at their kept positions
+    in ``circ`` (``"kept"``, the authors' completeness.py) or everywhere (``"all"``)."""
+    removed = tuple(removed)
+    if not removed:
+        k_positions = "all"  # nothing removed: the same run either way
+    key = ("M", frozenset(removed), k_positions, _circuit_key(circ) if k_positions == "kept" else None)
     if key not in _runs:
-        _runs[key] = ablation.model_logit_diff(model, ioi, values, removed)
+        _runs[key] = ablation.model_logit_diff(model, ioi, values, removed, circ, k_positions)
     return _runs[key]
 
 
+# %%
 faith = ablation.Faithfulness(F_M(), F_C(circuit))
+
+# %% tags=["hide-input"]
 settings = setup.settings() | {"ablation": f"{ablation_method} over p_ABC per template group and position",
                                "positions": "kept positions"}
 results.record(CHAPTER, "circuit.F_M", faith.F_M, settings)
@@ -239,55 +271,77 @@ display(Markdown(f"Across these choices faithfulness ranges from "
 # %% [markdown]
 # ## Completeness
 #
-# Three families of sets K (the paper's Sec. 4.1): **random** subsets of the circuit (each head
-# in with probability 1/2), each **class**, and sets found by a **greedy search** that adds, step by
-# step, the head (among a few drawn at random) that most increases |F(C ∖ K) −
-# F(M ∖ K)|. As the authors did, the search runs on a smaller set of prompts and the sets
-# it finds are re-scored on all of them. Removing K from the model means knocking its heads out
-# at every position. The search parameters default to what fits a CPU; `paper_greedy=True`
-# runs the paper's (5 runs x 10 steps x 10 candidates). The paper's code differs from its text
-# in the greedy objective; this follows the text.
+# Three families of sets K (the paper's Sec. 4.1), built as the authors' `completeness.py`
+# builds them (see the Methods appendix):
+#
+# * **random** subsets of the circuit, each head in with probability 1/2 (the authors: 100 sets);
+# * each **class**, grouped as the authors' circuit dict groups them: the Backup Name Movers
+#   are part of the Name Movers, so there are 6 class sets (the paper's 7-class grouping is
+#   added as rows of its own where it differs);
+# * sets found by a **greedy search** (`new_greedy_search`): 10 runs of 10 steps; each step draws
+#   10 heads (5 for the naive circuit) from C ∖ K and adds the one that most increases
+#   |F(C ∖ K) − F(M ∖ K)|, if it does. It runs on the same prompts as everything else and its
+#   scores are the ones reported (no re-scoring).
+#
+# **Removing K.** From the circuit, K's heads are knocked out everywhere. From the model, the
+# authors' code knocks them out **only at their kept positions** (END, S2 or S1+1: it removes
+# the circuit's (head, position) nodes). That is the default here; the table also gives
+# F(M ∖ K) and the incompleteness with K knocked out of the model at every position, the
+# construction this book used before (the paper's text does not say which).
 
 # %%
 display(Markdown(f"Greedy search: **{greedy_n_sets} run(s) x {greedy_n_steps} steps x {greedy_candidates} "
-                 f"candidates** on {min(greedy_n_prompts, len(ioi))} prompts (paper: "
-                 f"{ablation.PAPER_GREEDY['n_sets']} x {ablation.PAPER_GREEDY['n_steps']} x "
-                 f"{ablation.PAPER_GREEDY['candidates']})."))
+                 f"candidates** ({greedy_candidates_naive} for the naive circuit) on the same {len(ioi)} prompts; "
+                 f"{n_random_sets} random sets. The authors: {GREEDY['n_sets']} x {GREEDY['n_steps']} x "
+                 f"{GREEDY['candidates']} ({GREEDY['candidates_naive']}), N = 100, "
+                 f"{methods.default('random_sets')['n_sets']} random sets."))
 
 
-def greedy_sets(circ, label):
+def greedy_sets(circ, label, candidates):
     if not circ:  # no head to put in K
         return {}
-    small = ioi[:min(greedy_n_prompts, len(ioi))]
-    small_vals = values[:, :len(small), :small.tokens.shape[1]]
-    runs = ablation.greedy_completeness(model, small, small_vals, circ, n_sets=greedy_n_sets,
-                                        n_steps=greedy_n_steps, candidates=greedy_candidates, seed=seed)
+    runs = ablation.greedy_completeness(model, ioi, values, circ, n_sets=greedy_n_sets, n_steps=greedy_n_steps,
+                                        candidates=candidates, seed=seed, k_positions=K_POSITIONS,
+                                        progress=False)
     return {f"{label} greedy {r['run']}": r["K"] for r in runs}
 
 
-def completeness_table(circ, class_heads, label):
-    """F(C∖K), F(M∖K) and |F(C∖K) - F(M∖K)| for random, class, empty and greedy sets K."""
+def completeness_table(circ, classes_by_name, label, candidates=greedy_candidates):
+    """F(C∖K), F(M∖K) and |F(C∖K) - F(M∖K)| for random, class, empty and greedy sets K; M∖K with
+    K at its kept positions (default) and, as the variant, at every position."""
+    code_groups = ablation.fold_backups(classes_by_name)  # the authors' 6-class grouping
     sets = {f"random {i}": k for i, k in enumerate(ablation.random_sets(circ, n_random_sets, seed=seed).values())}
-    sets.update({f"class: {n}": k for n, k in ablation.class_sets(class_heads, circ).items() if n != "empty"})
+    sets.update({f"class: {n}": k for n, k in ablation.class_sets(code_groups, circ).items() if n != "empty"})
+    code_sets = {frozenset(k) for n, k in sets.items() if n.startswith("class")}
+    sets.update({f"class (7-class grouping): {n}": k for n, k in ablation.class_sets(classes_by_name, circ).items()
+                 if n != "empty" and frozenset(k) not in code_sets})
     sets["empty"] = ()
-    greedy = greedy_sets(circ, label)
+    greedy = greedy_sets(circ, label, candidates)
     sets.update(greedy or {f"{label} greedy (no heads)": ()})
     rows = []
     for name, k in sets.items():
-        c, m = F_C(circ, k).mean().item(), F_M(k).mean().item()
-        kind = "greedy" if name.startswith(label) else name.split(" ")[0].rstrip(":")
+        c, m = F_C(circ, k).mean().item(), F_M(k, circ).mean().item()
+        m_all = F_M(k, circ, "all").mean().item()
+        kind = ("greedy" if name.startswith(label) else "class (7 classes)" if name.startswith("class (7")
+                else name.split(" ")[0].rstrip(":"))
         rows.append({"circuit": label, "K": name, "kind": kind, "size of K": len(k),
                      "heads": " ".join(paper.head_name(h) for h in sorted(k)),
-                     "F(C∖K)": c, "F(M∖K)": m, "incompleteness": abs(c - m)})
+                     "F(C∖K)": c, "F(M∖K)": m, "incompleteness": abs(c - m),
+                     "F(M∖K), K everywhere": m_all, "incompleteness, K everywhere": abs(c - m_all)})
     return pd.DataFrame(rows)
 
 
 class_heads = {n: c.heads for n, c in classes.items() if c.heads}
 comp = completeness_table(circuit, class_heads, "full")
 greedy_best = comp[comp["kind"] == "greedy"]["incompleteness"].max()
+comp_settings = settings | {"construction": "; ".join(methods.METHODS[k].construction for k in
+                                                      ("greedy", "completeness_removal", "completeness_classes"))}
 results.record(CHAPTER, "circuit.greedy_incompleteness", float(greedy_best),
-               settings | {"K": f"greedy {greedy_n_sets}x{greedy_n_steps}x{greedy_candidates}"},
+               comp_settings | {"K": f"greedy {greedy_n_sets}x{greedy_n_steps}x{greedy_candidates}"},
                note="" if circuit else "empty circuit: every K is empty, the score is |F(C) - F(M)|")
+display(Markdown("**K removed from the model at its kept positions (default, the authors' code) vs at every "
+                 "position (variant)**, largest incompleteness per kind of set:"))
+display(comp.groupby("kind")[["incompleteness", "incompleteness, K everywhere"]].max().round(3))
 for kind in ("random", "class"):
     sub = comp[comp["kind"] == kind]["incompleteness"]
     results.record(CHAPTER, f"circuit.{kind}_incompleteness_max", float(sub.max()) if len(sub) else None, settings)
@@ -302,33 +356,56 @@ display(comp.sort_values("incompleteness", ascending=False).head(10).style.forma
 #
 # For each head v the paper picks a set K (mostly other heads of v's class, since heads
 # of one class back each other up) and reports |F(C ∖ (K ∪ {v})) − F(C ∖ K)|
-# (its Fig. 20). The paper's sets name GPT-2 small heads; they are used here only on GPT-2 small.
-# On another model, K for a head is the other heads of its class (`ablation.same_class_k`), the
-# generic form of the paper's choice.
+# (its Fig. 20). The authors' code that computes it, `minimality.py`, defines K: v's
+# class, except for the Name Movers (Backup Name Movers included), where K is the heads listed
+# before v in their order of importance, and four special cases (9.0 and 11.9: all eleven Name
+# Movers and both Negative Name Movers; 5.8 and 5.9: the two Negative Name Movers). On GPT-2
+# small those sets are used as they are, with ARENA's sets (which differ for the Backup Name
+# Movers) beside them. On another model the same rule is applied to its own classes
+# (`ablation.ordered_class_k`, Name Movers ordered by the size of their effect, the Backup
+# Name Movers after them), with plain same-class K (`ablation.same_class_k`) beside it.
 
 # %%
+def by_importance(name):
+    """A class's heads, largest drop first (the authors list their Name Movers "by importance")."""
+    c = classes.get(name)
+    return sorted(c.heads, key=lambda h: float(c.effect[h])) if c and c.heads else []
+
+
+generic = ablation.ordered_class_k({"Name Mover": by_importance("Name Mover") + by_importance("Backup Name Mover"),
+                                    **{n: h for n, h in class_heads.items()
+                                       if n not in ("Name Mover", "Backup Name Mover")}})
+plain = ablation.same_class_k(class_heads)
 if models.is_gpt2_small(model):
-    generic = ablation.same_class_k(class_heads)
-    k_sets = {v: ablation.PAPER_MINIMALITY_K.get(v, generic.get(v, ())) for v in circuit}
-    k_source = "the paper's K sets (same-class K for heads outside the paper's circuit)"
+    K_SETS = paper.MINIMALITY_K[methods.default("minimality_k")["k_sets"]]
+    VARIANT_SETS = paper.MINIMALITY_K[methods.variant("minimality_k")["k_sets"]]
+    k_sets = {v: K_SETS.get(v, generic.get(v, ())) for v in circuit}
+    k_variant = {v: VARIANT_SETS.get(v, plain.get(v, ())) for v in circuit}
+    k_source = "the authors' minimality.py K sets (their rule for heads outside the paper's circuit)"
+    variant_name = "ARENA's K sets"
 else:
-    k_sets = ablation.same_class_k(class_heads)
-    k_source = "K = the other heads of the head's class"
-mini = ablation.minimality(model, ioi, values, circuit, k_sets) if circuit else {}
+    k_sets, k_variant = generic, plain
+    k_source = "the authors' rule (minimality.py) on this model's classes"
+    variant_name = "K = the other heads of the head's 7-class class"
+mini = ablation.minimality(model, ioi, values, circuit, k_sets, progress=False) if circuit else {}
+mini_var = ablation.minimality(model, ioi, values, circuit, k_variant, progress=False) if circuit else {}
 mini_df = pd.DataFrame([{"head": paper.head_name(v), "class": next(n for n, c in classes.items() if v in c.heads),
                          "K": " ".join(paper.head_name(h) for h in r["K"]) or "{}",
-                         "score": r["score"], "fraction of F(M)": r["relative"]} for v, r in mini.items()])
+                         "score": r["score"], "fraction of F(M)": r["relative"],
+                         f"K ({variant_name})": " ".join(paper.head_name(h) for h in mini_var[v]["K"]) or "{}",
+                         f"score ({variant_name})": mini_var[v]["score"]} for v, r in mini.items()])
+settings_k = settings | {"K": k_source, "construction": methods.METHODS["minimality_k"].construction}
 for v, r in mini.items():
-    results.record(CHAPTER, f"minimality.ours.{paper.head_name(v)}", r["score"], settings | {"K": k_source})
+    results.record(CHAPTER, f"minimality.ours.{paper.head_name(v)}", r["score"], settings_k)
 smallest = float(mini_df["fraction of F(M)"].min()) if len(mini_df) else None
-results.record(CHAPTER, "minimality.smallest_fraction", smallest, settings | {"K": k_source},
+results.record(CHAPTER, "minimality.smallest_fraction", smallest, settings_k,
                note="" if len(mini_df) else "empty circuit: no head to score")
 paper_heads = ["0.1", "5.5", "10.7", "9.0", "11.9"]
 for name in paper_heads:
     key = f"minimality.{name}"
     if models.is_gpt2_small(model):
         head = tuple(int(x) for x in name.split("."))
-        results.record(CHAPTER, key, mini[head]["score"] if head in mini else None, settings | {"K": k_source},
+        results.record(CHAPTER, key, mini[head]["score"] if head in mini else None, settings_k,
                        note="" if head in mini else "this head is not in the circuit found here")
     else:
         results.record(CHAPTER, key, None, settings,
@@ -338,9 +415,9 @@ for name in paper_heads:
 if len(mini_df):
     ours = mini_df.sort_values("score", ascending=False).assign(source=f"{MODEL} (K: {k_source})")
     ours_chart = plots.bar_chart(ours, x="head", y="score", color="class",
-                                 title=f"Minimality per head, {MODEL} (dashed: 1% of F(M))",
+                                 title=f"Minimality per head, {MODEL} (dashed: {MIN_FRACTION:.0%} of F(M))",
                                  tooltip=["head", "class", "K", "score", "fraction of F(M)"])
-    one_percent = alt.Chart(pd.DataFrame({"score": [0.01 * abs(faith.F_M)]})).mark_rule(
+    one_percent = alt.Chart(pd.DataFrame({"score": [MIN_FRACTION * abs(faith.F_M)]})).mark_rule(
         strokeDash=[4, 4], color="#555").encode(y="score:Q")
     ours_chart = ours_chart + one_percent
     paper_df = pd.DataFrame([{"head": n, "score": P[f"minimality.{n}"]["value"]} for n in paper_heads])
@@ -355,25 +432,37 @@ else:
 # ## A naive circuit, for contrast
 #
 # The paper contrasts its circuit with a **naive circuit of 13 heads**, whose completeness is
-# much worse. That circuit is a list of GPT-2 small heads; on another model its
-# indices name unrelated heads, so it is not used here. The comparable naive circuit on this
-# model is made of the classes found by the **first path-patching steps** (chapters 2-5: Name
-# Movers, S-Inhibition, Induction, Duplicate Token, Previous Token heads), without the Negative
-# and Backup Name Movers, the two classes one only finds by looking at what compensates.
+# much worse. In the authors' code (`ioi_circuit_extraction.py`, `NAIVE`) it is: Name Movers
+# 9.6, 9.9, 10.0; S-Inhibition 7.3, 7.9, 8.6, 8.10; Induction **5.5 and 5.9 only**; Duplicate
+# Token **3.0 and 0.10 only**; Previous Token 2.2, 4.11; no Negative or Backup Name Movers. On
+# GPT-2 small that list is used as it is. On another model its indices name unrelated heads,
+# so the comparable naive circuit is made of the classes found by the **first path-patching
+# steps** (chapters 2-5), without the Negative and Backup Name Movers, the two classes one only
+# finds by looking at what compensates. Its greedy search draws 5 candidates per step, as the
+# authors' does for the naive circuit.
 
 # %%
 naive_names = ["Name Mover", "S-Inhibition", "Induction", "Duplicate Token", "Previous Token"]
-naive = discovery.circuit({n: classes[n] for n in naive_names})
+if models.is_gpt2_small(model):  # the authors' NAIVE dict
+    naive_classes = {n: list(h) for n, h in paper.NAIVE_CIRCUIT.items() if h}
+    naive = {h: [paper.KEPT_AT[n]] for n, heads in naive_classes.items() for h in heads}
+    naive_label = "naive (the authors' 13 heads)"
+else:
+    naive_classes = {n: classes[n].heads for n in naive_names if classes[n].heads}
+    naive = discovery.circuit({n: classes[n] for n in naive_names})
+    naive_label = "naive (first steps only)"
 naive_faith = ablation.Faithfulness(F_M(), F_C(naive))
-naive_comp = completeness_table(naive, {n: classes[n].heads for n in naive_names if classes[n].heads}, "naive")
+naive_comp = completeness_table(naive, naive_classes, "naive", candidates=greedy_candidates_naive)
 naive_greedy = naive_comp[naive_comp["kind"] == "greedy"]["incompleteness"].max()
 results.record(CHAPTER, "circuit.naive.faithfulness", naive_faith.ratio, settings)
-results.record(CHAPTER, "circuit.naive.greedy_incompleteness", float(naive_greedy), settings)
+results.record(CHAPTER, "circuit.naive.greedy_incompleteness", float(naive_greedy),
+               comp_settings | {"K": f"greedy {greedy_n_sets}x{greedy_n_steps}x{greedy_candidates_naive}",
+                                "naive circuit": naive_label})
 contrast = pd.DataFrame([
     {"circuit": "full (7 classes)", "heads": len(circuit), "F(C)": faith.F_C, "F(C)/F(M)": faith.ratio,
      "largest greedy incompleteness": greedy_best,
      "largest class incompleteness": comp[comp["kind"] == "class"]["incompleteness"].max()},
-    {"circuit": "naive (first steps only)", "heads": len(naive), "F(C)": naive_faith.F_C,
+    {"circuit": naive_label, "heads": len(naive), "F(C)": naive_faith.F_C,
      "F(C)/F(M)": naive_faith.ratio, "largest greedy incompleteness": naive_greedy,
      "largest class incompleteness": naive_comp[naive_comp["kind"] == "class"]["incompleteness"].max()},
 ])
@@ -387,7 +476,7 @@ plots.show(plots.scatter_with_diagonal(
 # %% [markdown]
 # ## Comparison with the paper and takeaway
 
-# %%
+# %% tags=["hide-input"]
 rows = [(P[k]["claim"], P[k]["value"], v) for k, v in (
     ("circuit.F_M", faith.F_M), ("circuit.F_C", faith.F_C), ("circuit.faithfulness", faith.ratio),
     ("circuit.gap", faith.gap), ("circuit.greedy_incompleteness", greedy_best),
@@ -395,32 +484,35 @@ rows = [(P[k]["claim"], P[k]["value"], v) for k, v in (
 display(pd.DataFrame(rows, columns=["claim", "paper (GPT-2 small)", MODEL]).style.format(precision=3).hide(axis="index"))
 display(Markdown(
     f"Settings: model {MODEL}, N = {len(ioi)}, BOS {prepend_bos}, {ablation_method} ablation over p_ABC per "
-    f"template group and position; greedy {greedy_n_sets}x{greedy_n_steps}x{greedy_candidates}; minimality K: "
-    f"{k_source}."))
+    f"template group and position; K removed from M at its kept positions (the authors' completeness.py); "
+    f"class sets grouped as the authors' (Backup Name Movers inside the Name Movers); greedy "
+    f"{greedy_n_sets}x{greedy_n_steps}x{greedy_candidates} on the same prompts; minimality K: {k_source}."))
 if not models.is_gpt2_small(model):
     display(Markdown(paper.stand_in_note(MODEL)))
 
-# %%
+# %% tags=["hide-input"]
 if setup.does_task:  # metrics.does_task, as in every chapter
     text = [f"The circuit found on **{MODEL}** has {len(circuit)} heads. It keeps **{faith.ratio:.0%}** of the "
             f"model's logit difference (F(C) = {faith.F_C:.2f} vs F(M) = {faith.F_M:.2f}; paper, GPT-2 small: "
-            f"87%, 3.10 vs 3.56)."]
+            f"{PAPER['circuit.faithfulness']:.0%}, {PAPER['circuit.F_C']:.2f} vs {PAPER['circuit.F_M']:.2f})."]
 else:
     text = [f"The circuit found on **{MODEL}** has {len(circuit)} heads. The model itself does not do the task "
             f"(F(M) = {faith.F_M:.2f}, F(C) = {faith.F_C:.2f}), so the ratio F(C)/F(M) = {faith.ratio:.2f} "
-            f"means nothing here (paper, GPT-2 small: 0.87, 3.10 vs 3.56)."]
+            f"means nothing here (paper, GPT-2 small: {PAPER['circuit.faithfulness']}, {PAPER['circuit.F_C']:.2f} vs "
+            f"{PAPER['circuit.F_M']:.2f})."]
 text.append(f"Changing the ablation moves faithfulness between {sensitivity['ratio of means (paper)'].min():.2f} and "
             f"{sensitivity['ratio of means (paper)'].max():.2f}.")
 if circuit:
     worst_class = comp[comp["kind"] == "class"]["incompleteness"].max()
     text.append(f"Completeness: the largest incompleteness is {comp[comp['kind'] == 'random']['incompleteness'].max():.2f} "
                 f"for random sets, {worst_class:.2f} for class sets and **{greedy_best:.2f}** for greedy sets "
-                f"(paper: small, small, up to 3.09)" +
+                f"(paper: small, small, up to {PAPER['circuit.greedy_incompleteness']})" +
                 (" — as in the paper, a search finds sets the circuit does not account for."
                  if greedy_best > max(worst_class, 0.1 * abs(faith.F_M)) else "."))
-    below = mini_df[mini_df["fraction of F(M)"] < 0.01]["head"].tolist()
-    text.append(f"Minimality: the smallest score is {smallest:.1%} of F(M) (paper: every head at least 1%); " +
-                (f"heads below 1%: {', '.join(below)}." if below else "every head passes 1%."))
+    below = mini_df[mini_df["fraction of F(M)"] < MIN_FRACTION]["head"].tolist()
+    text.append(f"Minimality: the smallest score is {smallest:.1%} of F(M) (paper: every head at least "
+                f"{MIN_FRACTION:.0%}); " + (f"heads below {MIN_FRACTION:.0%}: {', '.join(below)}." if below else
+                                             f"every head passes {MIN_FRACTION:.0%}."))
     text.append(f"The naive circuit ({len(naive)} heads) keeps {naive_faith.ratio:.0%} and its greedy "
                 f"incompleteness reaches {naive_greedy:.2f}, against {greedy_best:.2f} for the full circuit.")
 else:

@@ -23,8 +23,12 @@
 #
 # > *"John and Mary went to the store. **Mary had a good day.** John gave a bottle of milk to"*
 #
-# The paper adds one sentence naming the IO ("[A] had a good day.", "[A] was tired.", ...)
-# after the first sentence, and, as a control, the same sentences naming the subject S. Its
+# The paper's text adds one sentence naming the IO ("[A] had a good day.", "[A] was tired.",
+# ...) after the first sentence, and, as a control, the same sentences naming the subject S.
+# The authors' code that computed the published numbers (`advex.py`, `gen_adv` with
+# `DOUBLE_ADX_TEMPLATE`) does a little more: **two** such sentences naming the IO ("Mary had a
+# good day. Mary was tired."), inserted after the prompt's last "." (or its last "," when it has
+# none), on N = 500 prompts of all 14 "mixed" templates. Its
 # Fig. 8 table: on GPT-2 small the logit difference falls from 3.55 to **1.23**, the IO
 # probability from 0.49 to **0.36**, and S is preferred to IO on **23.4%** of prompts instead of
 # 0.7%; the control barely moves (3.64, 0.59, 0.4%).
@@ -32,13 +36,16 @@
 # This chapter builds both distributions, measures the three numbers, looks at where the
 # S-Inhibition heads attend in the adversarial prompts, and adds the paper's other stress test
 # of App. J: knocking out the first MLP, which reverses the sign of the logit difference.
+# The prompts are built as the authors' code builds them; the paper's one-sentence example is
+# measured beside them as a variant.
 
 # %% tags=["parameters"]
 model_name = None  # None: $IOI_MODEL, else "gpt2" (GPT-2 small, the paper's model)
 n_prompts = 100  # prompts per distribution (the paper's scripts used 100)
 seed = 0
 prepend_bos = False  # the paper's choice: no <|endoftext|> at the start
-template_set = "mixed"  # restricted below to its templates with a sentence break before S2
+template_set = "mixed"  # the authors' code: BABA 1-7 + ABBA 1-7 (the adversarial prompts use all 14)
+n_adversarial = None  # prompts per adversarial distribution; None: the authors' 500 (advex.py)
 # shared by every chapter (discovery.setup_from): the classes' rule thresholds, as fractions
 # of the clean logit diff; each class's chapter explains its value
 name_mover_threshold = 0.05
@@ -47,13 +54,13 @@ induction_threshold = 0.03
 previous_threshold = 0.03
 backup_threshold = 0.02
 
-# %%
+# %% tags=["hide-input"]
 import altair as alt
 import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from ioi_helpers import dataset, discovery, hooks, metrics, models, paper, plots, results, scores
+from ioi_helpers import dataset, discovery, hooks, methods, metrics, models, paper, plots, results, scores
 from ioi_helpers.hooks import hook_name
 
 torch.set_grad_enabled(False)
@@ -70,19 +77,29 @@ if not models.is_gpt2_small(model):
 # %% [markdown]
 # ## The three distributions
 #
-# The extra sentence goes **after the first sentence**, right before the clause that holds S2,
-# so it only fits templates where a sentence ends there ("... went to the store. [B] gave ...").
-# Templates whose S2 clause follows a comma ("After [B] and [A] went to the store, [B] gave
-# ...") have no such place, so they are left out (`dataset.adversarial_templates`). The same
-# base prompts are used for all three distributions, so any difference comes from the extra
-# sentence alone. The answers stay the clean IO and S.
+# **Default, the authors' construction** (`dataset.make_adversarial_dataset`,
+# `construction="code"`): each prompt gets an ordered pair of the five published sentences
+# (the same one twice is allowed), both naming the IO (adversarial) or S (control), right after
+# its last "." (its last "," when it has no "."), on all 14 "mixed" templates and N = 500 as in
+# `advex.py`. In templates whose S2 clause follows a comma this gives a run-on sentence ("...
+# had a long argument, Mary was tired. Mary had a good day. and afterwards John said to"),
+# exactly as the code does. (The authors' final `advex.py` runs the IO case only; the control
+# applies the same construction to S.) The same base prompts are used for all three
+# distributions, so any difference comes from the extra text alone. The answers stay the
+# clean IO and S.
+#
+# **Variant, the paper's text** (`construction="paper"`): one sentence, after the first
+# sentence, right before the clause that holds S2; only templates where a sentence ends there
+# ("... went to the store. [B] gave ...", `dataset.adversarial_templates`), N = `n_prompts`.
 
 # %%
-adv_templates = dataset.adversarial_templates(template_set)
-base = dataset.make_ioi_dataset(tokenizer, n_prompts, template_set=adv_templates, seed=seed,
+ADV = methods.default("adversarial")  # construction "code", N = 500, mixed templates
+n_adversarial = ADV["n_prompts"] if n_adversarial is None else n_adversarial
+adv_templates = dataset.templates(template_set)
+base = dataset.make_ioi_dataset(tokenizer, n_adversarial, template_set=template_set, seed=seed,
                                 prepend_bos=prepend_bos)
-adv_io = dataset.make_adversarial_dataset(tokenizer, base, "IO")
-adv_s = dataset.make_adversarial_dataset(tokenizer, base, "S")
+adv_io = dataset.make_adversarial_dataset(tokenizer, base, "IO", construction=ADV["construction"])
+adv_s = dataset.make_adversarial_dataset(tokenizer, base, "S", construction=ADV["construction"])
 DISTS = {"original": base, "extra sentence naming IO (adversarial)": adv_io,
          "extra sentence naming S (control)": adv_s}
 display(Markdown(
@@ -122,7 +139,8 @@ summary = {name: metrics.summarize(logits, DISTS[name]) for name, (logits, _) in
 for name in summary:
     summary[name]["S above IO"] = 1 - summary[name]["IO > S"]
 
-settings = base.settings() | {"model": MODEL, "template_set": f"{template_set} with a sentence break"}
+settings = base.settings() | {"model": MODEL, "template_set": template_set,
+                              "construction": methods.METHODS["adversarial"].construction}
 for key, name in (("io", "extra sentence naming IO (adversarial)"), ("s", "extra sentence naming S (control)")):
     results.record(CHAPTER, f"adversarial.{key}.logit_diff", summary[name]["logit diff"], settings)
     results.record(CHAPTER, f"adversarial.{key}.io_prob", summary[name]["IO prob"], settings)
@@ -143,10 +161,33 @@ table = pd.DataFrame([
     for name, s in summary.items()])
 display(Markdown(
     f"Settings: model **{MODEL}**, N = {len(base)} prompts per distribution, templates "
-    f"'{template_set}' with a sentence break ({len(adv_templates)} groups), BOS "
+    f"'{template_set}' ({len(adv_templates)} groups), the authors' construction (two sentences), BOS "
     f"{'prepended' if prepend_bos else 'not prepended'}, seed {seed}, no ablation. The paper: "
     f"GPT-2 small, its Fig. 8 table (no BOS)."))
 table.round(3)
+
+# %% [markdown]
+# **The paper's one-sentence example, as a variant.** The same three numbers with one sentence
+# before the S2 clause, on the templates with a sentence break (`n_prompts` prompts). The
+# difference from the table above is the construction only: one sentence instead of two, its
+# place, and the template subset.
+
+# %%
+var_templates = dataset.adversarial_templates(template_set)
+var_base = dataset.make_ioi_dataset(tokenizer, n_prompts, template_set=var_templates, seed=seed,
+                                    prepend_bos=prepend_bos)
+var_rows = []
+for name, ds in (("original", var_base),
+                 ("one sentence naming IO", dataset.make_adversarial_dataset(tokenizer, var_base, "IO", **methods.variant("adversarial"))),
+                 ("one sentence naming S", dataset.make_adversarial_dataset(tokenizer, var_base, "S", **methods.variant("adversarial")))):
+    sm = metrics.summarize(metrics.end_logits(model, ds), ds)
+    var_rows.append({"distribution (paper's text)": name, "logit diff": sm["logit diff"], "IO prob": sm["IO prob"],
+                     "S above IO": 1 - sm["IO > S"], "N": len(ds)})
+    if name != "original":
+        results.record(CHAPTER, f"adversarial.paper_text.{'io' if 'IO' in name else 's'}.logit_diff", sm["logit diff"],
+                       settings | {"construction": "variant: the paper's one sentence", "N": len(ds)})
+display(Markdown(f"Example ({MODEL}): *{dataset.make_adversarial_dataset(tokenizer, var_base[:1], 'IO', **methods.variant('adversarial')).texts[0]}*"))
+pd.DataFrame(var_rows).round(3)
 
 # %%
 long = table.melt(id_vars="distribution", value_vars=["logit diff", "IO prob", "S above IO"],
@@ -332,7 +373,7 @@ pd.DataFrame(mlp0).T[["logit diff", "IO prob", "IO > S"]].round(3)
 # %% [markdown]
 # ## Takeaway
 
-# %%
+# %% tags=["hide-input"]
 o, a, c = (summary[n] for n in DISTS)
 drop = 1 - a["logit diff"] / o["logit diff"] if o["logit diff"] else float("nan")
 lines = [

@@ -36,7 +36,7 @@ n_prompts = 200  # per held-out split
 seed = 0
 prepend_bos = False  # the paper's choice: no <|endoftext|> at the start
 
-# %%
+# %% tags=["hide-input"]
 import json
 
 import altair as alt
@@ -64,7 +64,7 @@ if MODEL != "ioi-tiny":
 # Everything in this section is read from `training.json`, written by the training script
 # next to the weights.
 
-# %%
+# %% tags=["hide-input"]
 arch = record["architecture"]
 cal = record["calibration"]
 facts = [
@@ -221,7 +221,7 @@ pd.DataFrame([{"property": k, "holds": "yes" if v else "NO"} for k, v in verdict
 # classes) and sets it beside the paper's GPT-2 small heads for reference. Until those chapters
 # have run, it says so.
 
-# %%
+# %% tags=["hide-input"]
 def _heads_of(value) -> list[str] | None:
     """A recorded list of heads as "L.H" strings, or None if the value is not one."""
     if not isinstance(value, list) or not all(

@@ -48,7 +48,7 @@ induction_threshold = 0.03
 previous_threshold = 0.03
 backup_threshold = 0.02
 
-# %%
+# %% tags=["hide-input"]
 import torch
 from IPython.display import Markdown, display
 
