@@ -60,7 +60,8 @@ model = models.load_model(model_name)
 tokenizer = models.get_tokenizer()
 MODEL = model.ioi_model_name
 results.start("01_task", MODEL, {"n_prompts": n_prompts, "seed": seed,
-                                 "prepend_bos": prepend_bos, "template_set": template_set})
+                                 "prepend_bos": prepend_bos, "template_set": template_set},
+              calibrated=model.calibrated)
 display(Markdown(f"**Model:** {models.describe_model(model)}"))
 if not models.is_gpt2_small(model):
     display(Markdown(paper.stand_in_note(MODEL)))

@@ -64,7 +64,7 @@ MODEL = model.ioi_model_name
 setup = discovery.setup_from(model, globals())
 settings = setup.settings() | {"threshold": name_mover_threshold, "corruption": "p_ABC",
                                "receivers": "logits at END"}
-results.start(CHAPTER, MODEL, settings)
+results.start(CHAPTER, MODEL, settings, calibrated=model.calibrated)
 BOS = "prepended" if prepend_bos else "not prepended"
 display(Markdown(f"**Model:** {models.describe_model(model)}"))
 if not models.is_gpt2_small(model):

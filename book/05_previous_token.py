@@ -56,7 +56,7 @@ MODEL = model.ioi_model_name
 setup = discovery.setup_from(model, globals())
 settings = setup.settings() | {"threshold": previous_threshold, "corruption": "p_ABC",
                                "receivers": "Induction keys at S1+1"}
-results.start(CHAPTER, MODEL, settings)
+results.start(CHAPTER, MODEL, settings, calibrated=model.calibrated)
 display(Markdown(f"**Model:** {models.describe_model(model)}"))
 if not models.is_gpt2_small(model):
     display(Markdown(paper.stand_in_note(MODEL)))

@@ -57,7 +57,8 @@ model = models.load_model(model_name)
 MODEL = model.ioi_model_name
 CHAPTER = "06_backup_name_movers"
 results.start(CHAPTER, MODEL, {"n_prompts": n_prompts, "seed": seed, "prepend_bos": prepend_bos,
-                               "backup_threshold": backup_threshold})
+                               "backup_threshold": backup_threshold},
+              calibrated=model.calibrated)
 display(Markdown(f"**Model:** {models.describe_model(model)}"))
 if not models.is_gpt2_small(model):
     display(Markdown(paper.stand_in_note(MODEL)))

@@ -100,7 +100,8 @@ greedy_candidates = GREEDY["candidates"] if greedy_candidates is None else greed
 K_POSITIONS = methods.default("completeness_removal")["k_positions"]  # "kept": the authors' completeness.py
 results.start(CHAPTER, MODEL, {"n_prompts": n_prompts, "seed": seed, "prepend_bos": prepend_bos,
                                "ablation": ablation_method, "greedy": [greedy_n_sets, greedy_n_steps,
-                                                                       greedy_candidates]})
+                                                                       greedy_candidates]},
+              calibrated=model.calibrated)
 display(Markdown(f"**Model:** {models.describe_model(model)}"))
 if not models.is_gpt2_small(model):
     display(Markdown(paper.stand_in_note(MODEL)))

@@ -69,7 +69,8 @@ tokenizer = models.get_tokenizer()
 MODEL = model.ioi_model_name
 CHAPTER = "08_adversarial_examples"
 results.start(CHAPTER, MODEL, {"n_prompts": n_prompts, "seed": seed, "prepend_bos": prepend_bos,
-                               "template_set": template_set})
+                               "template_set": template_set},
+              calibrated=model.calibrated)
 display(Markdown(f"**Model:** {models.describe_model(model)}"))
 if not models.is_gpt2_small(model):
     display(Markdown(paper.stand_in_note(MODEL)))
@@ -148,7 +149,8 @@ for key, name in (("io", "extra sentence naming IO (adversarial)"), ("s", "extra
 
 P = paper.NUMBERS
 paper_rows = {
-    "original": (3.55, P["baseline.io_prob"]["value"], 1 - P["baseline.io_above_s"]["value"]),
+    "original": (paper.QUOTED["adversarial.original.logit_diff"]["value"], P["baseline.io_prob"]["value"],
+                 1 - P["baseline.io_above_s"]["value"]),
     "extra sentence naming IO (adversarial)": (P["adversarial.io.logit_diff"]["value"], P["adversarial.io.io_prob"]["value"],
                                                P["adversarial.io.s_above_io"]["value"]),
     "extra sentence naming S (control)": (P["adversarial.s.logit_diff"]["value"], P["adversarial.s.io_prob"]["value"],
@@ -375,13 +377,18 @@ pd.DataFrame(mlp0).T[["logit diff", "IO prob", "IO > S"]].round(3)
 
 # %% tags=["hide-input"]
 o, a, c = (summary[n] for n in DISTS)
+PO = paper.QUOTED["adversarial.original.logit_diff"]["value"]  # the paper's numbers (ioi_helpers.paper)
+PA, PS = ({k: paper.NUMBERS[f"adversarial.{who}.{k}"]["value"] for k in ("logit_diff", "s_above_io")}
+          for who in ("io", "s"))
 drop = 1 - a["logit diff"] / o["logit diff"] if o["logit diff"] else float("nan")
 lines = [
     f"On **{MODEL}** (N = {len(base)} per distribution), adding a sentence that names the IO moves the "
     f"logit difference from **{o['logit diff']:.2f}** to **{a['logit diff']:.2f}** "
-    f"({drop:.0%} lower; paper, GPT-2 small: 3.55 → 1.23, 65% lower) and makes S win on "
-    f"**{a['S above IO']:.1%}** of prompts (paper: 23.4%). The control sentence naming S gives "
-    f"{c['logit diff']:.2f} (paper: 3.64), S winning on {c['S above IO']:.1%} (paper: 0.4%).",
+    f"({drop:.0%} lower; paper, GPT-2 small: {PO:.2f} → {PA['logit_diff']:.2f}, "
+    f"{1 - PA['logit_diff'] / PO:.0%} lower) and makes S win on "
+    f"**{a['S above IO']:.1%}** of prompts (paper: {PA['s_above_io']:.1%}). The control sentence naming S gives "
+    f"{c['logit diff']:.2f} (paper: {PS['logit_diff']:.2f}), S winning on {c['S above IO']:.1%} "
+    f"(paper: {PS['s_above_io']:.1%}).",
 ]
 if not metrics.does_task(metrics.logit_diff(runs["original"][0], base)):
     lines.append(f"{MODEL} does not do the task on the original prompts (IO above S on "

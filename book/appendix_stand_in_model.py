@@ -51,7 +51,8 @@ record = json.loads((models.TINY_DIR / "training.json").read_text())
 model = models.load_model(model_name)
 MODEL = model.ioi_model_name
 results.start("appendix_stand_in_model", MODEL,
-              {"n_prompts": n_prompts, "seed": seed, "prepend_bos": prepend_bos})
+              {"n_prompts": n_prompts, "seed": seed, "prepend_bos": prepend_bos},
+              calibrated=model.calibrated)
 display(Markdown(f"**Model evaluated on this page:** {models.describe_model(model)}"))
 if MODEL != "ioi-tiny":
     display(Markdown(

@@ -312,3 +312,8 @@ RANDOM_SETS = {"n_sets": 100, "p": 0.5}
 
 # easy_transformer/advex.py: adversarial prompts (N = 500 over the 14 "mixed" templates).
 ADVERSARIAL_N = 500
+
+# Other numbers of the paper that chapters quote beside their own (not scorecard rows).
+QUOTED: dict[str, dict] = {
+    "adversarial.original.logit_diff": {"value": 3.55, "where": "Fig. 8 table, the row without an extra sentence (Sec. 2's text gives 3.56)"},
+}

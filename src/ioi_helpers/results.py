@@ -14,7 +14,7 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 RESULTS_ENV_VAR = "IOI_RESULTS_DIR"
 
@@ -43,10 +43,17 @@ def _jsonable(value: Any):
     return str(value)
 
 
-def start(chapter: str, model_name: str, settings: dict | None = None) -> Path:
-    """Begin (and empty) a chapter's results file. Returns its path."""
+def start(chapter: str, model_name: str, settings: dict | None = None,
+          calibrated: Iterable[str] = ()) -> Path:
+    """Begin (and empty) a chapter's results file. Returns its path.
+
+    ``calibrated``: the ``paper.NUMBERS`` keys the model sets by construction (``model.calibrated``,
+    see :func:`ioi_helpers.models.bridge_from_hf`); :func:`record` marks those entries
+    ``"calibrated": True`` and the scorecard shows them as "calibrated, not reproduced".
+    """
     path = _path(chapter)
-    _write(path, {"chapter": chapter, "model": model_name, "settings": settings or {}, "values": {}})
+    _write(path, {"chapter": chapter, "model": model_name, "settings": settings or {},
+                  "calibrated": sorted(calibrated), "values": {}})
     return path
 
 
@@ -61,6 +68,8 @@ def record(chapter: str, key: str, value: Any, settings: dict | None = None,
     if isinstance(value, float) and not math.isfinite(value):
         value = None
     data["values"][key] = {"value": value, "settings": settings or {}, "note": note}
+    if key in data.get("calibrated", ()):
+        data["values"][key]["calibrated"] = True
     _write(path, data)
     return value
 
