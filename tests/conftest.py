@@ -54,3 +54,14 @@ def built_book(tmp_path_factory) -> Path:
         pytest.fail(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}",
                     pytrace=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def unexecuted_book(tmp_path_factory) -> Path:
+    """Every page of _toc.yml built from the committed notebooks as they are (nothing executed;
+    book/NAME.ipynb, see ioi_helpers.notebooks): launch buttons and cell tags depend only on the
+    pages and _config.yml. Returns the html folder."""
+    from ioi_helpers import notebooks, pipeline
+
+    out = tmp_path_factory.mktemp("unexecuted")
+    return pipeline.build_book([notebooks.notebook_path(p) for p in pipeline.chapter_paths()], out)

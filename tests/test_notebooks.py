@@ -122,14 +122,6 @@ def test_binder_installs_the_lock_and_the_package():
 # ----------------------------------------------------------------------------- the built pages
 
 
-@pytest.fixture(scope="module")
-def unexecuted_book(tmp_path_factory) -> Path:
-    """The whole toc built from the committed notebooks as they are (nothing executed): the
-    launch buttons depend only on the pages and _config.yml. Returns the html folder."""
-    out = tmp_path_factory.mktemp("launch")
-    return pipeline.build_book([notebooks.notebook_path(p) for p in pipeline.chapter_paths()], out)
-
-
 def check_launch_urls(html_dir: Path) -> None:
     targets = launch_targets(html_dir)
     chapters = {f"book/{p.stem}.html" for p in pipeline.chapter_paths()}
