@@ -123,6 +123,29 @@ def test_cli_fails_naming_chapter_and_cell(tmp_path, capfd, monkeypatch):
     assert "unknown chapter(s) 03_nope" in capfd.readouterr().err
 
 
+WARMTH = ('# %%\nimport os, sys\nprint("warm" if "transformer_lens.model_bridge" in sys.modules else "cold",'
+          ' os.getcwd())\n')
+
+
+def test_the_next_chapters_kernel_is_warmed_up_while_the_current_one_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv(RESULTS_ENV_VAR, "")
+    make_book(tmp_path, ["01_a", "02_b", "03_c"])
+    for name in ("01_a", "02_b", "03_c"):
+        write_chapter(tmp_path / "book", name, PARAMS, WARMTH)
+    out = tmp_path / "out"
+    base = ["--root", str(tmp_path), "--out", str(out), "--model", "gpt2-random", "--no-build"]
+
+    def printed(name):
+        nb = nbformat.read(out / "executed" / f"{name}.ipynb", as_version=4)
+        return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs).split()
+
+    assert pipeline.main(base) == 0
+    book = str((tmp_path / "book").resolve())
+    assert [printed(n) for n in ("01_a", "02_b", "03_c")] == [["cold", book], ["warm", book], ["warm", book]]
+    assert pipeline.main([*base, "--chapters", "02_b,03_c", "--no-warm-kernel"]) == 0
+    assert [printed(n) for n in ("02_b", "03_c")] == [["cold", book], ["cold", book]]
+
+
 def test_unknown_parameter_is_refused_before_any_work(tmp_path, capfd):
     make_book(tmp_path, ["01_ok", "02_other"])
     write_chapter(tmp_path / "book", "01_ok", PARAMS, GOOD)

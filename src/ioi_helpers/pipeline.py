@@ -16,7 +16,9 @@ Before any chapter runs, the pipeline checks what it can: a ``-p`` key that no c
 parameters cell assigns is an error naming the real ones, and the model is checked once
 (:func:`models.check_available`, no weights built). A failing cell is named by the line that
 raised. In a terminal a progress bar shows chapter k of n and its cells; without a TTY, or
-with ``CI=true``, the log holds one line per chapter.
+with ``CI=true``, the log holds one line per chapter. While a chapter runs, the next one's
+kernel starts and imports what chapters import (:class:`WarmKernel`), so most of its fixed
+start-up is done by the time it runs (``--no-warm-kernel`` turns this off).
 
 The book is then built with Jupyter Book from a staged source tree ``OUT/site`` (config, a toc
 holding only the chapters just run, pages, ``book/_static``, the executed notebooks with their
@@ -272,14 +274,63 @@ def _failure(path: Path, nb: nbformat.NotebookNode, err: Any, injected: bool) ->
     return message, trace
 
 
+# What a chapter's set-up cell spends its time on (besides building the model): imports and
+# the tokenizer. A warm kernel has done these before its chapter starts.
+WARM_UP = """\
+import altair as _w1, pandas as _w2, torch as _w3, transformers as _w4
+from transformer_lens.model_bridge import TransformerBridge as _w5
+from ioi_helpers import dataset as _w6, metrics as _w7, models as _w8, plots as _w9, results as _w10
+_w8.get_tokenizer()
+del _w1, _w2, _w3, _w4, _w5, _w6, _w7, _w8, _w9, _w10
+"""
+
+
+class WarmKernel:
+    """A kernel started for a chapter ahead of time, importing what chapters import.
+
+    The pipeline starts the next chapter's kernel before running the current chapter, so
+    the kernel's launch and the imports (most of a chapter's fixed start-up) overlap with
+    the current chapter's work. The warm-up runs silently (no output, no history, nothing
+    left in the chapter's namespace: only ``sys.modules`` and the tokenizer cache are warm).
+    """
+
+    def __init__(self, cwd: Path):
+        from jupyter_client.manager import AsyncKernelManager
+        from jupyter_core.utils import run_sync
+
+        os.environ[PROGRESS_ENV_VAR] = "1"  # inherited by the kernel, as in run_chapter
+        self.km = AsyncKernelManager(kernel_name=ensure_kernel())
+        run_sync(self.km.start_kernel)(cwd=str(cwd))
+        self.cwd = Path(cwd)
+        self._client = self.km.blocking_client()
+        self._client.start_channels()
+        self._client.execute(WARM_UP, silent=True, store_history=False)
+
+    def handover(self):
+        """The kernel manager, for papermill (its own client queues behind the warm-up)."""
+        self._client.stop_channels()
+        return self.km
+
+    def shutdown(self) -> None:
+        from jupyter_core.utils import run_sync
+
+        try:
+            self._client.stop_channels()
+            if run_sync(self.km.is_alive)():
+                run_sync(self.km.shutdown_kernel)(now=True)
+        except Exception:  # noqa: BLE001 - a kernel that is already gone is fine
+            pass
+
+
 def run_chapter(path: Path, params: dict[str, Any], out_dir: Path,
-                progress: bool | dict = False) -> Path:
+                progress: bool | dict = False, kernel: WarmKernel | None = None) -> Path:
     """Execute one chapter with ``params`` injected; return ``out_dir/NAME.ipynb``.
 
     Any earlier ``NAME.ipynb`` is deleted first; the new one is written to a temporary file and
     renamed only once every cell ran. A failing cell raises :class:`ChapterError` (its
     ``trace`` holds the kernel's traceback). ``progress``: papermill's per-cell progress bar
-    (``True`` or tqdm options), for a terminal.
+    (``True`` or tqdm options), for a terminal. ``kernel``: a :class:`WarmKernel` started in
+    the chapter's folder, used and then shut down (else papermill starts a fresh one).
     """
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -289,13 +340,21 @@ def run_chapter(path: Path, params: dict[str, Any], out_dir: Path,
     final = out_dir / f"{path.stem}.ipynb"
     final.unlink(missing_ok=True)
     nb = load_chapter(path)
-    kernel = ensure_kernel()
+    kernel_name = ensure_kernel()
     # the kernel inherits this: progress bars would leave widget junk in the executed book
     os.environ[PROGRESS_ENV_VAR] = "1"
+    extra = {}
+    if kernel is not None:
+        if kernel.cwd.resolve() != path.parent:
+            kernel.shutdown()
+            raise ValueError(f"the warm kernel runs in {kernel.cwd}, not in {path.parent}")
+        extra["km"] = kernel.handover()
     try:
         executed = papermill.execute_notebook(
-            copy.deepcopy(nb), None, parameters=dict(params), kernel_name=kernel,
-            cwd=str(path.parent), progress_bar=progress, log_output=False)
+            copy.deepcopy(nb), None, parameters=dict(params), kernel_name=kernel_name,
+            cwd=str(path.parent), progress_bar=progress, log_output=False,
+            # a warm kernel answers papermill only once its warm-up imports are done
+            start_timeout=600 if kernel is not None else 60, **extra)
     except PapermillExecutionError as err:
         message, trace = _failure(path, nb, err, injected=bool(params))
         error = ChapterError(message)
@@ -304,6 +363,9 @@ def run_chapter(path: Path, params: dict[str, Any], out_dir: Path,
     except Exception as err:  # the kernel died, could not start, ...
         text = str(err) if len(str(err)) < 2000 else str(err)[:2000] + " [...]"
         raise ChapterError(f"chapter {path.stem} failed: {type(err).__name__}: {text}") from err
+    finally:
+        if kernel is not None:
+            kernel.shutdown()  # papermill leaves a kernel it did not start running
     executed.metadata.papermill.update(input_path=str(path), output_path=str(final))
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".ipynb.part", dir=out_dir)
     try:
@@ -465,6 +527,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="where executed notebooks (DIR/executed) and the site "
                              "(DIR/html) go (default: %(default)s)")
     parser.add_argument("--no-build", action="store_true", help="execute only, do not build")
+    parser.add_argument("--no-warm-kernel", action="store_true",
+                        help="start each chapter's kernel only when it runs (by default the next "
+                             "chapter's kernel starts and imports while the current one runs)")
     parser.add_argument("--traceback", action="store_true",
                         help="when a chapter fails, also print the kernel's full traceback")
     parser.add_argument("--root", type=Path, default=ROOT, help=argparse.SUPPRESS)
@@ -511,13 +576,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     n = len(chapters)
     print(f"model {params['model_name']}; {n} chapter(s) -> {out / 'executed'}", flush=True)
     executed = []
+    warm: WarmKernel | None = None
     try:
         for k, path in enumerate(chapters, 1):
             label = f"[{k}/{n}] {path.stem}"
             progress = {"desc": label, "leave": False, "file": sys.stderr} if live else False
             start = time.perf_counter()
+            kernel, warm = warm, None
+            if k < n and not args.no_warm_kernel:  # the next chapter's kernel warms up meanwhile
+                warm = WarmKernel(chapters[k].parent)
             try:
-                executed.append(run_chapter(path, per_chapter[path], out / "executed", progress))
+                executed.append(run_chapter(path, per_chapter[path], out / "executed", progress, kernel))
             except ChapterError as err:
                 print(f"{label} FAILED after {time.perf_counter() - start:.1f}s: {err}", file=sys.stderr)
                 if args.traceback and err.trace:
@@ -539,6 +608,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
+    finally:
+        if warm is not None:
+            warm.shutdown()
 
 
 if __name__ == "__main__":
