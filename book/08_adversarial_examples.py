@@ -233,6 +233,8 @@ plots.show(alt.Chart(flat).mark_bar(opacity=0.55, binSpacing=0).encode(  # overl
 # too, so the S-Inhibition heads, which normally attend from END to S2 and tell the Name Movers
 # which name to avoid, spread their attention onto the **second occurrence of the IO** (the
 # name in the extra sentence). The Name Movers then avoid the IO as well.
+# This chapter measures the attention half of that account only: it runs no intervention on
+# these heads, so it can show where they attend, not that their attention causes the drop.
 #
 # The S-Inhibition heads are the ones derived in chapter 3, recomputed here through
 # `ioi_helpers.discovery` (path patching on p_IOI with the same model, N, seed and BOS setting;
@@ -318,11 +320,14 @@ if sinh.heads:
             f"(and {to_s_extra:.2f} on the extra S in the control); their attention to S2 goes from "
             f"{to_s2_0:.2f} (original) to {to_s2_adv:.2f}. ")
     if to_io2 > 0.1:
-        mech += ("That is the paper's explanation: the repeated IO draws the S-Inhibition heads' "
-                 "attention, so the IO gets inhibited too.")
+        mech += ("That matches the attention half of the paper's explanation: the repeated IO draws the "
+                 "S-Inhibition heads' attention. Whether that causes the drop in the logit difference "
+                 "would take an intervention on these heads (e.g. patching their outputs), which this "
+                 "chapter does not run.")
     else:
-        mech += ("They barely attend to it, so on this model the paper's explanation does not "
-                 "account for the change in the logit difference.")
+        mech += ("They barely attend to it: the attention half of the paper's explanation does not hold for "
+                 "these heads on this model. What causes the change instead is not tested here (this "
+                 "chapter measures attention only, with no intervention).")
 else:
     n_heads = model.cfg.n_heads
     top = [divmod(i, n_heads) for i in torch.topk(att_io["extra"].flatten(), 3).indices.tolist()]
@@ -332,9 +337,10 @@ else:
             + "; in the original prompts the same heads attend from END to S2 with "
             + ", ".join(f"{float(att_0['S2'][l, h]):.2f}" for l, h in top) + ".")
     if min(float(att_0["S2"][h]) for h in top) > 0.3:
-        mech += (" They attend to whichever name is repeated: on this model the repeated IO draws the "
-                 "attention that normally goes to the repeated subject, in heads the paper's rules do "
-                 "not classify.")
+        mech += (" In their attention they follow whichever name is repeated: the repeated IO gets the "
+                 "attention that goes to the repeated subject in the original prompts, in heads the "
+                 "paper's rules do not classify. This is attention only: no intervention here tests "
+                 "whether these heads cause the change in the logit difference.")
 display(Markdown(mech))
 
 # %% [markdown]
