@@ -135,8 +135,11 @@ else:
 # p_ABC), with the Name Movers mean-ablated (at END, as in the authors' code, which passes the
 # knockout's hooks to every path-patching run) in **every** run of the algorithm: x_orig, x_new
 # and the patched runs. The score is again the change of the logit difference, as a fraction of the
-# model's own (unablated) logit difference, so that before and after share one scale. The rule,
-# from Sec. 3.4:
+# model's own (unablated) logit difference, so that before and after share one scale. The rule
+# (`discovery.backup_name_movers`): the effect cut of Sec. 3.4 and, since a Backup Name Mover
+# takes over the Name Movers' role, the Name Movers' own attention condition (END→IO above
+# END→S1 + END→S2, chapter 2), measured in the run with the Name Movers knocked out; a head that
+# drops the logit difference while attending to S is not a backup:
 
 # %%
 backup = discovery.backup_name_movers(setup, nm.heads, others=[h for c in classes.values() for h in c.heads],

@@ -1,0 +1,51 @@
+"""What the README and .ci/run claim about installation and CI holds: every third-party module
+the package and its tests import is pinned in requirements.txt, and CI starts from an empty
+discovery cache."""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+from importlib.metadata import packages_distributions
+
+from conftest import REPO
+
+
+def pinned() -> set[str]:
+    names = set()
+    for line in (REPO / "requirements.txt").read_text().splitlines():
+        m = re.match(r"^([A-Za-z0-9_.\-]+)==", line.strip())
+        if m:
+            names.add(m.group(1).lower().replace("_", "-"))
+    return names
+
+
+def imported_top_level(folder) -> set[str]:
+    mods = set()
+    for path in folder.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                mods |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                mods.add(node.module.split(".")[0])
+    return mods
+
+
+def test_every_imported_distribution_is_pinned():
+    dists = packages_distributions()
+    local = {"ioi_helpers", "tiny_models", "oracles", "conftest"} | {p.stem for p in (REPO / "tests").glob("*.py")}
+    missing = {}
+    for mod in imported_top_level(REPO / "src" / "ioi_helpers") | imported_top_level(REPO / "tests"):
+        if mod in sys.stdlib_module_names or mod in local or mod.startswith("_"):
+            continue
+        for dist in dists.get(mod, [mod]):
+            if dist.lower().replace("_", "-") not in pinned():
+                missing[mod] = dist
+    assert not missing, f"imported but not pinned in requirements.txt (module: distribution): {missing}"
+
+
+def test_ci_starts_from_an_empty_cache_and_says_what_it_deselects():
+    ci = (REPO / ".ci" / "run").read_text()
+    assert re.search(r'export IOI_CACHE_DIR="\$work/cache"', ci) and 'work="$(mktemp -d)"' in ci
+    assert "all tests included" not in ci and "slow" in ci
