@@ -29,9 +29,13 @@ def _key(model, step="path_patch", params=None):
 
 def test_every_module_that_computes_a_result_and_the_prompt_data_are_hashed():
     for name in ("metrics.py", "models.py", "dataset.py", "patching.py", "hooks.py", "scores.py",
-                 "ablation.py", "signals.py", "discovery.py", "cache.py", "data/ioi-prompt-data.json"):
+                 "ablation.py", "signals.py", "discovery.py", "cache.py", "paper.py",
+                 "data/ioi-prompt-data.json"):
         assert name in (*cache.SOURCES, *cache.DATA_FILES), name
         assert (cache.HERE / name).is_file(), name
+    # found from the imports, not listed by hand: discovery imports signals only inside a function
+    assert "signals.py" in cache.imported_modules(("discovery.py",))
+    assert "plots.py" not in cache.SOURCES and "widgets.py" not in cache.SOURCES  # display code only
 
 
 @pytest.mark.parametrize("name", ["metrics.py", "models.py", "data/ioi-prompt-data.json"])

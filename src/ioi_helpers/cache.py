@@ -28,12 +28,35 @@ import torch
 CACHE_ENV_VAR = "IOI_CACHE_DIR"
 HERE = Path(__file__).parent
 
-# Every module whose code a cached result can depend on (the model-building code, the prompts
-# and their tokenisation, the hooks, the metric, path patching, ablation, scores and signals,
-# and the discovery rules). A new module that computes results belongs here.
-SOURCES = ("models.py", "dataset.py", "hooks.py", "metrics.py", "patching.py", "ablation.py",
-           "scores.py", "signals.py", "discovery.py", "cache.py")
+# Every module whose code a cached result can depend on: discovery.py (which computes every
+# cached result) and every module of this package it imports, directly or not, at module level
+# or inside a function (found by :func:`imported_modules`), plus the model-building code.
+ROOTS = ("discovery.py", "models.py", "cache.py")
 DATA_FILES = ("data/ioi-prompt-data.json",)
+
+
+def imported_modules(roots=ROOTS) -> tuple[str, ...]:
+    """``roots`` and the package modules they import, transitively (``from . import x``,
+    ``from .x import y``, ``from . import x as y``, anywhere in the file), sorted."""
+    import ast
+
+    seen: set[str] = set()
+    todo = list(roots)
+    while todo:
+        name = todo.pop()
+        if name in seen or not (HERE / name).exists():
+            continue
+        seen.add(name)
+        for node in ast.walk(ast.parse((HERE / name).read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                if node.module:
+                    todo.append(node.module.split(".")[0] + ".py")
+                else:
+                    todo += [a.name + ".py" for a in node.names]
+    return tuple(sorted(seen))
+
+
+SOURCES = imported_modules()
 
 
 class CacheWarning(UserWarning):
