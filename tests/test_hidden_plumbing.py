@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import nbformat
 import pytest
 
 from ioi_helpers import pipeline
@@ -79,3 +80,21 @@ def test_setup_code_is_folded_in_the_built_pages(unexecuted_book):
 @pytest.mark.book
 def test_setup_code_is_folded_in_the_executed_book(built_book):
     assert check_pages(built_book / "html") >= len(pipeline.chapter_paths())
+
+
+def test_staging_folds_the_injected_parameters(tmp_path):
+    root = tmp_path / "repo"
+    (root / "book").mkdir(parents=True)
+    (root / "_config.yml").write_text((pipeline.ROOT / "_config.yml").read_text())
+    (root / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n  - file: book/ch\n")
+    (root / "book" / "intro.md").write_text("# Intro\n")
+    (root / "book" / "ch.py").write_text('# %% tags=["parameters"]\nmodel_name = None\n')
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("model_name = None", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell('model_name = "ioi-tiny"', metadata={"tags": ["injected-parameters"]}),
+        nbformat.v4.new_code_cell("x = 1")])
+    nbformat.write(nb, tmp_path / "ch.ipynb")
+    site = pipeline.stage_book([tmp_path / "ch.ipynb"], tmp_path / "out", root)
+    staged = nbformat.read(site / "book" / "ch.ipynb", as_version=4)
+    assert [c.metadata.get("tags") for c in staged.cells] == [
+        ["parameters"], ["injected-parameters", "hide-input"], None]

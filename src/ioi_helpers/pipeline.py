@@ -434,6 +434,10 @@ def stage_book(executed: Sequence[Path], out_dir: Path, root: Path = ROOT) -> Pa
             # the saved ipywidgets state serves only a live front end; in the static book it
             # would embed the widgets' own (CDN-loading) chart HTML into the page
             nb.metadata.pop("widgets", None)
+            for cell in nb.cells:  # papermill's injected parameters: plumbing, folded
+                tags = cell.metadata.get("tags", [])
+                if "injected-parameters" in tags and "hide-input" not in tags:
+                    cell.metadata["tags"] = [*tags, "hide-input"]
             dest = (site / entry).with_suffix(".ipynb")
             dest.parent.mkdir(parents=True, exist_ok=True)
             nbformat.write(nb, dest)
