@@ -25,7 +25,7 @@
 # could not measure on this model (for instance with no Name Movers found) is **not measured**;
 # a number whose chapter did not run in this build is **not run**.
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "hide-input"]
 model_name = None  # unused here: the scorecard reports whatever model the chapters ran on
 results_dir = None  # None: $IOI_RESULTS_DIR (set by the pipeline), else _build/results
 
