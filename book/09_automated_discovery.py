@@ -43,7 +43,7 @@
 # %% tags=["parameters"]
 model_name = None  # None: $IOI_MODEL, else "gpt2" (GPT-2 small, the paper's model)
 n_prompts = 100  # p_IOI prompts (and matched p_ABC) for discovery by hand and methods (a), (b)
-acdc_n_prompts = 50  # the first prompts of the same set for (c), which patches every edge it tests
+acdc_n_prompts = 30  # the first prompts of the same set for (c), which patches every edge it tests
 seed = 0
 prepend_bos = False  # the paper's choice: no <|endoftext|> at the start
 template_set = "mixed"  # "mixed": BABA 1-7 + ABBA 1-7 (the authors' code)
@@ -196,6 +196,7 @@ KEYS = {res_attr.method: "attribution", res_eap.method: "eap_heads", res_eap_mlp
 settings = setup.settings() | {"acdc N": n_acdc, "ablation": "none (patching from p_ABC)"}
 for r in METHODS:
     results.record(CHAPTER, f"autodiscovery.{KEYS[r.method]}.seconds", r.seconds, settings)
+    results.record(CHAPTER, f"autodiscovery.{KEYS[r.method]}.cpu_seconds", r.cpu_seconds, settings)
 for row in table.to_dict("records"):
     for col in ("AUC", "precision", "recall"):
         results.record(CHAPTER, f"autodiscovery.{KEYS[row['method']]}.{row['reference']}.{col.lower()}",
@@ -205,7 +206,8 @@ display(Markdown(
     f"(b), the first {n_acdc} for (c); templates '{template_set}', BOS "
     f"{'prepended' if prepend_bos else 'not prepended'}, seed {seed}; metric: mean logit "
     f"difference; every patch takes activations from p_ABC (no mean ablation). Seconds: wall "
-    f"time of each method on this machine."))
+    f"time of each method on this machine, and the CPU time of the process (all its threads), "
+    f"which a busy machine inflates less."))
 if len(table):
     display(table.round(3).style.hide(axis="index"))
 

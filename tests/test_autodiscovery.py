@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from ioi_helpers import autodiscovery as ad
-from ioi_helpers import metrics, models, roc
+from ioi_helpers import metrics, models, patching, roc
 
 from oracles import path_patch_oracle
 from tiny_models import datasets, random_model
@@ -72,6 +72,19 @@ def test_attribution_equals_finite_difference_patching():
         derivative = _central(patched) / abs(clean)
         assert float(res.effect[l, h]) == pytest.approx(derivative, rel=1e-5, abs=1e-8)
     assert torch.equal(res.scores, res.effect.abs())
+
+
+def test_linearity_table_is_activation_patching():
+    model = random_model()
+    ioi, abc = datasets(6)
+    effect = torch.randn(model.cfg.n_layers, model.cfg.n_heads)
+    clean = _mean_ld(model, ioi, [])
+    fake = ad.MethodResult("a", effect.abs(), 0.1, 0.0, clean, effect=effect)
+    table = ad.linearity(model, ioi, abc, fake, [(0, 1), (2, 3)])
+    tl = patching.act_patch_heads(model, ioi, abc, "z", progress=False)  # TransformerLens' sweep
+    for row, (l, h) in zip(table.itertuples(), [(0, 1), (2, 3)]):
+        assert row._3 == pytest.approx((float(tl[l, h]) - clean) / abs(clean), rel=1e-4, abs=1e-5)
+        assert row._2 == pytest.approx(float(effect[l, h]))
 
 
 # ----------------------------------------------------------------------------- (b) EAP
@@ -282,8 +295,7 @@ def test_best_method_recovers_the_planted_circuit():
     ioi = make_ioi_dataset(tok, 40, seed=0)
     abc = make_abc_dataset(tok, ioi)
     refs = {"planted": model.planted}
-    results = [ad.attribution_heads(model, ioi, abc), ad.edge_attribution(model, ioi, abc),
-               ad.edge_attribution(model, ioi, abc, mlps=True)]
+    results = [ad.attribution_heads(model, ioi, abc), ad.edge_attribution(model, ioi, abc)]
     table = ad.score_table(results, refs)
-    print(table[["method", "AUC", "precision", "recall", "seconds"]].to_string())
+    print(table[["method", "AUC", "precision", "recall", "seconds", "CPU seconds"]].to_string())
     assert table["AUC"].max() > 0.9

@@ -80,12 +80,13 @@ class MethodResult:
     method: str
     scores: Float[Tensor, "layer head"]  # >= 0, fraction of the clean logit diff
     threshold: float  # default threshold on scores
-    seconds: float
+    seconds: float  # wall time
     clean: float  # clean logit diff (the unit of every score)
     effect: Tensor | None = None  # signed per-head estimate, where the method has one
     edges: pd.DataFrame = field(default_factory=pd.DataFrame)  # one row per scored edge
     valid_from: float = 0.0  # scores below this are not resolved (ACDC walk's tau_min)
     note: str = ""
+    cpu_seconds: float = float("nan")  # CPU time of this process (all threads): robust to a busy machine
 
     def selected(self, threshold: float | None = None) -> list[Head]:
         t = self.threshold if threshold is None else threshold
@@ -151,7 +152,7 @@ def attribution_heads(model, ioi: IOIDataset, abc: IOIDataset,
     """
     from transformer_lens.tools.analysis.attribution_patching import attribution_patch
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
     dev = model.cfg.device
     total = torch.zeros(n_layers, n_heads, dtype=torch.float64)
@@ -169,6 +170,7 @@ def attribution_heads(model, ioi: IOIDataset, abc: IOIDataset,
     effect = (total / len(ioi) / abs(clean)).float()
     return MethodResult("attribution patching (heads)", effect.abs(), threshold,
                         time.perf_counter() - t0, clean, effect=effect,
+                        cpu_seconds=time.process_time() - c0,
                         note="TransformerLens attribution_patch, node scores summed over positions")
 
 
@@ -189,7 +191,7 @@ def edge_attribution(model, ioi: IOIDataset, abc: IOIDataset, mlps: bool = False
     """
     from transformer_lens.tools.analysis.attribution_patching import cache_activation_and_gradient
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     L, H = model.cfg.n_layers, model.cfg.n_heads
     dev = model.cfg.device
     z_names = [f"blocks.{l}.attn.hook_z" for l in range(L)]
@@ -268,6 +270,7 @@ def edge_attribution(model, ioi: IOIDataset, abc: IOIDataset, mlps: bool = False
     name = "edge attribution patching" + (" (heads + MLPs)" if mlps else " (heads)")
     return MethodResult(name, widest_path_scores(edges, L, H), threshold,
                         time.perf_counter() - t0, clean, edges=edges,
+                        cpu_seconds=time.process_time() - c0,
                         note="EAP: gradient x (p_ABC - p_IOI) writes, summed over positions")
 
 
@@ -342,7 +345,7 @@ def acdc(model, ioi: IOIDataset, abc: IOIDataset, tau: float = ACDC_TAU,
     ``edges``: every edge tested, columns ``sender``, ``receiver``, ``input``, ``position``,
     ``score`` (signed change, fraction of the clean logit diff).
     """
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     walk_tau = tau if tau_min is None else min(tau, tau_min)
     caches = caches or patching.cache_path_patching(model, ioi, abc)
     L, H = model.cfg.n_layers, model.cfg.n_heads
@@ -376,6 +379,7 @@ def acdc(model, ioi: IOIDataset, abc: IOIDataset, tau: float = ACDC_TAU,
     edges = pd.DataFrame(rows, columns=["sender", "receiver", "input", "position", "score"])
     return MethodResult("ACDC-style path-patching pruning (heads)",
                         widest_path_scores(edges, L, H), tau, time.perf_counter() - t0, clean,
+                        cpu_seconds=time.process_time() - c0,
                         edges=edges, valid_from=walk_tau,
                         note=f"walk at tau = {walk_tau:g}; receivers' {inputs} at {', '.join(positions)}")
 
@@ -409,7 +413,7 @@ def union(classes: Mapping[str, Iterable[Head]]) -> list[Head]:
 def score_table(results: Sequence[MethodResult], refs: Mapping[str, Mapping[str, list[Head]]]
                 ) -> pd.DataFrame:
     """One row per method and reference: AUC, precision and recall at the default
-    threshold, heads selected, seconds."""
+    threshold, heads selected, wall and CPU seconds."""
     rows = []
     for r in results:
         for ref, classes in refs.items():
@@ -418,7 +422,8 @@ def score_table(results: Sequence[MethodResult], refs: Mapping[str, Mapping[str,
             rows.append({"method": r.method, "reference": ref, "AUC": roc.auc(r.scores.numpy(), y),
                          "threshold": r.threshold, "precision": pr["precision"],
                          "recall": pr["recall"], "selected": pr["selected"],
-                         "reference heads": pr["reference size"], "seconds": r.seconds})
+                         "reference heads": pr["reference size"], "seconds": r.seconds,
+                         "CPU seconds": r.cpu_seconds})
     return pd.DataFrame(rows)
 
 
@@ -455,11 +460,26 @@ def class_recall(results: Sequence[MethodResult], classes: Mapping[str, list[Hea
 def linearity(model, ioi: IOIDataset, abc: IOIDataset, attribution: MethodResult,
               heads: Sequence[Head] | None = None) -> pd.DataFrame:
     """Attribution's first-order estimate beside the real activation patching it estimates
-    (each head's output patched from p_ABC at all positions, ``act_patch_heads``), both as
-    fractions of the clean logit diff: where they disagree, the head's effect is nonlinear."""
-    actual = patching.act_patch_heads(model, ioi, abc, "z", progress=False)
-    actual = (actual - attribution.clean) / abs(attribution.clean)
-    L, H = actual.shape
-    heads = heads or [(l, h) for l in range(L) for h in range(H)]
-    return pd.DataFrame([{"head": f"{l}.{h}", "attribution estimate": float(attribution.effect[l, h]),
-                          "activation patching": float(actual[l, h])} for l, h in heads])
+    (the head's output patched from p_ABC at all positions, one forward pass per head, the
+    same quantity as ``patching.act_patch_heads(..., "z")``), both as fractions of the clean
+    logit diff: where they disagree, the head's effect is nonlinear."""
+    L, H = model.cfg.n_layers, model.cfg.n_heads
+    heads = list(heads) if heads else [(l, h) for l in range(L) for h in range(H)]
+    layers = sorted({l for l, _ in heads})
+    _, src = hooks.run(model, abc.tokens, abc.pos["END"],
+                       cache=[hooks.hook_name("z", l) for l in layers])
+    rows = []
+    for l, h in heads:
+        value = src[hooks.hook_name("z", l)]
+
+        def patch(z, hook, h=h, value=value):
+            z = z.clone()
+            z[:, :, h] = value[:, :, h]
+            return z
+
+        end_logits, _ = hooks.run(model, ioi.tokens, ioi.pos["END"],
+                                  fwd_hooks=[(hooks.hook_name("z", l), patch)])
+        actual = metrics.logit_diff(end_logits, ioi).mean().item()
+        rows.append({"head": f"{l}.{h}", "attribution estimate": float(attribution.effect[l, h]),
+                     "activation patching": (actual - attribution.clean) / abs(attribution.clean)})
+    return pd.DataFrame(rows)
