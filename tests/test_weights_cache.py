@@ -87,3 +87,21 @@ def test_gpt2_random_goes_through_the_cache(monkeypatch):
     a = models.load_hf_model("gpt2-random", seed=3)
     b = models.load_hf_model("gpt2-random", seed=3)
     assert calls == [3] and same_weights(a, b) and same_weights(b, tiny(3))
+
+
+def test_attributes_set_by_the_builder_come_back_as_they_were():
+    calls = []
+
+    def build():
+        calls.append(1)
+        model = tiny(0)
+        model.planted = {"Name Mover": [(1, 0), (1, 1)], "S-Inhibition": []}
+        model.calibration = {"gain": 0.25}
+        return model
+
+    keep = ("planted", "calibration")
+    weights_cache.cached_model("tiny", 0, build, code=[tiny], keep=keep)
+    loaded = weights_cache.cached_model("tiny", 0, build, code=[tiny], keep=keep)
+    assert calls == [1] and same_weights(loaded, tiny(0))
+    assert loaded.planted == {"Name Mover": [(1, 0), (1, 1)], "S-Inhibition": []}
+    assert isinstance(loaded.planted["Name Mover"][0], tuple) and loaded.calibration == {"gain": 0.25}

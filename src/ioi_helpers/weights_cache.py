@@ -14,6 +14,7 @@ warning that names it.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import inspect
 import os
@@ -70,18 +71,29 @@ def entry_path(name: str, seed: int, code: Sequence[object]) -> Path:
     return weights_dir() / f"{slug}-seed{seed}-{entry_key(name, seed, code)}"
 
 
-def cached_model(name: str, seed: int, build: Callable[[], object], code: Sequence[object]):
+ATTRIBUTES = "attributes.txt"
+
+
+def cached_model(name: str, seed: int, build: Callable[[], object], code: Sequence[object],
+                 keep: Sequence[str] = ()):
     """``build()`` (a Hugging Face ``PreTrainedModel``), or the copy stored for the same key.
 
     ``code``: everything whose source decides the weights (at least ``build`` itself and the
-    functions it calls). The entry is written to a temporary folder and renamed into place,
+    functions and modules it uses). ``keep``: attributes that ``build`` sets on the model
+    (Python literals: dicts, lists, tuples, numbers, strings), stored beside the weights and
+    set again on a load. The entry is written to a temporary folder and renamed into place,
     so an interrupted run never leaves a half-written entry.
     """
     path = entry_path(name, seed, code)
     built = None
     if (path / "config.json").exists():
         try:
-            return _load(path)
+            model = _load(path)
+            if keep:
+                attributes = ast.literal_eval((path / ATTRIBUTES).read_text())
+                for attr in keep:
+                    setattr(model, attr, attributes[attr])
+            return model
         except Exception as err:  # noqa: BLE001 - any unreadable entry is rebuilt, loudly
             warnings.warn(f"weights cache: could not read {path} ({type(err).__name__}: {err}); "
                           f"rebuilding it", WeightsCacheWarning, stacklevel=2)
@@ -93,6 +105,8 @@ def cached_model(name: str, seed: int, build: Callable[[], object], code: Sequen
         try:
             with _quiet():
                 built.save_pretrained(tmp)
+            if keep:
+                (tmp / ATTRIBUTES).write_text(repr({attr: getattr(built, attr) for attr in keep}))
             os.replace(tmp, path)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
