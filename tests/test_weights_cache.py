@@ -105,3 +105,22 @@ def test_attributes_set_by_the_builder_come_back_as_they_were():
     assert calls == [1] and same_weights(loaded, tiny(0))
     assert loaded.planted == {"Name Mover": [(1, 0), (1, 1)], "S-Inhibition": []}
     assert isinstance(loaded.planted["Name Mover"][0], tuple) and loaded.calibration == {"gain": 0.25}
+
+
+def test_ioi_planted_goes_through_the_cache_with_its_ground_truth(monkeypatch):
+    from ioi_helpers import planted
+
+    calls = []
+
+    def fake_build(seed):
+        calls.append(seed)
+        model = tiny(seed)
+        model.planted = {"Name Mover": [(1, seed % 2)]}
+        model.planted_calibration = {"unembed gain": 0.5, "name logit": 1.0}
+        return model
+
+    monkeypatch.setattr(planted, "build", fake_build)
+    first = models.load_hf_model("ioi-planted", seed=5)
+    again = models.load_hf_model("ioi-planted", seed=5)
+    assert calls == [5] and same_weights(first, again)
+    assert again.planted == {"Name Mover": [(1, 1)]} and again.planted_calibration["unembed gain"] == 0.5

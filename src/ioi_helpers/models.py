@@ -195,6 +195,9 @@ def _hf_tiny():
 # The paper's numbers that equal the model's mean logit difference on p_IOI: a model calibrated
 # to the paper's 3.56 sets them by construction.
 LOGIT_DIFF_NUMBERS = frozenset({"baseline.logit_diff", "circuit.F_M"})
+# ioi-planted's calibration pass sets its unembedding's gain and constant name logit so that the
+# mean logit diff is 3.56 and the mean IO probability about the paper's (ioi_helpers.planted).
+PLANTED_CALIBRATED = LOGIT_DIFF_NUMBERS | {"baseline.io_prob"}
 
 
 def tiny_calibrated() -> frozenset[str]:
@@ -222,9 +225,15 @@ def load_hf_model(name: str, seed: int = 0):
     elif name == "ioi-tiny":
         hf = _hf_tiny()
     elif name == "ioi-planted":
-        from . import planted
+        from . import dataset, planted
+        from .weights_cache import cached_model
 
-        hf = planted.build(seed)
+        # built once per seed (weights by formula, then a calibration pass), then read from the
+        # weights cache; the key holds the source of planted.py and dataset.py (calibration)
+        hf = cached_model("ioi-planted", seed, lambda: planted.build(seed), code=[planted, dataset],
+                          keep=("planted", "planted_calibration"))
+        # its unembedding is calibrated to the paper's mean logit diff and IO probability
+        hf.calibrated = PLANTED_CALIBRATED
     elif Path(name).expanduser().is_dir():
         hf = _hf_local(Path(name).expanduser())
     else:
