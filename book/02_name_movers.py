@@ -52,7 +52,7 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from ioi_helpers import ablation, dataset, discovery, methods, models, paper, plots, results, scores
+from ioi_helpers import ablation, dataset, discovery, methods, models, paper, plots, results, scores, truth
 
 PAPER = {key: spec["value"] for key, spec in paper.NUMBERS.items()}  # the paper's numbers (ioi_helpers.paper)
 
@@ -369,6 +369,17 @@ if nm.heads or nnm.heads:
 else:
     display(Markdown("Nothing to knock out: neither class has a head on this model."))
 KO = {r["class"]: r for r in ko_rows}
+
+# %% [markdown]
+# ## Against the planted circuit
+#
+# On `ioi-planted` the answer is known: its weights were built to put each class in chosen heads
+# ({ref}`appendix-stand-ins`). The Name Movers and Negative Name Movers this chapter discovered, beside the planted ones
+# (precision: the share of discovered heads that were planted; recall: the share of planted heads
+# that were discovered). Any other model has no planted circuit, and this table is empty.
+
+# %%
+truth.against_planted(model, [nm, nnm])
 
 # %% [markdown]
 # ## Comparison with the paper

@@ -68,3 +68,14 @@ def compare(found: Mapping[str, object], truth: Mapping[str, Iterable[Head]],
                      "missing": _fmt(t - f) if t - f else "", "extra": _fmt(f - t) if f - t else "",
                      "precision": p, "recall": r, "exact": f == t})
     return pd.DataFrame(rows)
+
+
+def against_planted(model, classes) -> pd.DataFrame | None:
+    """:func:`compare` of some discovered classes (HeadClass objects, or a mapping of them) with
+    the heads planted in ``model`` (``model.planted``); None for a model with no planted
+    circuit (GPT-2 small, gpt2-random, ioi-tiny)."""
+    planted = getattr(model, "planted", None)
+    if not planted:
+        return None
+    found = classes if isinstance(classes, Mapping) else {c.name: c for c in classes}
+    return compare(found, planted)
