@@ -588,7 +588,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             start = time.perf_counter()
             kernel, warm = warm, None
             if k < n and not args.no_warm_kernel:  # the next chapter's kernel warms up meanwhile
-                warm = WarmKernel(chapters[k].parent)
+                try:
+                    warm = WarmKernel(chapters[k].parent)
+                except Exception:  # noqa: BLE001 - then papermill starts that kernel itself
+                    warm = None
             try:
                 executed.append(run_chapter(path, per_chapter[path], out / "executed", progress, kernel))
             except ChapterError as err:
