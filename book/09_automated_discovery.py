@@ -65,7 +65,7 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from ioi_helpers import autodiscovery, discovery, models, paper, plots, results
+from ioi_helpers import autodiscovery, discovery, metrics, models, paper, plots, results
 
 torch.set_grad_enabled(False)  # the methods turn gradients on locally where they need them
 model = models.load_model(model_name)
@@ -109,6 +109,13 @@ if not refs:
     display(Markdown(f"**No reference is available on {MODEL}:** the methods run below, but nothing scores them."))
 main_ref = next(iter(refs), None)  # the planted circuit when there is one, else the hand-found classes
 main_heads = autodiscovery.union(refs[main_ref]) if main_ref else []
+DOES_TASK = metrics.does_task(metrics.logit_diff(metrics.end_logits(model, ioi), ioi))
+if not DOES_TASK:
+    display(Markdown(
+        f"**{MODEL} does not do the task** ({metrics.task_criterion()} fails), so effects as fractions "
+        f"of its clean logit difference mean nothing: the ACDC-style walk, whose tau is such a "
+        f"fraction, is not run (it would keep every edge), and the gradient methods' scores below "
+        f"only show the machinery working."))
 
 # %% [markdown]
 # ## (a) Attribution patching per head
@@ -171,8 +178,11 @@ res_eap_mlp.edges.reindex(res_eap_mlp.edges.score.abs().sort_values(ascending=Fa
 # %%
 n_acdc = min(acdc_n_prompts, len(ioi))
 res_acdc = autodiscovery.acdc(model, ioi[:n_acdc], abc[:n_acdc], tau=acdc_tau,
-                              tau_min=acdc_tau_min, positions=acdc_positions)
-autodiscovery.kept_edges(res_acdc.edges, acdc_tau).sort_values("score").head(12)
+                              tau_min=acdc_tau_min, positions=acdc_positions) if DOES_TASK else None
+
+# %% tags=["hide-input"]
+if res_acdc is not None:
+    display(autodiscovery.kept_edges(res_acdc.edges, acdc_tau).sort_values("score").head(12))
 
 # %% [markdown]
 # ## Scores against the references
@@ -183,7 +193,7 @@ autodiscovery.kept_edges(res_acdc.edges, acdc_tau).sort_values("score").head(12)
 # of its curve.
 
 # %%
-METHODS = [res_attr, res_eap, res_eap_mlp, res_acdc]
+METHODS = [r for r in (res_attr, res_eap, res_eap_mlp, res_acdc) if r is not None]
 table = autodiscovery.score_table(METHODS, refs) if refs else pd.DataFrame()
 curves = autodiscovery.roc_frame(METHODS, refs) if refs else pd.DataFrame()
 if refs:
@@ -191,8 +201,8 @@ if refs:
     display(plots.roc_chart(curves, f"Head recovery on {MODEL}", auc))
 
 # %% tags=["hide-input"]
-KEYS = {res_attr.method: "attribution", res_eap.method: "eap_heads", res_eap_mlp.method: "eap_mlps",
-        res_acdc.method: "acdc"}
+NAMED = {"attribution": res_attr, "eap_heads": res_eap, "eap_mlps": res_eap_mlp, "acdc": res_acdc}
+KEYS = {r.method: key for key, r in NAMED.items() if r is not None}
 settings = setup.settings() | {"acdc N": n_acdc, "ablation": "none (patching from p_ABC)"}
 for r in METHODS:
     results.record(CHAPTER, f"autodiscovery.{KEYS[r.method]}.seconds", r.seconds, settings)
@@ -203,7 +213,7 @@ for row in table.to_dict("records"):
                        row[col], settings | {"threshold": row["threshold"]})
 display(Markdown(
     f"Settings: model **{MODEL}**, N = {len(ioi)} p_IOI prompts with their p_ABC twins for (a) and "
-    f"(b), the first {n_acdc} for (c); templates '{template_set}', BOS "
+    f"(b), {f'the first {n_acdc} for (c)' if res_acdc is not None else '(c) not run'}; templates '{template_set}', BOS "
     f"{'prepended' if prepend_bos else 'not prepended'}, seed {seed}; metric: mean logit "
     f"difference; every patch takes activations from p_ABC (no mean ablation). Seconds: wall "
     f"time of each method on this machine, and the CPU time of the process (all its threads), "
@@ -241,7 +251,8 @@ else:
 #   after the knockout of the Name Movers (chapter 6's experiment).
 
 # %%
-lin = autodiscovery.linearity(model, ioi, abc, res_attr, main_heads or None)
+top = autodiscovery.top_heads(res_attr.scores, 8)  # without a reference: (a)'s top 8
+lin = autodiscovery.linearity(model, ioi, abc, res_attr, main_heads or top)
 lin["ratio"] = lin["attribution estimate"] / lin["activation patching"].where(lin["activation patching"].abs() > 1e-6)
 lin.round(3)
 

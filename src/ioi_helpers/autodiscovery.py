@@ -406,6 +406,12 @@ def references(model, classes: Mapping[str, object] | None = None) -> dict[str, 
     return out
 
 
+def top_heads(scores: Float[Tensor, "layer head"], k: int) -> list[Head]:
+    """The ``k`` heads with the highest scores, best first."""
+    idx = scores.flatten().argsort(descending=True)[:k].tolist()
+    return [divmod(i, scores.shape[1]) for i in idx]
+
+
 def union(classes: Mapping[str, Iterable[Head]]) -> list[Head]:
     return sorted({tuple(h) for heads in classes.values() for h in heads})
 
