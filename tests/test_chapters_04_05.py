@@ -284,7 +284,7 @@ def test_s_inhibition_share_against_hand_computations():
                 dataset.signal_variant(ioi, "random", "orig"), setup.abc]
     for (_, row), new in zip(share.iterrows(), variants):
         ref = path_patch_oracle_sweep(model, ioi, new, [senders, upstream], receivers=receivers,
-                                      receiver_input="kv", position="S2")
+                                      receiver_input="v", position="S2")  # values, as the authors
         assert row["clean"] == pytest.approx(clean, abs=1e-4)
         assert row["via senders"] == pytest.approx(float(ref[0]) - clean, abs=1e-4)
         assert row["via all heads"] == pytest.approx(float(ref[1]) - clean, abs=1e-4)
