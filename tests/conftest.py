@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-BOOK_TEST_MODEL = "ioi-tiny"  # the offline model every chapter is executed on in the tests
+BOOK_TEST_MODEL = "ioi-planted"  # the offline model every chapter is executed on in the tests (known circuit)
 SCALE_TEST_MODEL = "gpt2-random"  # GPT-2-small shapes: chapter 2 also runs on it, as a scale check
 SCALE_TEST_CHAPTER = "02_name_movers"
 
