@@ -249,18 +249,23 @@ def test_ioi_tiny_name_movers_are_stable_across_prompt_samples(tiny, tmp_path, m
     assert again.heads == nm.heads
 
 
-def test_ioi_tiny_s_inhibition_is_stable_and_matters_or_cannot_exist(tiny, tmp_path, monkeypatch):
-    nm, _ = discovery.name_movers(tiny)
-    sin = discovery.s_inhibition(tiny, nm.heads)
-    if not sin.heads:
-        if max(l for l, _ in nm.heads) == 0:  # nothing comes before a layer-0 Name Mover
-            assert torch.all(sin.effect == 0)
-            pytest.skip("ioi-tiny's Name Movers sit in layer 0: no head can reach their queries")
-        pytest.fail(f"no S-Inhibition heads through the Name Movers {nm.heads}")
+@pytest.fixture(scope="module")
+def planted():
+    return discovery.Setup(tm.ioi_planted(), n_prompts=100, seed=0)
+
+
+def test_s_inhibition_on_ioi_planted_is_stable_and_matters(planted, tmp_path, monkeypatch):
+    """Chapter 3's main path on a model that has the class: found, stable on another prompt
+    sample (recomputed in an empty cache), knocking it out lowers the logit diff, and patching it
+    from p_ABC moves the Name Movers' attention off the IO (Fig. 4c)."""
+    nm, _ = discovery.name_movers(planted)
+    sin = discovery.s_inhibition(planted, nm.heads)
+    assert nm.heads and sin.heads, "ioi-planted has Name Movers and S-Inhibition heads"
     monkeypatch.setenv(discovery.CACHE_ENV_VAR, str(tmp_path / "again"))
-    again = discovery.s_inhibition(discovery.Setup(tiny.model, n_prompts=100, seed=1), nm.heads)
-    assert again.heads == sin.heads  # stable on a second, independent prompt sample
-    assert _knockout_change(tiny, sin.heads) < 0  # chapter 3: they steer the Name Movers
-    shift = signals.attention_shift(tiny.model, tiny.ioi, tiny.abc, sin.heads, nm.heads)
+    other = discovery.Setup(planted.model, n_prompts=100, seed=1)
+    assert other.ioi.texts != planted.ioi.texts  # really other prompts, not a rerun
+    assert discovery.s_inhibition(other, nm.heads).heads == sin.heads
+    assert _knockout_change(planted, sin.heads) < 0  # chapter 3: they steer the Name Movers
+    shift = signals.attention_shift(planted.model, planted.ioi, planted.abc, sin.heads, nm.heads)
     mean = shift.groupby("run")["attn END->IO"].mean()
     assert mean["patched"] < mean["clean"]  # Fig. 4c: attention leaves the IO

@@ -318,14 +318,15 @@ def test_share_of_heads_is_one_when_the_senders_are_all_upstream_heads():
         discovery.s_inhibition_share(setup, [], receivers)
 
 
-# ----------------------------------------------------------------------------- ioi-tiny
+# ----------------------------------------------------------------------------- ioi-planted
 
 
 @pytest.fixture(scope="module")
-def tiny_classes(tmp_path_factory):
+def planted_classes(tmp_path_factory):
+    """ioi-planted (the paper's classes in known heads), so chapters 4-5's main paths run."""
     mp = pytest.MonkeyPatch()  # a cache of this module's own: computed here, never read back
     mp.setenv(discovery.CACHE_ENV_VAR, str(tmp_path_factory.mktemp("cache-04-05")))
-    model = tm.ioi_tiny()
+    model = tm.ioi_planted()
     setup = discovery.Setup(model, n_prompts=100, seed=0)
     yield setup, discovery.circuit_classes(setup)
     mp.undo()
@@ -337,24 +338,22 @@ def _knockout_change(setup, heads) -> float:
     return float(ablation.model_logit_diff(setup.model, setup.ioi, values, removed=heads).mean() - base)
 
 
-def test_ioi_tiny_induction_and_duplicate_are_stable_and_matter(tiny_classes):
-    setup, classes = tiny_classes
+def test_induction_and_duplicate_on_ioi_planted_are_stable_and_matter(planted_classes):
+    setup, classes = planted_classes
     receivers = classes["S-Inhibition"].heads
-    if not receivers:
-        pytest.skip("ioi-tiny has no S-Inhibition heads: chapter 4 runs its exploratory fallback")
+    assert receivers, "ioi-planted has S-Inhibition heads"
     ind, dup = classes["Induction"], classes["Duplicate Token"]
     found = ind.heads + dup.heads
-    assert found, "S-Inhibition heads exist but no Induction / Duplicate Token head was found"
+    assert ind.heads and dup.heads, "S-Inhibition heads exist but no Induction / Duplicate Token head was found"
     # stable on a second, independent prompt sample (not a rerun: other seed, empty cache)
     again = discovery.induction_and_duplicate(discovery.Setup(setup.model, n_prompts=100, seed=1), receivers)
     assert (again[0].heads, again[1].heads) == (ind.heads, dup.heads)
     assert _knockout_change(setup, found) < 0  # the chapter's claim: knocking them out lowers it
 
 
-def test_ioi_tiny_previous_token_is_stable_and_matters(tiny_classes):
-    setup, classes = tiny_classes
-    if not classes["Induction"].heads:
-        pytest.skip("ioi-tiny has no Induction heads: chapter 5 runs its exploratory fallback")
+def test_previous_token_on_ioi_planted_is_stable_and_matters(planted_classes):
+    setup, classes = planted_classes
+    assert classes["Induction"].heads, "ioi-planted has Induction heads"
     prev = classes["Previous Token"]
     assert prev.heads, "Induction heads exist but no Previous Token head was found"
     again = discovery.previous_token(discovery.Setup(setup.model, n_prompts=100, seed=1),  # other sample

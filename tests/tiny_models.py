@@ -104,6 +104,11 @@ def ioi_tiny():
     return models.load_model("ioi-tiny", device=TEST_DEVICE)
 
 
+def ioi_planted(seed: int = 0):
+    """``ioi-planted``: the paper's seven classes planted in known heads (``model.planted``)."""
+    return models.load_model("ioi-planted", seed=seed, device=TEST_DEVICE)
+
+
 @lru_cache(maxsize=None)
 def datasets(n: int = 16, seed: int = 0, template_set: str = "mixed", prepend_bos: bool = False):
     """(p_IOI, p_ABC) pair of ``n`` prompts."""
