@@ -122,16 +122,17 @@ def test_names_are_filtered_to_single_tokens_and_reported(tok):
         assert len(tok.encode(" " + name, add_special_tokens=False)) == 1
 
 
-def test_adversarial_variants_add_one_sentence(tok):
+@pytest.mark.parametrize("construction,n_extra", [("paper", 1), ("code", 2)])
+def test_adversarial_variants_add_one_or_two_sentences(tok, construction, n_extra):
+    """The paper's text: one sentence naming the name; the authors' advex.py: two."""
     ds = dataset.make_ioi_dataset(tok, 40, seed=2)
     for which, name_of in (("IO", lambda p: p.io), ("S", lambda p: p.s)):
-        adv = dataset.make_adversarial_dataset(tok, ds, which)
+        adv = dataset.make_adversarial_dataset(tok, ds, which, construction=construction)
         for p, q in zip(ds.prompts, adv.prompts):
             extra_words = len(q.text.split()) - len(p.text.split())
-            assert extra_words >= 2
-            assert q.text.split().count(name_of(p)) == p.text.split().count(name_of(p)) + 1 or \
-                   sum(w.strip(",.") == name_of(p) for w in q.text.split()) == \
-                   sum(w.strip(",.") == name_of(p) for w in p.text.split()) + 1
+            assert extra_words >= 2 * n_extra
+            assert sum(w.strip(",.") == name_of(p) for w in q.text.split()) == \
+                   sum(w.strip(",.") == name_of(p) for w in p.text.split()) + n_extra
         assert torch.equal(adv.io_tokens, ds.io_tokens)
         for i in range(len(adv)):
             row = adv.tokens[i].tolist()
