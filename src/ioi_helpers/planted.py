@@ -48,7 +48,7 @@ algorithm's order; strengths are graded so that no head of a class is redundant)
   overlap with SINH (Q-composition with the S-Inhibition output: attention leaves S); OV
   copies TOK into OUT (copy score ~100%).
 * Negative Name Movers (2, layers 4-6): same attention, OV writes minus the name.
-* Backup Name Movers (3, layers 5-7, after every Name Mover): same attention, plus a query
+* Backup Name Movers (3, one layer among 5-7, after every Name Mover): same attention, plus a query
   term that inhibits names already written in OUT at END: while the Name Movers have written
   the IO there, the backups attend their sink; when the Name Movers are mean-ablated (p_ABC
   means carry no particular name) they attend the IO and copy it.
@@ -94,6 +94,10 @@ N_PER_CLASS = {"Previous Token": 2, "Duplicate Token": 2, "Induction": 2, "S-Inh
 LAYER_RANGE = {"Previous Token": (0, 1), "Duplicate Token": (0, 2), "Induction": (1, 3),
                "S-Inhibition": (2, 4), "Name Mover": (4, 5), "Negative Name Mover": (4, 6),
                "Backup Name Mover": (5, 7)}
+# Classes whose heads share one layer: a Backup Name Mover in a later layer than another would
+# read that backup's output as "the name is already written" and stay quiet (a backup of the
+# backup), so the backups share a layer, each seeing only what the Name Movers wrote.
+SAME_LAYER = ("Backup Name Mover",)
 # (earlier class, later class): every head of the first sits in a lower layer than every
 # head of the second
 ORDER = [("Previous Token", "Induction"), ("Duplicate Token", "S-Inhibition"),
@@ -179,7 +183,9 @@ def choose_heads(seed: int, n_layers: int = N_LAYERS, n_heads: int = N_HEADS) ->
     rng = random.Random(f"ioi-planted-layout-{seed}")
     for _ in range(10_000):
         layers = {c: sorted(rng.randint(*LAYER_RANGE[c]) for _ in range(N_PER_CLASS[c]))
-                  for c in CLASSES}
+                  for c in CLASSES if c not in SAME_LAYER}
+        for c in SAME_LAYER:
+            layers[c] = [rng.randint(*LAYER_RANGE[c])] * N_PER_CLASS[c]
         if any(max(layers[a]) >= min(layers[b]) for a, b in ORDER):
             continue
         count = [0] * n_layers
