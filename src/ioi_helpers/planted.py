@@ -113,7 +113,7 @@ STRENGTH = {
     "Name Mover": {"name": [5.5, 5.0, 4.5], "inhibit": [0.55, 0.55, 0.55], "gain": [1.0, 0.75, 0.5]},
     "Negative Name Mover": {"name": [5.0, 4.5], "inhibit": [0.55, 0.55], "gain": [-0.22, -0.15]},
     "Backup Name Mover": {"name": [7.5, 7.2, 6.9], "inhibit": [1.0, 1.0, 1.0],
-                          "written": [8.0, 8.0, 8.0], "gain": [0.62, 0.47, 0.35]},
+                          "written": [8.0, 8.0, 8.0], "gain": [0.40, 0.31, 0.23]},
 }
 SINK = {"Previous Token": 0.0, "Duplicate Token": 6.0, "Induction": 6.0, "S-Inhibition": 4.0,
         "Name Mover": 4.0, "Negative Name Mover": 4.0, "Backup Name Mover": 6.5}
