@@ -13,6 +13,11 @@ REPO = Path(__file__).resolve().parents[1]
 BOOK_TEST_MODEL = "ioi-planted"  # the offline model every chapter is executed on in the tests (known circuit)
 SCALE_TEST_MODEL = "gpt2-random"  # GPT-2-small shapes: chapter 2 also runs on it, as a scale check
 SCALE_TEST_CHAPTER = "02_name_movers"
+# Chapter 7's completeness searches at the authors' sizes (100 random sets; greedy 10 runs x 10
+# steps x 10 candidates, for the circuit and the naive circuit) are ~2,400 ablated forward passes:
+# about half an hour of CPU on 2 cores. The book tests run every code path at these smaller sizes;
+# the chapter prints the sizes it used beside the authors'.
+CI_SEARCH_SIZES = {"n_random_sets": 20, "greedy_n_sets": 2, "greedy_n_steps": 4, "greedy_candidates": 4}
 
 
 CACHE_ENV_VAR = "IOI_CACHE_DIR"  # ioi_helpers.cache.CACHE_ENV_VAR (not imported: conftest stays light)
@@ -47,7 +52,8 @@ def built_book(tmp_path_factory) -> Path:
     plus the book build, from an empty discovery cache (``cache/``); returns the output folder
     (``executed/``, ``html/``, ``cache/``)."""
     out = tmp_path_factory.mktemp("book")
-    cmd = [sys.executable, "-m", "ioi_helpers.pipeline", "--model", BOOK_TEST_MODEL, "--out", str(out)]
+    cmd = [sys.executable, "-m", "ioi_helpers.pipeline", "--model", BOOK_TEST_MODEL, "--out", str(out),
+           *[a for k, v in CI_SEARCH_SIZES.items() for a in ("-p", k, str(v))]]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=fresh_env(out))
     print(proc.stdout)  # per-chapter wall times, shown with -s or on failure
     if proc.returncode != 0:
