@@ -43,6 +43,20 @@ def _fresh_cache_and_results(tmp_path_factory):
             os.environ[k] = v
 
 
+def imported_top_level(folder: Path) -> set[str]:
+    """The top-level modules that the ``.py`` files under ``folder`` import (absolute imports)."""
+    import ast
+
+    mods: set[str] = set()
+    for path in folder.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                mods |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                mods.add(node.module.split(".")[0])
+    return mods
+
+
 def fresh_env(folder: Path) -> dict:
     """The environment for a pipeline subprocess with an empty discovery cache ``folder/cache``."""
     (folder / "cache").mkdir(parents=True, exist_ok=False)

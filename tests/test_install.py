@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import ast
 import re
 import shutil
 import subprocess
@@ -24,7 +23,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from conftest import REPO
+from conftest import REPO, imported_top_level
 
 PACKAGE = REPO / "src" / "ioi_helpers"
 
@@ -44,14 +43,7 @@ def locked() -> dict[str, str]:
 
 
 def imported_top_level_modules() -> set[str]:
-    names = set()
-    for path in PACKAGE.glob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                names |= {a.name.split(".")[0] for a in node.names}
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names.add(node.module.split(".")[0])
-    return names - set(sys.stdlib_module_names) - {"ioi_helpers", "__future__"}
+    return imported_top_level(PACKAGE) - set(sys.stdlib_module_names) - {"ioi_helpers", "__future__"}
 
 
 def test_every_imported_module_is_a_declared_dependency():

@@ -4,12 +4,11 @@ discovery cache."""
 
 from __future__ import annotations
 
-import ast
 import re
 import sys
 from importlib.metadata import packages_distributions
 
-from conftest import REPO
+from conftest import REPO, imported_top_level
 
 
 def pinned() -> set[str]:
@@ -19,17 +18,6 @@ def pinned() -> set[str]:
         if m:
             names.add(m.group(1).lower().replace("_", "-"))
     return names
-
-
-def imported_top_level(folder) -> set[str]:
-    mods = set()
-    for path in folder.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                mods |= {a.name.split(".")[0] for a in node.names}
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                mods.add(node.module.split(".")[0])
-    return mods
 
 
 def test_every_imported_distribution_is_pinned():
