@@ -43,7 +43,7 @@
 # %% tags=["parameters"]
 model_name = None  # None: $IOI_MODEL, else "gpt2" (GPT-2 small, the paper's model)
 n_prompts = 100  # p_IOI prompts (and matched p_ABC) for discovery by hand and methods (a), (b)
-acdc_n_prompts = 30  # the first prompts of the same set for (c), which patches every edge it tests
+acdc_n_prompts = 20  # the first prompts of the same set for (c), which patches every edge it tests
 seed = 0
 prepend_bos = False  # the paper's choice: no <|endoftext|> at the start
 template_set = "mixed"  # "mixed": BABA 1-7 + ABBA 1-7 (the authors' code)
@@ -51,8 +51,11 @@ template_set = "mixed"  # "mixed": BABA 1-7 + ABBA 1-7 (the authors' code)
 attribution_threshold = 0.03
 eap_threshold = 0.03
 acdc_tau = 0.03
-acdc_tau_min = 0.01  # ACDC's walk runs at this tau; its ROC curve covers every tau above it
-acdc_positions = ["IO", "S1", "S1+1", "S2", "END"]  # where a head's q/k/v are patched in (c)
+acdc_tau_min = 0.03  # ACDC's walk runs at this tau; its ROC curve covers every tau above it (lower: slower)
+# where a head's q/k/v are patched in (c): the positions where the paper's receivers read (END:
+# the Name Movers' queries; S2: the S-Inhibition heads' keys and values; S1+1: the Induction
+# heads' keys). Add "IO" and "S1" for a wider (slower) walk.
+acdc_positions = ["END", "S2", "S1+1"]
 # shared by every chapter (discovery.setup_from): the hand-found classes' rule thresholds
 name_mover_threshold = 0.05
 s_inhibition_threshold = 0.05

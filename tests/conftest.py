@@ -16,11 +16,8 @@ SCALE_TEST_CHAPTER = "02_name_movers"
 # Chapter 7's completeness searches at the authors' sizes (100 random sets; greedy 10 runs x 10
 # steps x 10 candidates, for the circuit and the naive circuit) are ~2,400 ablated forward passes:
 # about half an hour of CPU on 2 cores. The book tests run every code path at these smaller sizes;
-# the chapter prints the sizes it used beside the authors'. Chapter 9's ACDC-style walk patches
-# every edge it tests: the tests walk it on 20 prompts, at its default tau, through the three
-# positions where the paper's receivers read (END, S2, S1+1).
-CI_SEARCH_SIZES = {"n_random_sets": 20, "greedy_n_sets": 2, "greedy_n_steps": 4, "greedy_candidates": 4,
-                   "acdc_n_prompts": 20, "acdc_tau_min": 0.03, "acdc_positions": ["END", "S2", "S1+1"]}
+# the chapter prints the sizes it used beside the authors'.
+CI_SEARCH_SIZES = {"n_random_sets": 20, "greedy_n_sets": 2, "greedy_n_steps": 4, "greedy_candidates": 4}
 
 
 CACHE_ENV_VAR = "IOI_CACHE_DIR"  # ioi_helpers.cache.CACHE_ENV_VAR (not imported: conftest stays light)
