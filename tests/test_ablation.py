@@ -304,3 +304,81 @@ def test_circuit_run_on_ioi_tiny_matches_hand_loop():
     got = ablation.circuit_logit_diff(model, ds, values, circuit)
     ref = hand_logit_diff(model, ds, abc, keep_circuit(ds, circuit))
     assert (got - ref).abs().max().item() < TOL
+
+
+# ----------------------------------------------------------------------------- batched runs
+
+
+def sequential_greedy(model, ds, values, circuit, n_sets, n_steps, candidates, seed, k_positions="kept"):
+    """The greedy search as written before the batched runs: every K scored alone, C \\ K and
+    M \\ K each by its own forward (circuit_logit_diff, model_logit_diff)."""
+    import random
+
+    rng = random.Random(seed)
+    memo = {}
+
+    def score(k):
+        key = frozenset(k)
+        if key not in memo:
+            c = ablation.circuit_logit_diff(model, ds, values, circuit, k).mean().item()
+            m = ablation.model_logit_diff(model, ds, values, k, circuit, k_positions).mean().item()
+            memo[key] = abs(c - m)
+        return memo[key]
+
+    out = []
+    for _ in range(n_sets):
+        k, best, trajectory = (), score(()), []
+        for _ in range(n_steps):
+            pool = sorted(h for h in circuit if h not in k)
+            if not pool:
+                break
+            tried = rng.sample(pool, min(candidates, len(pool)))
+            scores = [score(k + (h,)) for h in tried]
+            i = max(range(len(tried)), key=scores.__getitem__)
+            if scores[i] > best:
+                k, best = k + (tried[i],), scores[i]
+                trajectory.append((k, best))
+        out.append((k, best, trajectory))
+    return out
+
+
+def test_batched_logit_diffs_equal_one_at_a_time(setup):
+    """Many masks in shared forwards (chunked by prompts and by rows, so that a forward holds
+    several masks and the prompts are split) give each mask's own run."""
+    model, ds, abc, values = setup
+    gen = torch.Generator().manual_seed(0)
+    masks = [ablation.knockout_mask(model, ds, []), ablation.circuit_mask(model, ds, CIRCUIT),
+             ablation.circuit_mask(model, ds, CIRCUIT, [(1, 2)]),
+             ablation.model_mask(model, ds, [(1, 2), (0, 3)], CIRCUIT, "kept")]
+    masks += [torch.rand(masks[0].shape, generator=gen) < 0.3 for _ in range(3)]
+    ref = torch.stack([ablation.ablated_logit_diff(model, ds, m, values) for m in masks])
+    assert ref.std(dim=0).max() > 10 * TOL  # the masks give different runs
+    for batch_size, max_rows in ((100, 1000), (5, 12), (12, 1)):
+        got = ablation.ablated_logit_diffs(model, ds, masks, values, batch_size=batch_size, max_rows=max_rows)
+        assert got.shape == (len(masks), len(ds))
+        assert (got - ref).abs().max().item() < 1e-5
+    got = ablation.ablated_logit_diffs(model, ds, torch.stack(masks), values)  # a stacked tensor works too
+    assert (got - ref).abs().max().item() < 1e-5
+    with pytest.raises(ValueError):
+        ablation.ablated_logit_diffs(model, ds, [masks[0][:, :3]], values)
+
+
+def test_batched_completeness_and_greedy_equal_sequential(setup):
+    """The batched completeness and greedy search give the sequential code's numbers and, for
+    the same seed, the same K, trajectory and scores."""
+    model, ds, abc, values = setup
+    sets = ablation.random_sets(CIRCUIT, n_sets=6, seed=2)
+    rows = ablation.completeness(model, ds, values, CIRCUIT, sets, progress=False, max_rows=30)
+    for row, k in zip(rows, sets.values()):
+        c = ablation.circuit_logit_diff(model, ds, values, CIRCUIT, k)
+        m = ablation.model_logit_diff(model, ds, values, k, CIRCUIT, "kept")
+        assert (row["per prompt"][0] - c).abs().max() < 1e-5 and (row["per prompt"][1] - m).abs().max() < 1e-5
+    for seed in (0, 1, 4):
+        got = ablation.greedy_completeness(model, ds, values, CIRCUIT, n_sets=3, n_steps=3, candidates=3,
+                                           seed=seed, progress=False)
+        ref = sequential_greedy(model, ds, values, CIRCUIT, 3, 3, 3, seed)
+        assert [r["K"] for r in got] == [k for k, _, _ in ref]
+        assert any(r["K"] for r in got)  # the search moved
+        for r, (k, best, trajectory) in zip(got, ref):
+            assert abs(r["score"] - best) < 1e-5
+            assert [t[0] for t in r["trajectory"]] == [t[0] for t in trajectory]

@@ -58,6 +58,11 @@ RANDOM_SETS_PAPER = paper.RANDOM_SETS
 # at every position, the book's earlier construction. F(C \ K) removes K everywhere in both.
 K_POSITIONS = ("kept", "all")
 
+# Rows (prompts x sets K) per forward in the batched runs (:func:`ablated_logit_diffs`): many
+# sets share one forward, which removes most of the per-forward overhead of a knockout. Chosen
+# by benchmarks/bench_completeness.py (ioi-planted and GPT-2-small shapes, N = 100, 2 CPU cores).
+MAX_ROWS = 1000
+
 
 # ----------------------------------------------------------------------------- values
 
@@ -199,6 +204,60 @@ def ablated_logit_diff(model, ds: IOIDataset, mask: Mask, values: Values,
     return metrics.logit_diff(run_ablated(model, ds, mask, values, batch_size), ds)
 
 
+def ablated_logit_diffs(model, ds: IOIDataset, masks: Sequence[Mask] | Bool[Tensor, "set layer batch seq head"],
+                        values: Values, batch_size: int = 100, max_rows: int = MAX_ROWS,
+                        ) -> Float[Tensor, "set batch"]:
+    """Per-prompt logit difference of the ablated run for each of many masks, row ``i`` being
+    :func:`ablated_logit_diff` with ``masks[i]`` (equal up to float rounding).
+
+    Many masks share one forward: the prompts (``batch_size`` at a time) are repeated once per
+    mask along the batch, with the masks stacked the same way, up to ``max_rows`` rows per
+    forward (at least one mask each). ``values`` is shared by every mask."""
+    n_sets = len(masks)
+    out = torch.empty(n_sets, len(ds))
+    for i in range(n_sets):
+        if masks[i].shape != values.shape[:4] or masks[i].shape[1] != len(ds):
+            raise ValueError("each mask must be [layer, batch, seq, head] for ds, like values")
+    device = model.cfg.device
+    for start in range(0, len(ds), batch_size):
+        sl = slice(start, start + batch_size)
+        part = ds[sl]
+        n, seq = len(part), part.tokens.shape[1]
+        per = max(1, max_rows // n)
+        v = values[:, sl, :seq]
+        for first in range(0, n_sets, per):
+            chunk = list(range(first, min(n_sets, first + per)))
+            m = torch.stack([masks[i][:, sl, :seq] for i in chunk], dim=1)  # [layer, set, batch, seq, head]
+            tokens = part.tokens.repeat(len(chunk), 1)
+            logits, _ = run(model, tokens, part.pos["END"].repeat(len(chunk)),
+                            fwd_hooks=_stacked_ablation_hooks(model, m, v))
+            rows = torch.arange(len(tokens), device=logits.device)
+            io = part.io_tokens.repeat(len(chunk)).to(logits.device)
+            s = part.s_tokens.repeat(len(chunk)).to(logits.device)
+            ld = (logits[rows, io] - logits[rows, s]).float().cpu()
+            out[chunk, start:start + n] = ld.view(len(chunk), n)
+    return out
+
+
+def _stacked_ablation_hooks(model, mask: Bool[Tensor, "layer set batch seq head"],
+                            values: Float[Tensor, "layer batch seq head d_head"]) -> list:
+    """Hooks on ``hook_z`` for a batch of ``set x batch`` rows (the prompts repeated once per
+    set): row ``s * batch + b`` takes ``values[:, b]`` where ``mask[:, s, b]`` is True."""
+    device = model.cfg.device
+    hooks = []
+    for l in range(model.cfg.n_layers):
+        if mask[l].any():
+            m = mask[l].to(device)[..., None]  # [set, batch, seq, head, 1]
+            v = values[l].to(device)  # [batch, seq, head, d_head]
+
+            def hook(z, hook, m=m, v=v):
+                grouped = z.reshape(m.shape[0], m.shape[1], *z.shape[1:])
+                return torch.where(m, v.to(z.dtype), grouped).reshape(z.shape)
+
+            hooks.append((hook_name("z", l), hook))
+    return hooks
+
+
 def circuit_logit_diff(model, ds: IOIDataset, values: Values, circuit: Circuit,
                        removed: Iterable[Head] = (), batch_size: int = 100) -> Float[Tensor, "batch"]:
     """Per-prompt logit difference of C \\ removed; its mean is F(C \\ K)."""
@@ -214,6 +273,12 @@ def model_logit_diff(model, ds: IOIDataset, values: Values, removed: Iterable[He
     as the authors' completeness.py does (it removes nodes = (head, position)); the criteria
     below use it by default (:data:`K_POSITIONS`). ``"all"`` (this low-level function's
     default, for knockouts with no circuit) ablates them at every position."""
+    return ablated_logit_diff(model, ds, model_mask(model, ds, removed, circuit, k_positions), values, batch_size)
+
+
+def model_mask(model, ds: IOIDataset, removed: Iterable[Head] = (), circuit: Circuit | None = None,
+               k_positions: Literal["all", "kept"] = "all") -> Mask:
+    """True where a head is ablated in the run of M \\ removed (see :func:`model_logit_diff`)."""
     removed = [tuple(h) for h in removed]
     if k_positions == "all":
         spec = {h: None for h in removed}
@@ -223,7 +288,21 @@ def model_logit_diff(model, ds: IOIDataset, values: Values, removed: Iterable[He
         spec = {h: circuit[h] for h in removed}
     else:
         raise ValueError(f"k_positions must be 'all' or 'kept', got {k_positions!r}")
-    return ablated_logit_diff(model, ds, knockout_mask(model, ds, spec), values, batch_size)
+    return knockout_mask(model, ds, spec)
+
+
+def removal_logit_diffs(model, ds: IOIDataset, values: Values, circuit: Circuit,
+                        sets: Sequence[Iterable[Head]], k_positions: Literal["all", "kept"] = "kept",
+                        batch_size: int = 100, max_rows: int = MAX_ROWS,
+                        ) -> tuple[Float[Tensor, "set batch"], Float[Tensor, "set batch"]]:
+    """Per-prompt logit differences of C \\ K and of M \\ K for every K in ``sets``, the runs
+    sharing forwards (:func:`ablated_logit_diffs`); as :func:`circuit_logit_diff` and
+    :func:`model_logit_diff` one set at a time."""
+    sets = [tuple(tuple(h) for h in k) for k in sets]
+    masks = ([circuit_mask(model, ds, circuit, k) for k in sets]
+             + [model_mask(model, ds, k, circuit, k_positions) for k in sets])
+    ld = ablated_logit_diffs(model, ds, masks, values, batch_size, max_rows)
+    return ld[:len(sets)], ld[len(sets):]
 
 
 # ----------------------------------------------------------------------------- faithfulness
@@ -303,19 +382,23 @@ def class_sets(classes: Mapping[str, Iterable[Head]], circuit: Circuit | None = 
 
 def completeness(model, ds: IOIDataset, values: Values, circuit: Circuit,
                  sets: Mapping[str, Iterable[Head]], k_positions: Literal["all", "kept"] = "kept",
-                 batch_size: int = 100, progress: bool | None = None) -> list[dict]:
+                 batch_size: int = 100, progress: bool | None = None, max_rows: int = MAX_ROWS) -> list[dict]:
     """For each named set K: F(C \\ K), F(M \\ K) and the incompleteness score
     |F(C \\ K) - F(M \\ K)| (rows of a table; per-prompt values under ``"per prompt"``).
     F(M \\ K) removes K at its kept positions by default (the authors' code; ``"all"``: at
-    every position, see :data:`K_POSITIONS`)."""
+    every position, see :data:`K_POSITIONS`). The sets share forwards, ``max_rows`` rows each
+    (:func:`removal_logit_diffs`)."""
+    items = [(name, tuple(tuple(h) for h in k)) for name, k in sets.items()]
+    per = max(1, max_rows // (2 * min(len(ds), batch_size)))  # sets per forward: C and M of each
     rows = []
-    for name, k in progress_bar(list(sets.items()), progress, desc="completeness"):
-        k = tuple(tuple(h) for h in k)
-        c = circuit_logit_diff(model, ds, values, circuit, k, batch_size)
-        m = model_logit_diff(model, ds, values, k, circuit, k_positions, batch_size)
-        rows.append({"set": name, "K": k, "F(C\\K)": c.mean().item(), "F(M\\K)": m.mean().item(),
-                     "score": abs(c.mean().item() - m.mean().item()),
-                     "per prompt": (c, m)})
+    for first in progress_bar(range(0, len(items), per), progress, desc="completeness"):
+        chunk = items[first:first + per]
+        cs, ms = removal_logit_diffs(model, ds, values, circuit, [k for _, k in chunk], k_positions,
+                                     batch_size, max_rows)
+        for (name, k), c, m in zip(chunk, cs, ms):
+            rows.append({"set": name, "K": k, "F(C\\K)": c.mean().item(), "F(M\\K)": m.mean().item(),
+                         "score": abs(c.mean().item() - m.mean().item()),
+                         "per prompt": (c, m)})
     return rows
 
 
@@ -323,7 +406,7 @@ def greedy_completeness(model, ds: IOIDataset, values: Values, circuit: Circuit,
                         n_sets: int = paper.GREEDY["n_sets"], n_steps: int = paper.GREEDY["n_steps"],
                         candidates: int = paper.GREEDY["candidates"], seed: int = 0,
                         k_positions: Literal["all", "kept"] = "kept", batch_size: int = 100,
-                        progress: bool | None = None) -> list[dict]:
+                        progress: bool | None = None, max_rows: int = MAX_ROWS) -> list[dict]:
     """Greedy search for sets K that maximise |F(C \\ K) - F(M \\ K)|, as the authors'
     final code does (completeness.py, ``new_greedy_search``).
 
@@ -337,17 +420,24 @@ def greedy_completeness(model, ds: IOIDataset, values: Values, circuit: Circuit,
 
     Returns one row per run: the final K, its score, F(C \\ K) and F(M \\ K), and the K after
     each accepted step.
+
+    The candidates of a step are scored together (C \\ K and M \\ K of each in shared forwards
+    of at most ``max_rows`` rows, :func:`removal_logit_diffs`); the draws and choices are those
+    of scoring them one by one.
     """
     rng = random.Random(seed)
     memo: dict[frozenset, tuple[float, float]] = {}
 
+    def evaluate_all(ks: Sequence[tuple[Head, ...]]) -> None:
+        todo = list({frozenset(k): k for k in ks if frozenset(k) not in memo}.values())
+        if todo:
+            cs, ms = removal_logit_diffs(model, ds, values, circuit, todo, k_positions, batch_size, max_rows)
+            for k, c, m in zip(todo, cs, ms):
+                memo[frozenset(k)] = (c.mean().item(), m.mean().item())
+
     def evaluate(k: tuple[Head, ...]) -> tuple[float, float]:
-        key = frozenset(k)
-        if key not in memo:
-            c = circuit_logit_diff(model, ds, values, circuit, k, batch_size).mean().item()
-            m = model_logit_diff(model, ds, values, k, circuit, k_positions, batch_size).mean().item()
-            memo[key] = (c, m)
-        return memo[key]
+        evaluate_all([k])
+        return memo[frozenset(k)]
 
     def score(k: tuple[Head, ...]) -> float:
         c, m = evaluate(k)
@@ -363,6 +453,7 @@ def greedy_completeness(model, ds: IOIDataset, values: Values, circuit: Circuit,
             if not pool:
                 break
             tried = rng.sample(pool, min(candidates, len(pool)))
+            evaluate_all([k + (h,) for h in tried])
             scores = [score(k + (h,)) for h in tried]
             i = max(range(len(tried)), key=scores.__getitem__)
             if scores[i] > best:
@@ -417,27 +508,29 @@ def ordered_class_k(classes: Mapping[str, Sequence[Head]], order: str = "Name Mo
 
 def minimality(model, ds: IOIDataset, values: Values, circuit: Circuit,
                k_sets: Mapping[Head, Iterable[Head]] | None = None, batch_size: int = 100,
-               progress: bool | None = None) -> dict[Head, dict]:
+               progress: bool | None = None, max_rows: int = MAX_ROWS) -> dict[Head, dict]:
     """Minimality score of each circuit head v: |F(C \\ (K u {v})) - F(C \\ K)|.
 
     ``k_sets`` gives K for each v (default: K = {} for every head); the authors' choices are
     :data:`paper.MINIMALITY_K` (``"code"``, default in the book, and ARENA's ``"arena"``);
     :func:`ordered_class_k` and :func:`same_class_k` build them for other circuits. The paper reports
-    the scores relative to F(M) (every head >= 1%): ``"relative"`` in each row.
+    the scores relative to F(M) (every head >= 1%): ``"relative"`` in each row. The circuit runs
+    share forwards of at most ``max_rows`` rows (:func:`ablated_logit_diffs`).
     """
     k_sets = k_sets or {}
-    f_m = ablated_logit_diff(model, ds, knockout_mask(model, ds, []), values, batch_size).mean().item()
-    memo: dict[frozenset, float] = {}
+    ks = {v: tuple(tuple(h) for h in k_sets.get(v, ()) if tuple(h) != v) for v in sorted(circuit)}
+    removed = {frozenset(r): r for v, k in ks.items() for r in (k, k + (v,))}  # each distinct C \\ K once
+    masks = [knockout_mask(model, ds, [])] + [circuit_mask(model, ds, circuit, r) for r in removed.values()]
+    lds = ablated_logit_diffs(model, ds, masks, values, batch_size, max_rows).mean(dim=1)
+    f_m = lds[0].item()
+    memo = {key: lds[i + 1].item() for i, key in enumerate(removed)}
 
-    def f_c(removed: tuple[Head, ...]) -> float:
-        key = frozenset(removed)
-        if key not in memo:
-            memo[key] = circuit_logit_diff(model, ds, values, circuit, removed, batch_size).mean().item()
-        return memo[key]
+    def f_c(r: tuple[Head, ...]) -> float:
+        return memo[frozenset(r)]
 
     out = {}
     for v in progress_bar(sorted(circuit), progress, desc="minimality"):
-        k = tuple(tuple(h) for h in k_sets.get(v, ()) if tuple(h) != v)
+        k = ks[v]
         without_k, without_kv = f_c(k), f_c(k + (v,))
         out[v] = {"K": k, "F(C\\K)": without_k, "F(C\\(K+v))": without_kv,
                   "score": abs(without_kv - without_k), "relative": abs(without_kv - without_k) / abs(f_m)}
