@@ -130,3 +130,107 @@ def test_a_corrupt_gpt2_cache_is_reported_not_read_as_missing(monkeypatch, tmp_p
     with pytest.raises(RuntimeError, match="could not be loaded from it.*corrupt") as err:
         models.load_model("gpt2")
     assert not isinstance(err.value, models.ModelUnavailableError)
+
+
+# ----------------------------------------------------------------------------- hand-over
+# (the pipeline's warm kernel builds the chapter's model ahead of time: models.prepare_handover)
+
+
+@pytest.fixture
+def counted_builds(monkeypatch):
+    """models._build replaced by a recorder returning a fresh object per build."""
+    import random
+
+    builds = []
+
+    def build(name, device, seed):  # draws from torch's and Python's generators, as a build may
+        builds.append((name, device, seed))
+        torch.rand(1), random.random()
+        return object()
+
+    monkeypatch.setattr(models, "_build", build)
+    monkeypatch.setattr(models, "_HANDOVER", None)
+    return builds
+
+
+def test_a_handed_over_model_is_taken_once_by_the_same_request(counted_builds):
+    assert models.prepare_handover("some-model", device="cpu", seed=2)
+    assert len(counted_builds) == 1
+    with torch.no_grad():  # chapters load with gradients off, as the warm-up builds
+        first = models.load_model("some-model", device="cpu", seed=2)
+        assert len(counted_builds) == 1  # taken, not built
+        second = models.load_model("some-model", device="cpu", seed=2)
+    assert len(counted_builds) == 2 and second is not first  # one use only
+
+
+@pytest.mark.parametrize("change", ["name", "seed", "device", "grad", "dtype", "torch draw",
+                                    "python draw", "reseeded"])
+def test_a_mismatched_request_builds_a_fresh_model_and_empties_the_slot(counted_builds, change):
+    import random
+
+    models.prepare_handover("some-model", device="cpu", seed=2)
+    parked = models._HANDOVER["model"]
+    request = {"name": "some-model", "device": "cpu", "seed": 2}
+    if change == "name":
+        request["name"] = "other-model"
+    elif change == "seed":
+        request["seed"] = 3
+    elif change == "device":
+        request["device"] = "meta"
+    elif change == "torch draw":  # the chapter drew random numbers before loading
+        torch.rand(1)
+    elif change == "python draw":
+        random.random()
+    elif change == "reseeded":
+        torch.manual_seed(0)
+    default = torch.get_default_dtype()
+    if change == "dtype":
+        torch.set_default_dtype(torch.float64)
+    try:
+        with torch.set_grad_enabled(change == "grad"):
+            got = models.load_model(**request)
+            assert got is not parked and len(counted_builds) == 2
+            assert models._HANDOVER is None  # a later matching call builds as well
+            models.load_model("some-model", device="cpu", seed=2)
+    finally:
+        torch.set_default_dtype(default)
+    assert len(counted_builds) == 3
+
+
+def test_generators_the_build_did_not_draw_from_may_move_before_the_hand_over(monkeypatch):
+    import random
+
+    monkeypatch.setattr(models, "_build", lambda name, device, seed: object())  # draws nothing
+    monkeypatch.setattr(models, "_HANDOVER", None)
+    models.prepare_handover("some-model", device="cpu")
+    parked = models._HANDOVER["model"]
+    torch.rand(1), random.random()  # the build's result does not depend on them: still handed over
+    with torch.no_grad():
+        assert models.load_model("some-model", device="cpu") is parked
+
+
+def test_a_failed_warm_build_parks_nothing_and_the_chapter_fails_in_the_open(monkeypatch):
+    monkeypatch.setattr(models, "_HANDOVER", None)
+    assert models.prepare_handover("gpt7-imaginary") is False and models._HANDOVER is None
+    with pytest.raises(models.ModelUnavailableError):
+        models.load_model("gpt7-imaginary")
+
+
+def test_the_handed_over_model_is_the_model_a_fresh_load_gives(monkeypatch):
+    monkeypatch.setattr(models, "_HANDOVER", None)
+    tokens = torch.tensor([models.GPT2_TEST_IDS])
+    assert models.prepare_handover("ioi-tiny", device="cpu")
+    parked = models._HANDOVER["model"]
+    state_after_build = torch.random.get_rng_state()
+    with torch.no_grad():
+        handed = models.load_model("ioi-tiny", device="cpu")
+        # the generators are where building the model in the chapter would have left them
+        assert torch.equal(torch.random.get_rng_state(), state_after_build)
+        fresh = models.load_model("ioi-tiny", device="cpu")
+        assert handed is parked and fresh is not handed
+        got, cache = handed.run_with_cache(tokens, names_filter="blocks.1.attn.hook_z")
+        want, want_cache = fresh.run_with_cache(tokens, names_filter="blocks.1.attn.hook_z")
+    assert torch.equal(got, want)
+    assert torch.equal(cache["blocks.1.attn.hook_z"], want_cache["blocks.1.attn.hook_z"])
+    assert handed.ioi_model_name == fresh.ioi_model_name == "ioi-tiny"
+    assert not any(p.requires_grad for p in handed.parameters())

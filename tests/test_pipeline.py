@@ -291,3 +291,43 @@ def test_chapter_2_runs_at_gpt2_small_scale(tmp_path):
     assert recorded["model"].startswith("gpt2-random")
     assert "classes.Name Mover" in recorded["values"]
     assert list((tmp_path / "cache").glob("path_patch-*.pt")), "the path patching was not computed here"
+
+
+HANDOVER = ('# %%\nimport torch\nfrom ioi_helpers import models\n'
+            'slot = models._HANDOVER\ntorch.set_grad_enabled(False)\nmodel = models.load_model(model_name)\n'
+            'print("handed" if slot is not None and model is slot["model"] else "built", model.ioi_model_name,\n'
+            '      models._HANDOVER is None, sorted(k for k in globals() if k.startswith("_w")))\n')
+
+
+def test_the_warm_kernel_builds_the_chapters_model_and_hands_it_over_once(tmp_path, monkeypatch):
+    monkeypatch.setenv(RESULTS_ENV_VAR, "")
+    make_book(tmp_path, ["01_a", "02_b"])
+    for name in ("01_a", "02_b"):
+        write_chapter(tmp_path / "book", name, PARAMS, HANDOVER)
+    out = tmp_path / "out"
+    assert pipeline.main(["--root", str(tmp_path), "--out", str(out), "--model", "ioi-tiny", "--no-build"]) == 0
+
+    def printed(name):
+        nb = nbformat.read(out / "executed" / f"{name}.ipynb", as_version=4)
+        return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs).split()
+
+    # the first chapter's kernel started cold; the second's built the model while the first ran,
+    # and the warm-up left nothing in the chapter's namespace
+    assert printed("01_a") == ["built", "ioi-tiny", "True", "[]"]
+    assert printed("02_b") == ["handed", "ioi-tiny", "True", "[]"]
+
+
+def test_the_warm_up_builds_a_model_only_for_chapters_that_load_model_name(tmp_path):
+    loads = write_chapter(tmp_path, "loads", PARAMS, "# %%\nmodel = models.load_model(model_name)\n")
+    other = write_chapter(tmp_path, "other", PARAMS, '# %%\n# models.load_model(model_name)\n'
+                          'm = models.load_model("ioi-tiny")\n')
+    assert pipeline.warm_up_code(loads, {"model_name": "ioi-planted", "n": 1}) == (
+        pipeline.WARM_UP + pipeline.WARM_MODEL.format(model_name="ioi-planted"))
+    assert "prepare_handover('ioi-planted')" in pipeline.warm_up_code(loads, {"model_name": "ioi-planted"})
+    assert pipeline.warm_up_code(loads, {"n": 1}) == pipeline.WARM_UP  # no model_name parameter
+    assert pipeline.warm_up_code(other, {"model_name": "ioi-planted"}) == pipeline.WARM_UP
+    assert pipeline.warm_up_code(None, None) == pipeline.WARM_UP
+    # every numbered chapter loads its model so (a renamed call would lose the warm model)
+    for path in pipeline.chapter_paths(REPO):
+        if path.stem[:2].isdigit():
+            assert pipeline.WARM_MODEL.format(model_name="m") in pipeline.warm_up_code(path, {"model_name": "m"}), path

@@ -276,8 +276,104 @@ def load_model(name: str | None = None, device: str | None = None, seed: int = 0
     ``gpt2-random`` and ``ioi-planted``. The bridge gets an ``ioi_model_name`` attribute used
     in captions and cache keys; for ``ioi-planted`` also ``planted`` (class name -> sorted
     list of (layer, head)), the ground truth.
+
+    The first call in a process may return a model that :func:`prepare_handover` built
+    ahead of time for the very same request (the pipeline's warm kernel does this); see
+    there. Every other call builds.
     """
     name = default_model_name() if name is None else str(name)
+    handed = _take_handover(_request(name, device, seed))
+    if handed is not None:
+        return handed
+    return _build(name, device, seed)
+
+
+# ----------------------------------------------------------------------------- hand-over
+#
+# The pipeline starts the next chapter's kernel while the current chapter runs
+# (pipeline.WarmKernel). Its warm-up builds the chapter's model with prepare_handover() and
+# parks it here; the chapter's own load_model() call takes it instead of building. One slot,
+# one use: the first load_model() call empties it, whether it matches or not. A match needs
+# the same request (name, seed, device, default dtype, grad mode) AND every random generator
+# that the build drew from (torch's, CUDA's, Python's random, NumPy's) still in the state the
+# build left it in, so the chapter sees exactly what building the model itself would have
+# given it: the same model and the same generator states afterwards. (A generator the build
+# did not touch may have moved since: the kernel's own machinery draws from Python's random.)
+# Anything else (another model, a chapter that seeded or drew from a generator the build
+# uses before loading) builds a fresh model as usual.
+
+_HANDOVER: dict | None = None
+
+
+def _request(name: str, device: str | None, seed: int) -> tuple:
+    return (str(name), str(torch.device(device or default_device())), int(seed),
+            torch.get_default_dtype(), torch.is_grad_enabled())
+
+
+def _rng_state() -> tuple:
+    import random
+    import sys
+
+    state = [torch.random.get_rng_state(), random.getstate()]
+    if "numpy" in sys.modules:
+        state.append(sys.modules["numpy"].random.get_state())
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state.append(torch.cuda.get_rng_state_all())
+    return tuple(state)
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if hasattr(a, "shape") and hasattr(a, "dtype"):  # a NumPy array
+        return hasattr(b, "shape") and a.shape == b.shape and bool((a == b).all())
+    if isinstance(a, (tuple, list)):
+        return (isinstance(b, (tuple, list)) and len(a) == len(b)
+                and all(_same(x, y) for x, y in zip(a, b)))
+    return a == b
+
+
+def prepare_handover(name: str | None = None, device: str | None = None, seed: int = 0) -> bool:
+    """Build ``load_model(name, device, seed)`` now, with gradients off, and park it for the
+    next :func:`load_model` call in this process (see the hand-over notes above).
+
+    For the pipeline's warm kernel: chapters turn gradients off before loading their model.
+    Returns whether a model was parked; a build that fails parks nothing and raises nothing
+    (the chapter's own call then builds, and fails, in the open).
+    """
+    global _HANDOVER
+    _HANDOVER = None
+    name = default_model_name() if name is None else str(name)
+    try:
+        with torch.no_grad():
+            request = _request(name, device, seed)
+            before = _rng_state()
+            model = _build(name, device, seed)
+            after = _rng_state()
+    except Exception:  # noqa: BLE001 - the chapter's own load_model reports it
+        return False
+    # the generators the build drew from (compared again when the model is taken)
+    drawn = [i for i, (a, b) in enumerate(zip(before, after)) if not _same(a, b)]
+    if len(before) != len(after):  # the build imported NumPy or initialised CUDA: check all
+        drawn = list(range(len(after)))
+    _HANDOVER = {"request": request, "model": model, "rng": after, "drawn": drawn}
+    return True
+
+
+def _take_handover(request: tuple):
+    """The parked model if it was built for ``request`` and the generators its build drew
+    from are where the build left them; else None. Empties the slot either way."""
+    global _HANDOVER
+    slot, _HANDOVER = _HANDOVER, None
+    if slot is None or slot["request"] != request:
+        return None
+    now = _rng_state()
+    if len(now) != len(slot["rng"]) or not all(_same(now[i], slot["rng"][i]) for i in slot["drawn"]):
+        return None
+    return slot["model"]
+
+
+def _build(name: str, device: str | None, seed: int):
     hf = load_hf_model(name, seed=seed)
     seeded = name in ("gpt2-random", "ioi-planted")
     bridge = bridge_from_hf(hf, f"{name}(seed={seed})" if seeded else name, device=device)

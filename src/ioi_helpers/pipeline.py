@@ -274,8 +274,10 @@ def _failure(path: Path, nb: nbformat.NotebookNode, err: Any, injected: bool) ->
     return message, trace
 
 
-# What a chapter's set-up cell spends its time on (besides building the model): imports and
-# the tokenizer. A warm kernel has done these before its chapter starts.
+# What a chapter's set-up cell spends its time on: imports, the tokenizer and the model. A warm
+# kernel has done these before its chapter starts: WARM_UP always, WARM_MODEL when the
+# chapter loads its model with `models.load_model(model_name)` (the model is parked in
+# models' one-shot hand-over slot, taken by that call: see models.prepare_handover).
 WARM_UP = """\
 import altair as _w1, pandas as _w2, torch as _w3, transformers as _w4
 from transformer_lens.model_bridge import TransformerBridge as _w5
@@ -283,28 +285,48 @@ from ioi_helpers import dataset as _w6, metrics as _w7, models as _w8, plots as 
 _w8.get_tokenizer()
 del _w1, _w2, _w3, _w4, _w5, _w6, _w7, _w8, _w9, _w10
 """
+WARM_MODEL = """\
+from ioi_helpers import models as _w8
+_w8.prepare_handover({model_name!r})
+del _w8
+"""
+LOADS_MODEL = re.compile(r"^[^#\n]*\bmodels\.load_model\(model_name\)", re.MULTILINE)
+
+
+def warm_up_code(path: Path | None = None, params: dict[str, Any] | None = None) -> str:
+    """The warm-up for a chapter: WARM_UP, plus WARM_MODEL when the chapter at ``path`` calls
+    ``models.load_model(model_name)`` and ``params`` (its injected parameters) hold
+    ``model_name`` (``None`` means ``$IOI_MODEL``, resolved in the kernel as the chapter would)."""
+    code = WARM_UP
+    if path is not None and "model_name" in (params or {}) and LOADS_MODEL.search(Path(path).read_text()):
+        code += WARM_MODEL.format(model_name=params["model_name"])
+    return code
 
 
 class WarmKernel:
     """A kernel started for a chapter ahead of time, importing what chapters import.
 
     The pipeline starts the next chapter's kernel before running the current chapter, so
-    the kernel's launch and the imports (most of a chapter's fixed start-up) overlap with
-    the current chapter's work. The warm-up runs silently (no output, no history, nothing
-    left in the chapter's namespace: only ``sys.modules`` and the tokenizer cache are warm).
+    the kernel's launch, the imports and the model's construction (most of a chapter's fixed
+    start-up) overlap with the current chapter's work. The warm-up runs silently (no output,
+    no history, nothing left in the chapter's namespace: only ``sys.modules``, the tokenizer
+    cache and the model parked in ``models``' hand-over slot are warm). ``path`` and
+    ``params``: the chapter and its parameters, so the warm-up can build its model
+    (:func:`warm_up_code`); without them only the imports are warmed.
     """
 
-    def __init__(self, cwd: Path):
+    def __init__(self, cwd: Path, path: Path | None = None, params: dict[str, Any] | None = None):
         from jupyter_client.manager import AsyncKernelManager
         from jupyter_core.utils import run_sync
 
+        code = warm_up_code(path, params)  # before the kernel starts: a bad path starts nothing
         os.environ[PROGRESS_ENV_VAR] = "1"  # inherited by the kernel, as in run_chapter
         self.km = AsyncKernelManager(kernel_name=ensure_kernel())
         run_sync(self.km.start_kernel)(cwd=str(cwd))
         self.cwd = Path(cwd)
         self._client = self.km.blocking_client()
         self._client.start_channels()
-        self._client.execute(WARM_UP, silent=True, store_history=False)
+        self._client.execute(code, silent=True, store_history=False)
 
     def handover(self):
         """The kernel manager, for papermill (its own client queues behind the warm-up)."""
@@ -589,7 +611,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             kernel, warm = warm, None
             if k < n and not args.no_warm_kernel:  # the next chapter's kernel warms up meanwhile
                 try:
-                    warm = WarmKernel(chapters[k].parent)
+                    warm = WarmKernel(chapters[k].parent, chapters[k], per_chapter[chapters[k]])
                 except Exception:  # noqa: BLE001 - then papermill starts that kernel itself
                     warm = None
             try:
