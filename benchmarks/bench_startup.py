@@ -26,6 +26,12 @@ cache and discovery cache are fresh temporary folders unless ``--warm-cache``.
 chapters run as the pipeline runs them: the next chapter's kernel starts and imports while
 one runs (``pipeline.WarmKernel``; ``--no-warm-kernel`` for a fresh kernel each time). With
 ``--startup-only`` there is little to overlap with, so the warm start-ups are an upper bound.
+A warm kernel also builds the chapter's model during its warm-up and hands it to the
+chapter's ``models.load_model(model_name)`` (``models.prepare_handover``): on a warm chapter's
+path the set-up cell then only imports (done) and takes the model. The CPU columns show where
+the kernel's CPU went: before the set-up cell (the kernel's launch and, when warm, the
+warm-up's imports and model) and in it; their sum is the kernel's start-up CPU, the work the
+machine did for this chapter's start-up wherever it ran.
 ``--device`` sets ``$IOI_DEVICE`` for the kernels (default: CUDA when present).
 Target (issue 12): start-up at most 4 s for gpt2-random and ioi-planted on 2 cores. Other
 work on the machine slows every number down: say what else was running when you quote one.
@@ -50,39 +56,49 @@ def _time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
+SKIP_TAGS = {"injected-parameters", "bench-probe"}
+
+
 def setup_index(nb) -> int:
     """Index of the set-up cell: the first code cell after the parameters cell."""
     cells = nb.cells
     params = next(i for i, c in enumerate(cells) if "parameters" in c.metadata.get("tags", []))
     return next(i for i in range(params + 1, len(cells))
-                if cells[i].cell_type == "code" and "injected-parameters" not in cells[i].metadata.get("tags", []))
+                if cells[i].cell_type == "code" and not SKIP_TAGS & set(cells[i].metadata.get("tags", [])))
 
 
-PROBE = ("import resource as _r\n_u = _r.getrusage(_r.RUSAGE_SELF)\n"
-         "print(f'startup-cpu {_u.ru_utime + _u.ru_stime:.3f}')")
+def probe(label: str) -> str:
+    return ("import resource as _r\n_u = _r.getrusage(_r.RUSAGE_SELF)\n"
+            f"print(f'{label} {{_u.ru_utime + _u.ru_stime:.3f}}')\ndel _r, _u")
 
 
 def instrumented(path: Path, folder: Path, startup_only: bool) -> Path:
-    """A copy of a chapter with a cell after its set-up cell that prints the kernel's CPU time
-    so far (user + system: less sensitive than wall time to other work on the machine),
-    and nothing after it when ``startup_only``."""
+    """A copy of a chapter with two cells that print the kernel's CPU time so far (user +
+    system: less sensitive than wall time to other work on the machine): one before its
+    set-up cell (the kernel's launch and, for a warm kernel, its warm-up) and one after it;
+    nothing after that when ``startup_only``."""
     import jupytext
     from nbformat.v4 import new_code_cell
 
     nb = jupytext.read(path)
     i = setup_index(nb)
-    nb.cells = [*nb.cells[: i + 1], new_code_cell(PROBE), *([] if startup_only else nb.cells[i + 1:])]
+    tagged = {"tags": ["bench-probe"]}
+    nb.cells = [*nb.cells[:i], new_code_cell(probe("before-cpu"), metadata=tagged), nb.cells[i],
+                new_code_cell(probe("startup-cpu"), metadata=tagged),
+                *([] if startup_only else nb.cells[i + 1:])]
     folder.mkdir(parents=True, exist_ok=True)
     out = folder / path.name
     jupytext.write(nb, out, fmt="py:percent")
     return out
 
 
-def split(executed: Path) -> tuple[float, float, float, float]:
-    """(kernel launch, start-up, start-up CPU, total) seconds from an executed notebook.
+def split(executed: Path) -> tuple[float, float, float, float, float]:
+    """(kernel launch, start-up, CPU before the set-up cell, start-up CPU, total) seconds from
+    an executed notebook.
 
     Wall times come from papermill's timestamps: kernel launch is papermill's start to the
-    first cell's start; start-up runs to the end of the set-up cell.
+    first cell's start; start-up runs to the end of the set-up cell. CPU: the kernel's own,
+    from its start (for a warm kernel: its warm-up included) to before / after the set-up cell.
     """
     nb = nbformat.read(executed, as_version=4)
     meta = nb.metadata.papermill
@@ -90,18 +106,27 @@ def split(executed: Path) -> tuple[float, float, float, float]:
     first = next(c for c in nb.cells if c.cell_type == "code").metadata.papermill
     i = setup_index(nb)
     setup = nb.cells[i].metadata.papermill
-    printed = "".join(o.get("text", "") for o in nb.cells[i + 1].get("outputs", []))
-    cpu = float(printed.split("startup-cpu ")[1].split()[0])
+
+    def printed(cell, label):
+        text = "".join(o.get("text", "") for o in cell.get("outputs", []))
+        return float(text.split(f"{label} ")[1].split()[0])
+
     return ((_time(first.start_time) - start).total_seconds(),
-            (_time(setup.end_time) - start).total_seconds(), cpu,
+            (_time(setup.end_time) - start).total_seconds(),
+            printed(nb.cells[i - 1], "before-cpu"), printed(nb.cells[i + 1], "startup-cpu"),
             (end - start).total_seconds())
 
 
-def run(source: Path, model: str, work: Path, kernel=None) -> tuple[float, float, float, float]:
+def chapter_params(source: Path, model: str) -> dict:
     from ioi_helpers import pipeline
 
-    params = pipeline.parameters_for([source], {"model_name": model})[source]
-    return split(pipeline.run_chapter(source, params, work / "executed", kernel=kernel))
+    return pipeline.parameters_for([source], {"model_name": model})[source]
+
+
+def run(source: Path, model: str, work: Path, kernel=None) -> tuple[float, float, float, float, float]:
+    from ioi_helpers import pipeline
+
+    return split(pipeline.run_chapter(source, chapter_params(source, model), work / "executed", kernel=kernel))
 
 
 def main(argv=None) -> int:
@@ -131,37 +156,49 @@ def main(argv=None) -> int:
 
     # baseline: the set-up cell with the weights built (empty cache) vs read from the cache
     first = instrumented(chapters[0], work / "baseline", startup_only=True)
-    _, cold, cold_cpu, _ = run(first, args.model, work)
-    _, warm, warm_cpu, _ = run(first, args.model, work)
+    _, cold, _, cold_cpu, _ = run(first, args.model, work)
+    _, warm, _, warm_cpu, _ = run(first, args.model, work)
     print(f"baseline ({chapters[0].stem} start-up, a fresh kernel): weights built {cold:.1f}s "
           f"(CPU {cold_cpu:.1f}s), weights from the cache {warm:.1f}s (CPU {warm_cpu:.1f}s); "
           f"ratio {cold / warm:.1f}x wall, {cold_cpu / warm_cpu:.1f}x CPU", flush=True)
 
     # as the pipeline runs them: the next chapter's kernel warms up while one runs
     sources = [instrumented(p, work / "chapters", args.startup_only) for p in chapters]
-    print(f"{'chapter':36s} {'kernel':>7s} {'start-up':>9s} {'(CPU)':>7s} {'total':>8s} {'share':>6s}"
+    print(f"kernel: papermill's start to the first cell (wall); start-up: to the end of the set-up cell "
+          f"(wall, on the chapter's path); CPU: the kernel's, before the set-up cell (launch{'' if args.no_warm_kernel else ' + warm-up'}) "
+          f"+ in it = start-up CPU; total: the chapter (wall); share: start-up / total")
+    print(f"{'chapter':36s} {'kernel':>7s} {'start-up':>9s} {'CPU before':>11s} {'+ set-up':>9s} {'= CPU':>7s} "
+          f"{'total':>8s} {'share':>6s}"
           f"   ({'no warm kernels' if args.no_warm_kernel else 'the first kernel cold, the others warm'})")
     rows = []
     warm_kernel = None
     for k, (path, source) in enumerate(zip(chapters, sources)):
         kernel, warm_kernel = warm_kernel, None
         if k + 1 < len(sources) and not args.no_warm_kernel:
-            warm_kernel = pipeline.WarmKernel(sources[k + 1].parent)
+            nxt = sources[k + 1]
+            warm_kernel = pipeline.WarmKernel(nxt.parent, nxt, chapter_params(nxt, args.model))
         try:
-            launch, startup, cpu, total = run(source, args.model, work, kernel)
+            launch, startup, before, cpu, total = run(source, args.model, work, kernel)
         except pipeline.ChapterError as err:
             print(f"{path.stem:36s} FAILED: {str(err).splitlines()[0]}", flush=True)
             continue
         rows.append((startup, cpu))
-        print(f"{path.stem:36s} {launch:6.1f}s {startup:8.1f}s {cpu:6.1f}s {total:7.1f}s "
-              f"{startup / total:6.0%}", flush=True)
+        print(f"{path.stem:36s} {launch:6.1f}s {startup:8.1f}s {before:10.1f}s {cpu - before:8.1f}s {cpu:6.1f}s "
+              f"{total:7.1f}s {startup / total:6.0%}", flush=True)
     if warm_kernel is not None:
         warm_kernel.shutdown()
     if rows:
-        worst, worst_cpu = max(s for s, _ in rows), max(c for _, c in rows)
-        print(f"start-up: worst {worst:.1f}s wall, {worst_cpu:.1f}s CPU; target {TARGET_SECONDS:.0f}s: "
-              f"{'met' if worst <= TARGET_SECONDS else 'NOT met'} (load average now "
-              f"{os.getloadavg()[0]:.1f})")
+        # the first chapter's kernel is always cold; with warm kernels the others are not, and
+        # the target is judged on each group so that a warm average cannot hide a cold chapter
+        groups = [("all chapters", rows)] if args.no_warm_kernel else [
+            ("the first chapter (cold kernel)", rows[:1]), ("the other chapters (warm kernels)", rows[1:])]
+        for label, group in groups:
+            if not group:
+                continue
+            worst, worst_cpu = max(s for s, _ in group), max(c for _, c in group)
+            print(f"start-up of {label}: worst {worst:.1f}s wall on the chapter's path, {worst_cpu:.1f}s "
+                  f"kernel CPU; target {TARGET_SECONDS:.0f}s wall: {'met' if worst <= TARGET_SECONDS else 'NOT met'}")
+        print(f"load average now {os.getloadavg()[0]:.1f} (1 min), {os.getloadavg()[1]:.1f} (5 min)")
     return 0
 
 

@@ -279,11 +279,13 @@ def _failure(path: Path, nb: nbformat.NotebookNode, err: Any, injected: bool) ->
 # chapter loads its model with `models.load_model(model_name)` (the model is parked in
 # models' one-shot hand-over slot, taken by that call: see models.prepare_handover).
 WARM_UP = """\
+from ioi_helpers import startup as _w0
+_w0.defer_iri_grammar()  # altair's jsonschema would build an IRI parser it never uses: 2.3 s
 import altair as _w1, pandas as _w2, torch as _w3, transformers as _w4
 from transformer_lens.model_bridge import TransformerBridge as _w5
 from ioi_helpers import dataset as _w6, metrics as _w7, models as _w8, plots as _w9, results as _w10
 _w8.get_tokenizer()
-del _w1, _w2, _w3, _w4, _w5, _w6, _w7, _w8, _w9, _w10
+del _w0, _w1, _w2, _w3, _w4, _w5, _w6, _w7, _w8, _w9, _w10
 """
 WARM_MODEL = """\
 from ioi_helpers import models as _w8
