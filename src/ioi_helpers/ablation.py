@@ -38,7 +38,7 @@ from torch import Tensor
 
 from . import metrics, paper
 from .dataset import IOIDataset
-from .hooks import Head, hook_name, positions, progress_bar, run
+from .hooks import Head, gather, hook_name, positions, progress_bar, run
 
 Circuit = Mapping[Head, Sequence[str] | None]
 Method = Literal["mean", "resample", "zero"]
@@ -210,33 +210,54 @@ def ablated_logit_diffs(model, ds: IOIDataset, masks: Sequence[Mask] | Bool[Tens
     """Per-prompt logit difference of the ablated run for each of many masks, row ``i`` being
     :func:`ablated_logit_diff` with ``masks[i]`` (equal up to float rounding).
 
-    Many masks share one forward: the prompts (``batch_size`` at a time) are repeated once per
-    mask along the batch, with the masks stacked the same way, up to ``max_rows`` rows per
-    forward (at least one mask each). ``values`` is shared by every mask."""
+    Many masks share one forward: prompts of one length (at most ``batch_size``) are repeated
+    once per mask along the batch, with the masks stacked the same way, up to ``max_rows`` rows
+    per forward (at least one mask each). Grouping the prompts by length drops the padding;
+    only logit(IO) - logit(S) is unembedded. ``values`` is shared by every mask."""
     n_sets = len(masks)
-    out = torch.empty(n_sets, len(ds))
     for i in range(n_sets):
         if masks[i].shape != values.shape[:4] or masks[i].shape[1] != len(ds):
             raise ValueError("each mask must be [layer, batch, seq, head] for ds, like values")
-    device = model.cfg.device
-    for start in range(0, len(ds), batch_size):
-        sl = slice(start, start + batch_size)
-        part = ds[sl]
-        n, seq = len(part), part.tokens.shape[1]
+    out = torch.empty(n_sets, len(ds))
+    by_length: dict[int, list[int]] = {}
+    for i, n in enumerate(ds.lengths.tolist()):
+        by_length.setdefault(n, []).append(i)
+    pieces = [idx[j:j + batch_size] for idx in by_length.values() for j in range(0, len(idx), batch_size)]
+    for idx in pieces:
+        part, rows = ds[idx], torch.tensor(idx)
+        n, seq = len(idx), part.tokens.shape[1]
+        v = values[:, rows, :seq]
         per = max(1, max_rows // n)
-        v = values[:, sl, :seq]
         for first in range(0, n_sets, per):
             chunk = list(range(first, min(n_sets, first + per)))
-            m = torch.stack([masks[i][:, sl, :seq] for i in chunk], dim=1)  # [layer, set, batch, seq, head]
-            tokens = part.tokens.repeat(len(chunk), 1)
-            logits, _ = run(model, tokens, part.pos["END"].repeat(len(chunk)),
-                            fwd_hooks=_stacked_ablation_hooks(model, m, v))
-            rows = torch.arange(len(tokens), device=logits.device)
-            io = part.io_tokens.repeat(len(chunk)).to(logits.device)
-            s = part.s_tokens.repeat(len(chunk)).to(logits.device)
-            ld = (logits[rows, io] - logits[rows, s]).float().cpu()
-            out[chunk, start:start + n] = ld.view(len(chunk), n)
+            m = torch.stack([masks[i][:, rows, :seq] for i in chunk], dim=1)  # [layer, set, batch, seq, head]
+            ld = _end_logit_diffs(model, part.tokens.repeat(len(chunk), 1), part.pos["END"].repeat(len(chunk)),
+                                  part.io_tokens.repeat(len(chunk)), part.s_tokens.repeat(len(chunk)),
+                                  _stacked_ablation_hooks(model, m, v))
+            out[torch.tensor(chunk)[:, None], rows[None]] = ld.view(len(chunk), n)
     return out
+
+
+def _end_logit_diffs(model, tokens, end, io, s, fwd_hooks) -> Float[Tensor, "batch"]:
+    """logit(IO) - logit(S) at END with ``fwd_hooks``: as :func:`hooks.run` (which stops at
+    ``ln_final.hook_in``), but unembedding only the IO and S columns."""
+    from transformer_lens.model_bridge.exceptions import StopAtLayerException
+
+    def stop(x, hook):
+        raise StopAtLayerException(x)
+
+    device = model.cfg.device
+    with torch.no_grad():
+        resid = model.run_with_hooks(tokens.to(device), fwd_hooks=list(fwd_hooks) + [("ln_final.hook_in", stop)])
+        if resid.shape[-1] != model.cfg.d_model:  # the stop hook did not fire
+            raise RuntimeError("ln_final.hook_in did not fire: cannot read the final residual stream")
+        x = model.ln_final(gather(resid, end)[:, None])[:, 0]
+        io, s = io.to(device), s.to(device)
+        w = model.W_U[:, io] - model.W_U[:, s]  # [d_model, batch]
+        ld = (x * w.T.to(x.dtype)).sum(-1)
+        if getattr(model, "b_U", None) is not None:
+            ld = ld + (model.b_U[io] - model.b_U[s]).to(x.dtype)
+    return ld.float().cpu()
 
 
 def _stacked_ablation_hooks(model, mask: Bool[Tensor, "layer set batch seq head"],
