@@ -117,10 +117,14 @@ def split(executed: Path) -> tuple[float, float, float, float, float]:
             (end - start).total_seconds())
 
 
+EXTRA: dict = {}  # --param KEY VALUE, for the chapters whose parameters cell has KEY
+
+
 def chapter_params(source: Path, model: str) -> dict:
     from ioi_helpers import pipeline
 
-    return pipeline.parameters_for([source], {"model_name": model})[source]
+    names = pipeline.chapter_parameters(source)
+    return {k: v for k, v in {"model_name": model, **EXTRA}.items() if k in names}
 
 
 def run(source: Path, model: str, work: Path, kernel=None) -> tuple[float, float, float, float, float]:
@@ -136,6 +140,9 @@ def main(argv=None) -> int:
     ap.add_argument("--startup-only", action="store_true", help="run each chapter only up to its set-up cell")
     ap.add_argument("--warm-cache", action="store_true", help="reuse $IOI_CACHE_DIR (weights, discovery)")
     ap.add_argument("--no-warm-kernel", action="store_true", help="a fresh kernel per chapter")
+    ap.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
+                    help="a chapter parameter, as the pipeline's -p (e.g. -p n_prompts 20: shorter chapters; "
+                         "the start-up does not depend on it)")
     ap.add_argument("--device", help="$IOI_DEVICE for the kernels: cpu, cuda, ... (default: CUDA when present)")
     args = ap.parse_args(argv)
 
@@ -151,8 +158,11 @@ def main(argv=None) -> int:
     os.environ[RESULTS_ENV_VAR] = str(work / "results")
     names = [n.strip() for n in args.chapters.split(",")] if args.chapters else None
     chapters = pipeline.chapter_paths(ROOT, names)
+    EXTRA.update({k: pipeline._value(v) for k, v in args.param})
+    pipeline.parameters_for(chapters, EXTRA)  # a typo is an error, as in the pipeline
     print(f"model {args.model}, device {os.environ.get(models.DEVICE_ENV_VAR) or models.default_device()}, "
-          f"cpu count {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}", flush=True)
+          f"cpu count {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}"
+          + (f", parameters {EXTRA}" if EXTRA else ""), flush=True)
 
     # baseline: the set-up cell with the weights built (empty cache) vs read from the cache
     first = instrumented(chapters[0], work / "baseline", startup_only=True)

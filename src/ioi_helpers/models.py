@@ -310,16 +310,17 @@ def _request(name: str, device: str | None, seed: int) -> tuple:
             torch.get_default_dtype(), torch.is_grad_enabled())
 
 
-def _rng_state() -> tuple:
+def _rng_state() -> dict:
+    """The state of every global random generator in use: name -> state."""
     import random
     import sys
 
-    state = [torch.random.get_rng_state(), random.getstate()]
+    state = {"torch": torch.random.get_rng_state(), "random": random.getstate()}
     if "numpy" in sys.modules:
-        state.append(sys.modules["numpy"].random.get_state())
+        state["numpy"] = sys.modules["numpy"].random.get_state()
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state.append(torch.cuda.get_rng_state_all())
-    return tuple(state)
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def _same(a, b) -> bool:
@@ -352,11 +353,10 @@ def prepare_handover(name: str | None = None, device: str | None = None, seed: i
             after = _rng_state()
     except Exception:  # noqa: BLE001 - the chapter's own load_model reports it
         return False
-    # the generators the build drew from (compared again when the model is taken)
-    drawn = [i for i, (a, b) in enumerate(zip(before, after)) if not _same(a, b)]
-    if len(before) != len(after):  # the build imported NumPy or initialised CUDA: check all
-        drawn = list(range(len(after)))
-    _HANDOVER = {"request": request, "model": model, "rng": after, "drawn": drawn}
+    # the generators the build drew from, or started (NumPy imported, CUDA initialised):
+    # compared again when the model is taken
+    drawn = {k: v for k, v in after.items() if k not in before or not _same(before[k], v)}
+    _HANDOVER = {"request": request, "model": model, "drawn": drawn}
     return True
 
 
@@ -368,7 +368,7 @@ def _take_handover(request: tuple):
     if slot is None or slot["request"] != request:
         return None
     now = _rng_state()
-    if len(now) != len(slot["rng"]) or not all(_same(now[i], slot["rng"][i]) for i in slot["drawn"]):
+    if not all(k in now and _same(now[k], v) for k, v in slot["drawn"].items()):
         return None
     return slot["model"]
 

@@ -17,8 +17,8 @@ parameters cell assigns is an error naming the real ones, and the model is check
 (:func:`models.check_available`, no weights built). A failing cell is named by the line that
 raised. In a terminal a progress bar shows chapter k of n and its cells; without a TTY, or
 with ``CI=true``, the log holds one line per chapter. While a chapter runs, the next one's
-kernel starts and imports what chapters import (:class:`WarmKernel`), so most of its fixed
-start-up is done by the time it runs (``--no-warm-kernel`` turns this off).
+kernel starts, imports what chapters import and builds the chapter's model (:class:`WarmKernel`),
+so most of its fixed start-up is done by the time it runs (``--no-warm-kernel`` turns this off).
 
 The book is then built with Jupyter Book from a staged source tree ``OUT/site`` (config, a toc
 holding only the chapters just run, pages, ``book/_static``, the executed notebooks with their
