@@ -86,16 +86,22 @@ display(Markdown(f"**Models on this page:** {models.describe_model(planted_model
 #   write S.
 # * **Duplicate Token heads** attend from a token to an earlier occurrence of the same token
 #   (token codes in query and key, a penalty on attending to itself, the sink otherwise) and
-#   write the repeated token's code and a "this token is repeated" flag: at S2 they write S.
+#   write the repeated token's code, where that earlier occurrence sits (a two-dimensional
+#   position code read from the attended position) and a "this token is repeated" flag: at S2
+#   they write S and S1's position.
 # * **Induction heads** attend from a token to the position *after* its earlier occurrence by
 #   reading the Previous Token heads' output in their keys (K-composition): at S2 they attend
-#   to S1+1 and write the same code and flag.
+#   to S1+1 and write the same code, the position one before the one they attend (S1's) and the
+#   flag.
 # * **S-Inhibition heads** attend from END to the name that carries the repeated flag (S2), and
-#   their values copy what the Duplicate Token and Induction heads wrote there (S's code) to END.
-#   Patching their values at S2 therefore finds those two classes, as in the authors' experiment.
-# * **Name Movers** attend from END to the names, and their queries read the S-Inhibition output
-#   (Q-composition) so that attention leaves S for the IO; their OV circuit copies the attended
-#   name into the answer subspace (copy score near 100%).
+#   their values copy what the Duplicate Token and Induction heads wrote there, S's code (the
+#   *token signal*) and S1's position (the *position signal*), to END. Patching their values at
+#   S2 therefore finds those two classes, as in the authors' experiment.
+# * **Name Movers** attend from END to the names, and their queries read both signals of the
+#   S-Inhibition output (Q-composition): attention leaves the name S and the position S1 for the
+#   IO. The position term is the heavier of the two, so chapter 3's token-vs-position experiment
+#   has a real answer to find on this model. Their OV circuit copies the attended name into the
+#   answer subspace (copy score near 100%).
 # * **Negative Name Movers** attend like the Name Movers and write *minus* the attended name.
 # * **Backup Name Movers** attend like the Name Movers, plus a query term that is inhibited by a
 #   name already written in the answer subspace at END: while the Name Movers work they attend

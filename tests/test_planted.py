@@ -155,6 +155,41 @@ def test_s_inhibition_attends_s2(model, data, cache):
         assert s2 > 0.3 and s2 > 3 * _attn(c, ds, l, h, "END", "IO")
 
 
+def test_s_inhibition_values_carry_token_and_position(model, data, cache):
+    """App. A's experiment by hand: the S-Inhibition heads' outputs at END taken from a copy of
+    each prompt whose name slots are swapped. Inverting the position signal alone (IO and S1
+    slots swapped, S2 kept: B A B) must flip the answer; inverting the token signal alone
+    (B A A: S2 now repeats the IO's name, which sits at S1's old position) must not."""
+    ds, _ = data
+    logits, _ = cache
+    clean = metrics.logit_diff(logits, ds).mean().item()
+    rows = torch.arange(len(ds))
+    io, s1, s2, end = (ds.pos[k] for k in ("IO", "S1", "S2", "END"))
+
+    def patched(slots):  # slots: the original slot whose name fills IO, S1, S2
+        tokens = ds.tokens.clone()
+        for dst, src in zip((io, s1, s2), (ds.pos[k] for k in slots)):
+            tokens[rows, dst] = ds.tokens[rows, src]
+        names = {f"blocks.{l}.attn.hook_z" for l, _ in model.planted["S-Inhibition"]}
+        _, src_cache = model.run_with_cache(tokens.to(model.cfg.device), names_filter=lambda n: n in names)
+
+        def put(z, hook):
+            layer = int(hook.name.split(".")[1])
+            for l, h in model.planted["S-Inhibition"]:
+                if l == layer:
+                    z[rows, end, h] = src_cache[hook.name][rows, end, h]
+            return z
+
+        with torch.no_grad():
+            out = model.run_with_hooks(ds.tokens.to(model.cfg.device),
+                                       fwd_hooks=[(n, put) for n in sorted(names)])
+        return metrics.logit_diff(out, ds).mean().item()
+
+    assert abs(patched(("IO", "S1", "S2")) - clean) < 1e-3  # patching the run's own outputs
+    assert patched(("S1", "IO", "S2")) < 0  # position inverted: attention moves to the IO's slot
+    assert 0 < patched(("S1", "IO", "IO")) < clean  # token inverted: a smaller push
+
+
 def test_repeated_token_heads_by_hand(model):
     gen = torch.Generator().manual_seed(7)
     n, half = 20, 15

@@ -28,6 +28,11 @@ feature stays mean-zero and LayerNorm's centring never touches it). Features:
 * ``DUP`` (40) and ``flag`` (1): written by the Duplicate Token and Induction heads (the
   repeated token's code, and "this token is repeated");
 * ``SINH`` (40): written by the S-Inhibition heads at END (the repeated name's code);
+* ``DPOS`` (2) and ``SPOS`` (2): the position signal. The Duplicate Token and Induction heads
+  write, at S2, a position code of S1 (cos and sin of 2 pi p / 4, read linearly from the
+  one-hot ``POS`` of the attended position, or of the one before it for Induction); the
+  S-Inhibition heads copy it to END. Period 4 because the IO and S1 slots are two tokens
+  apart in every template ("[A] and [B]"), so their codes are opposite;
 * ``OUT`` (40): the answer: the unembedding of name ``n`` reads ``OUT . code(n)`` (plus a
   constant for every name, read from the anchor); non-name tokens unembed to ~0.
 
@@ -42,11 +47,14 @@ algorithm's order; strengths are graded so that no head of a class is redundant)
   K-composition with the Previous Token output, attends to the token after the earlier
   occurrence; OV copies PREV (the repeated token's code) into DUP and writes ``flag``.
 * S-Inhibition (3, layers 2-4, after Induction and Duplicate Token): query from END
-  attends where ``flag`` and ``isname`` are high (S2); OV copies DUP into SINH, so what the
-  Duplicate Token and Induction heads wrote at S2 reaches END through these heads' values.
+  attends where ``flag`` and ``isname`` are high (S2); OV copies DUP into SINH and DPOS into
+  SPOS, so what the Duplicate Token and Induction heads wrote at S2 (S's token and its earlier
+  position) reaches END through these heads' values.
 * Name Movers (3, layers 4-5): attend from END to names (``isname``), minus the name's
-  overlap with SINH (Q-composition with the S-Inhibition output: attention leaves S); OV
-  copies TOK into OUT (copy score ~100%).
+  overlap with SINH and the key position's overlap with SPOS (Q-composition with both signals
+  of the S-Inhibition output: attention leaves S, and S1's position for the IO's; the position
+  term is the heavier, as the paper's App. A finds for GPT-2 small); OV copies TOK into OUT
+  (copy score ~100%).
 * Negative Name Movers (2, layers 4-6): same attention, OV writes minus the name.
 * Backup Name Movers (3, one layer among 5-7, after every Name Mover): same attention, plus a query
   term that inhibits names already written in OUT at END: while the Name Movers have written
@@ -58,9 +66,10 @@ the anchor), weak enough to matter little, strong enough to give non-trivial pat
 MLPs are small random GELU MLPs. All weights get small Gaussian noise.
 
 Calibration (calibrated, not reproduced): the unembedding gain of OUT and the constant name
-logit are set, per seed, from one pass over 70 p_IOI prompts (dataset seed
+logit are set, per seed, from one pass over :data:`CALIBRATION_N` p_IOI prompts (dataset seed
 :data:`CALIBRATION_DATA_SEED`, never used for reported numbers) so that the mean logit
-difference is the paper's 3.56 and the mean IO probability about 0.5. Every other number is a
+difference is the paper's 3.56 and the mean IO probability about 0.5 (or just under the most
+it can reach, when every name's logit is far above every other token's). Every other number is a
 consequence of the construction.
 """
 
@@ -79,11 +88,14 @@ N_POSITIONS = 128
 D_MLP = 256  # small MLPs: they carry no part of the algorithm
 P_DIM = 48  # one-hot positions, modulo P_DIM
 T_DIM = 40  # token / name codes
+PC_DIM = 2  # the position signal: (cos, sin) of 2*pi*position/PC_PERIOD
+PC_PERIOD = 4  # the IO and S1 slots are two tokens apart ("[A] and [B]"): opposite codes
 SELF_MOD = 16  # Duplicate Token self-attention penalty: positions equal modulo SELF_MOD
 ANCHOR = 16.0
 TARGET_LOGIT_DIFF = 3.56  # the paper's mean logit difference on GPT-2 small
 TARGET_IO_PROB = 0.5
 CALIBRATION_DATA_SEED = 987_654
+CALIBRATION_N = 300  # prompts: the logit diff varies with the template (the position code)
 SINK_TOKENS = ("Then", "When", "After", "<|endoftext|>")
 
 CLASSES = ("Previous Token", "Duplicate Token", "Induction", "S-Inhibition", "Name Mover",
@@ -107,13 +119,13 @@ ORDER = [("Previous Token", "Induction"), ("Duplicate Token", "S-Inhibition"),
 # Graded strengths, strongest head first (see build()).
 STRENGTH = {
     "Previous Token": {"score": [6.0, 3.5], "gain": [0.65, 0.45]},
-    "Duplicate Token": {"score": [9.0, 7.5], "gain": [0.55, 0.4], "flag": [0.3, 0.22]},
-    "Induction": {"score": [10.0, 8.5], "gain": [0.5, 0.38], "flag": [0.28, 0.2]},
+    "Duplicate Token": {"score": [9.0, 7.5], "gain": [0.55, 0.4], "flag": [0.3, 0.22], "pos": [0.55, 0.4]},
+    "Induction": {"score": [10.0, 8.5], "gain": [0.5, 0.38], "flag": [0.28, 0.2], "pos": [0.5, 0.38]},
     "S-Inhibition": {"flag": [5.0, 4.3, 3.6], "name": [2.5, 2.5, 2.5], "gain": [1.0, 0.8, 0.6]},
-    "Name Mover": {"name": [5.5, 5.0, 4.5], "inhibit": [0.55, 0.55, 0.55], "gain": [1.0, 0.75, 0.5]},
-    "Negative Name Mover": {"name": [5.0, 4.5], "inhibit": [0.55, 0.55], "gain": [-0.22, -0.15]},
-    "Backup Name Mover": {"name": [7.5, 7.2, 6.9], "inhibit": [1.0, 1.0, 1.0],
-                          "written": [8.0, 8.0, 8.0], "gain": [0.40, 0.31, 0.23]},
+    "Name Mover": {"name": [5.5, 5.0, 4.5], "inhibit": [0.3, 0.3, 0.3], "pos": [1.0, 1.0, 1.0], "gain": [1.0, 0.75, 0.5]},
+    "Negative Name Mover": {"name": [5.0, 4.5], "inhibit": [0.3, 0.3], "pos": [1.0, 1.0], "gain": [-0.22, -0.15]},
+    "Backup Name Mover": {"name": [7.5, 7.2, 6.9], "inhibit": [0.6, 0.6, 0.6], "pos": [1.0, 1.0, 1.0],
+                          "written": [8.0, 8.0, 8.0], "gain": [0.6, 0.465, 0.345]},
 }
 SINK = {"Previous Token": 0.0, "Duplicate Token": 6.0, "Induction": 6.0, "S-Inhibition": 4.0,
         "Name Mover": 4.0, "Negative Name Mover": 4.0, "Backup Name Mover": 6.5}
@@ -136,6 +148,8 @@ class Layout:
     flag: int
     sinh: slice
     out: slice
+    dpos: slice
+    spos: slice
     n: int
 
 
@@ -154,7 +168,8 @@ def _layout() -> Layout:
     prev, dup = take(T_DIM), take(T_DIM)
     flag = take(1).start
     sinh, out = take(T_DIM), take(T_DIM)
-    return Layout(anchor, pos, tok, isname, prev, dup, flag, sinh, out, i)
+    dpos, spos = take(PC_DIM), take(PC_DIM)
+    return Layout(anchor, pos, tok, isname, prev, dup, flag, sinh, out, dpos, spos, i)
 
 
 def check_shape(n_layers: int, n_heads: int) -> None:
@@ -311,6 +326,13 @@ def build(seed: int = 0, n_layers: int = N_LAYERS, n_heads: int = N_HEADS, calib
     fold = torch.zeros(P_DIM, SELF_MOD)
     fold[pos_idx, pos_idx % SELF_MOD] = 1.0
     p0 = e(L.pos.start)
+    # the position code of each one-hot position (zero at the sink, position 0), and the code
+    # of the position before (what an Induction head, attending S1+1, reports for S1)
+    angle = 2 * math.pi * pos_idx.float() / PC_PERIOD
+    pcode = torch.stack([angle.cos(), angle.sin()], 1)
+    pcode[0] = 0.0
+    pcode_prev = shift @ pcode
+    pcode_prev[0] = 0.0
 
     def head_weights(c: str, i: int):
         """(Q, K, V, O) in abstract coordinates: Q, K, V [n, D_HEAD]; O [D_HEAD, n]."""
@@ -338,6 +360,10 @@ def build(seed: int = 0, n_layers: int = N_LAYERS, n_heads: int = N_HEADS, calib
             O[:T_DIM, L.dup] = s["gain"][i] * eye_t
             V[:, T_DIM] = one - p0  # 1 except at the sink
             O[T_DIM, L.flag] = s["flag"][i]
+            # the position signal: where the earlier occurrence sits (the attended position
+            # for a Duplicate Token head, the one before it for an Induction head)
+            V[L.pos, T_DIM + 1:T_DIM + 1 + PC_DIM] = pcode if c == "Duplicate Token" else pcode_prev
+            O[T_DIM + 1:T_DIM + 1 + PC_DIM, L.dpos] = s["pos"][i] * torch.eye(PC_DIM)
         elif c == "S-Inhibition":
             Q[:, 0] = one * s["flag"][i]
             K[L.flag, 0] = 1.0
@@ -346,6 +372,8 @@ def build(seed: int = 0, n_layers: int = N_LAYERS, n_heads: int = N_HEADS, calib
             k = 2
             V[L.dup, :T_DIM] = eye_t
             O[:T_DIM, L.sinh] = s["gain"][i] * eye_t
+            V[L.dpos, T_DIM:T_DIM + PC_DIM] = torch.eye(PC_DIM)
+            O[T_DIM:T_DIM + PC_DIM, L.spos] = s["gain"][i] * torch.eye(PC_DIM)
         else:  # the three kinds of Name Movers
             Q[:, 0] = one * s["name"][i]
             K[L.isname, 0] = 1.0
@@ -354,6 +382,10 @@ def build(seed: int = 0, n_layers: int = N_LAYERS, n_heads: int = N_HEADS, calib
                 Q[L.out, 1:1 + T_DIM] = -s["written"][i] * eye_t
             K[L.tok, 1:1 + T_DIM] = eye_t
             k = 1 + T_DIM
+            # Q-composition with the position signal: attention leaves the position it names
+            Q[L.spos, k:k + PC_DIM] = -s["pos"][i] * torch.eye(PC_DIM)
+            K[L.pos, k:k + PC_DIM] = pcode
+            k += PC_DIM
             V[L.tok, :T_DIM] = eye_t
             O[:T_DIM, L.out] = s["gain"][i] * eye_t
         Q[:, k] = one * sink
@@ -434,7 +466,7 @@ def _calibrate(hf, tok) -> tuple[float, float]:
     probability ~0.5 on the calibration prompts (see the module docstring)."""
     from .dataset import make_ioi_dataset
 
-    ds = make_ioi_dataset(tok, 70, "mixed", seed=CALIBRATION_DATA_SEED, prepend_bos=False)
+    ds = make_ioi_dataset(tok, CALIBRATION_N, "mixed", seed=CALIBRATION_DATA_SEED, prepend_bos=False)
     hidden = hf.transformer(ds.tokens).last_hidden_state  # after ln_f
     h = hidden[torch.arange(len(ds)), ds.pos["END"]]  # [n, d]
     p = hf._planted_parts
@@ -457,8 +489,11 @@ def _calibrate(hf, tok) -> tuple[float, float]:
         lse = torch.logaddexp(lse_other, z.logsumexp(-1))
         return (z[idx, io_c] - lse).exp().mean().item()
 
-    lo, hi = -20.0, 20.0
-    for _ in range(40):
+    # the IO probability rises with the constant up to a cap (all the mass on the names), which
+    # can sit below the target: then aim just under the cap, not at an unbounded constant
+    target = min(TARGET_IO_PROB, 0.95 * io_prob(100.0))
+    lo, hi = -100.0, 100.0
+    for _ in range(50):
         mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if io_prob(mid) < TARGET_IO_PROB else (lo, mid)
+        lo, hi = (mid, hi) if io_prob(mid) < target else (lo, mid)
     return gain, (lo + hi) / 2
