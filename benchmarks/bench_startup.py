@@ -5,6 +5,8 @@ Run from the repository root:
     python benchmarks/bench_startup.py --model gpt2-random                  # every chapter
     python benchmarks/bench_startup.py --model ioi-planted --chapters 01_task,02_name_movers
     python benchmarks/bench_startup.py --model gpt2-random --startup-only   # set-up cells only
+    python benchmarks/bench_startup.py --model gpt2-random --chapters 01_task,02_name_movers \
+        -p n_prompts 30 -p n_projection 30 -p n_copy 10                     # shorter chapters
 
 Each chapter is executed through the pipeline's own :func:`ioi_helpers.pipeline.run_chapter`
 (a fresh kernel on this interpreter, papermill), and its executed notebook's timestamps split
@@ -14,9 +16,10 @@ the wall time:
   cell after the parameters: imports, ``models.load_model``, ``results.start``), which holds
   the kernel's launch, the imports and the model's construction;
 * total: papermill's whole run of the chapter;
-* CPU: the kernel's own CPU time (user + system) up to the end of the set-up cell, printed by
-  a probe cell inserted after it (less sensitive than wall time to a busy machine). For a
-  warm kernel it includes the warm-up: the work is moved off the chapter's path, not removed.
+* CPU: the kernel's own CPU time (user + system) before the set-up cell and up to its end,
+  printed by probe cells inserted around it (less sensitive than wall time to a busy
+  machine). For a warm kernel it includes the warm-up: the work is moved off the chapter's
+  path, not removed.
 
 Baseline in the same run: before the chapters, the first chapter's set-up runs once with an
 empty weights cache (the constructed weights are built, as every chapter did before the
@@ -32,9 +35,15 @@ path the set-up cell then only imports (done) and takes the model. The CPU colum
 the kernel's CPU went: before the set-up cell (the kernel's launch and, when warm, the
 warm-up's imports and model) and in it; their sum is the kernel's start-up CPU, the work the
 machine did for this chapter's start-up wherever it ran.
+``-p KEY VALUE`` passes a chapter parameter (to the chapters that have it), e.g. fewer prompts
+for a quicker run: the start-up does not depend on it, but a chapter shorter than the next
+one's warm-up leaves that warm-up unfinished when the next chapter starts (it waits for it,
+and the wait shows in its start-up).
 ``--device`` sets ``$IOI_DEVICE`` for the kernels (default: CUDA when present).
-Target (issue 12): start-up at most 4 s for gpt2-random and ioi-planted on 2 cores. Other
-work on the machine slows every number down: say what else was running when you quote one.
+Target (issue 12): start-up at most 4 s for gpt2-random and ioi-planted on 2 cores. The first
+chapter's kernel is always cold (nothing runs before it to overlap with), so the summary
+judges it apart from the warm ones. Other work on the machine slows every number down: say
+what else was running (the load average is printed) when you quote one.
 """
 
 from __future__ import annotations
