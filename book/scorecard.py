@@ -79,7 +79,7 @@ for key, spec in paper.NUMBERS.items():
     low, high = paper.tolerance_band(spec)
     rows.append({
         "claim": spec["claim"], "paper": spec["value"], "ours": ours if isinstance(ours, (int, float)) else None,
-        "low": low, "high": high, "where": spec["where"], "model": model or "-",
+        "low": low, "high": high, "unit": paper.unit(key), "where": spec["where"], "model": model or "-",
         "verdict": paper.verdict(spec, ours, model, entry, ran=chapter is not None),
         "paper (GPT-2 small) ± tolerance": _paper(spec), "ours (shown)": _fmt(ours),
         "tolerance: why": spec.get("tolerance_reason", ""),

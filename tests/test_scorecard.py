@@ -82,6 +82,35 @@ def test_chart_has_a_dot_per_measured_number_and_a_band_per_number():
     plots.check_offline(spec)
 
 
+def test_units_split_logit_differences_from_fractions():
+    by_hand = {"baseline.logit_diff": paper.LOGIT_DIFF, "baseline.io_prob": paper.FRACTION,
+               "token_position.orig_inverted": paper.LOGIT_DIFF, "minimality.0.1": paper.LOGIT_DIFF,
+               "minimality.smallest_fraction": paper.FRACTION, "circuit.faithfulness": paper.FRACTION,
+               "circuit.gap": paper.LOGIT_DIFF, "adversarial.io.logit_diff": paper.LOGIT_DIFF,
+               "adversarial.io.s_above_io": paper.FRACTION, "backup.name_mover_knockout_drop": paper.FRACTION}
+    assert {k: paper.unit(k) for k in by_hand} == by_hand
+    # every number the paper states above 1.5 in absolute value is a logit difference
+    for key, spec in paper.NUMBERS.items():
+        if spec["value"] is not None and abs(spec["value"]) > 1.5:
+            assert paper.unit(key) == paper.LOGIT_DIFF, key
+
+
+def test_chart_gives_each_unit_its_own_axis():
+    rows = pd.DataFrame([
+        {"claim": "ld", "paper": 3.56, "ours": 3.4, "low": 3.36, "high": 3.76, "verdict": "reproduced",
+         "unit": paper.LOGIT_DIFF},
+        {"claim": "p", "paper": 0.49, "ours": 0.45, "low": 0.44, "high": 0.54, "verdict": "reproduced",
+         "unit": paper.FRACTION},
+    ])
+    spec = plots.scorecard_chart(rows).to_dict()
+    panels = spec["vconcat"]
+    assert len(panels) == 2 and spec["resolve"]["scale"]["x"] == "independent"
+    domains = [p["layer"][0]["encoding"]["x"]["scale"]["domain"] for p in panels]
+    assert domains[0][0] > 3 and domains[1][1] < 1  # the fraction is not squeezed by the 3.56
+    assert [p["layer"][0]["encoding"]["x"]["title"] for p in panels] == [paper.LOGIT_DIFF, paper.FRACTION]
+    plots.check_offline(spec)
+
+
 def test_scorecard_page_shows_verdicts_chart_and_collapsed_settings(tmp_path, monkeypatch):
     monkeypatch.setenv(results.RESULTS_ENV_VAR, str(tmp_path / "results"))
     chapters = {spec["chapter"] for spec in paper.NUMBERS.values()} - {"08_adversarial_examples"}

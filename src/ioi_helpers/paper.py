@@ -127,6 +127,24 @@ for _key, (_tol, _why) in _TOLERANCES.items():
         if _key in _BOUNDS:
             NUMBERS[_key].setdefault("bound", _BOUNDS[_key])
 
+# The unit of each number, so that a chart never puts a logit difference (0-4) and a fraction
+# (0-1) on one axis: logit differences (and their differences: F, the gap, minimality scores)
+# or fractions, probabilities, attention and correlations.
+LOGIT_DIFF = "logit difference"
+FRACTION = "fraction, probability or score (0-1)"
+_LOGIT_DIFF_KEYS = ("baseline.logit_diff", "circuit.F_M", "circuit.F_C", "circuit.gap",
+                    "circuit.greedy_incompleteness", "mlp0.knockout_logit_diff")
+
+
+def unit(key: str) -> str:
+    """:data:`LOGIT_DIFF` or :data:`FRACTION`, for a key of :data:`NUMBERS`."""
+    if key not in NUMBERS:
+        raise KeyError(key)
+    is_ld = (key in _LOGIT_DIFF_KEYS or key.startswith("token_position.") or key.endswith(".logit_diff")
+             or (key.startswith("minimality.") and key != "minimality.smallest_fraction"))
+    return LOGIT_DIFF if is_ld else FRACTION
+
+
 REPRODUCED = "reproduced"
 NOT_REPRODUCED = "not reproduced"
 CALIBRATED = "calibrated, not reproduced"

@@ -590,15 +590,26 @@ VERDICT_COLORS = {"reproduced": "#54a24b", "not reproduced": "#e45756",
                   "calibrated, not reproduced": "#b279a2", "not measured": "#9d9d9d", "not run": "#cccccc"}
 
 
-def scorecard_chart(rows: pd.DataFrame, title: str = "") -> alt.LayerChart:
+def scorecard_chart(rows: pd.DataFrame, title: str = "") -> alt.LayerChart | alt.VConcatChart:
     """Paper vs ours, one row per number: the tolerance band (grey bar; open ends run to the edge),
     the paper's value (black tick) and ours (a dot coloured by its verdict).
 
     Args:
         rows: one row per number, columns ``claim``, ``paper``, ``ours``, ``low``, ``high``,
             ``verdict`` (``low``/``high``: the band, None where unbounded; ``ours`` None when not
-            measured).
+            measured), and optionally ``unit``: then one panel per unit, each with its own x axis
+            (a logit difference and a fraction never share a scale).
     """
+    title = title or "Paper (black tick) vs ours (dot), with the tolerance band (grey)"
+    if "unit" in rows.columns:
+        panels = [_scorecard_panel(part, str(u)) for u, part in rows.groupby("unit", sort=False)]
+        if len(panels) > 1:
+            return alt.vconcat(*panels).resolve_scale(x="independent", color="shared").properties(title=title)
+        return panels[0].properties(title=title)
+    return _scorecard_panel(rows, "value (each number in its own units)").properties(title=title)
+
+
+def _scorecard_panel(rows: pd.DataFrame, x_title: str) -> alt.LayerChart:
     df = rows[["claim", "paper", "ours", "low", "high", "verdict"]].copy()
     values = pd.concat([df[c] for c in ("paper", "ours", "low", "high")]).dropna().astype(float)
     lo, hi = (float(values.min()), float(values.max())) if len(values) else (0.0, 1.0)
@@ -611,7 +622,7 @@ def scorecard_chart(rows: pd.DataFrame, title: str = "") -> alt.LayerChart:
     height = 18 * len(df)
     base = alt.Chart(df).properties(width=360, height=height)
     band = base.mark_bar(color="#d9d9d9", height=10).encode(
-        y=y, x=alt.X("band from:Q", scale=x_scale, title="value (each number in its own units)"),
+        y=y, x=alt.X("band from:Q", scale=x_scale, title=x_title),
         x2="band to:Q", tooltip=["claim", "paper", "low", "high"])
     tick = base.mark_tick(color="#222", thickness=2, size=14).transform_filter(
         "isValid(datum.paper)").encode(y=y, x=alt.X("paper:Q", scale=x_scale))
@@ -620,5 +631,4 @@ def scorecard_chart(rows: pd.DataFrame, title: str = "") -> alt.LayerChart:
         color=alt.Color("verdict:N", title="verdict",
                         scale=alt.Scale(domain=list(VERDICT_COLORS), range=list(VERDICT_COLORS.values()))),
         tooltip=["claim", "paper", "ours", "verdict"])
-    return alt.layer(band, tick, dots).properties(title=title or "Paper (black tick) vs ours (dot), "
-                                                   "with the tolerance band (grey)")
+    return alt.layer(band, tick, dots)
