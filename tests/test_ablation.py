@@ -4,6 +4,8 @@ mean attention outputs."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
@@ -353,8 +355,10 @@ def test_batched_logit_diffs_equal_one_at_a_time(setup):
     masks += [torch.rand(masks[0].shape, generator=gen) < 0.3 for _ in range(3)]
     ref = torch.stack([ablation.ablated_logit_diff(model, ds, m, values) for m in masks])
     assert ref.std(dim=0).max() > 10 * TOL  # the masks give different runs
-    for batch_size, max_rows in ((100, 1000), (5, 12), (12, 1)):
-        got = ablation.ablated_logit_diffs(model, ds, masks, values, batch_size=batch_size, max_rows=max_rows)
+    assert len(set(ds.lengths.tolist())) > 1  # padded and by-length forwards differ
+    for (batch_size, max_rows), by_length in itertools.product(((100, 1000), (5, 12), (12, 1)), (True, False)):
+        got = ablation.ablated_logit_diffs(model, ds, masks, values, batch_size=batch_size, max_rows=max_rows,
+                                           by_length=by_length)
         assert got.shape == (len(masks), len(ds))
         assert (got - ref).abs().max().item() < 1e-5
     got = ablation.ablated_logit_diffs(model, ds, torch.stack(masks), values)  # a stacked tensor works too
