@@ -13,6 +13,8 @@ at the paper's position, ``paper.KEPT_AT``) with mean ablation over p_ABC:
    ``model_logit_diff``), timed on the first ``--sequential-sets`` sets and given per set;
    batched: ``ablation.completeness`` on all of them, for each ``--max-rows``. Printed: seconds
    per set and the ratio, and the largest difference between the two (float rounding only).
+   Then the same masks through ``ablation.ablated_logit_diffs`` with prompts padded together
+   (``by_length=False``): what the batching alone gives, without dropping the padding.
 2. **greedy search** (``ablation.greedy_completeness``) at the authors' sizes (10 runs x 10
    steps x 10 candidates) with ``--full``, else 2 x 4 x 4 (the CI sizes): the number of
    distinct sets scored and the time; its sequential time is estimated as sets x the
@@ -76,6 +78,14 @@ def main() -> None:
               f"ratio sequential/batched {seq_per_set / per_set:.2f}x; largest difference {err:.1e}")
         if best is None or per_set < best[1]:
             best = (max_rows, per_set)
+    masks = ([ablation.circuit_mask(model, ioi, circuit, k) for k in sets]
+             + [ablation.model_mask(model, ioi, k, circuit, "kept") for k in sets])
+    for by_length in (True, False):
+        t = time.perf_counter()
+        ablation.ablated_logit_diffs(model, ioi, masks, values, max_rows=best[0], by_length=by_length)
+        per_set = 2 * (time.perf_counter() - t) / len(masks)
+        print(f"   ablated_logit_diffs, max_rows {best[0]}, {'by length' if by_length else 'padded   '}: "
+              f"{per_set:.3f} s per set; ratio sequential/batched {seq_per_set / per_set:.2f}x")
 
     sizes = (10, 10, 10) if args.full else (2, 4, 4)
     calls = []

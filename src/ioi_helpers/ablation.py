@@ -59,8 +59,10 @@ RANDOM_SETS_PAPER = paper.RANDOM_SETS
 K_POSITIONS = ("kept", "all")
 
 # Rows (prompts x sets K) per forward in the batched runs (:func:`ablated_logit_diffs`): many
-# sets share one forward, which removes most of the per-forward overhead of a knockout. Chosen
-# by benchmarks/bench_completeness.py (ioi-planted and GPT-2-small shapes, N = 100, 2 CPU cores).
+# sets share one forward. On CPU (ioi-planted, N = 100, 1 thread; benchmarks/bench_completeness.py)
+# 150 to 3000 rows per forward cost the same per run: the forward is compute-bound there, and
+# the gain (~1.4-1.6x) comes from dropping the padding and unembedding only IO and S. Sharing
+# forwards is for accelerators, where the per-forward overhead dominates (not measured here).
 MAX_ROWS = 1000
 
 
