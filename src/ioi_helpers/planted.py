@@ -121,7 +121,7 @@ STRENGTH = {
     "Previous Token": {"score": [6.0, 3.5], "gain": [0.65, 0.45]},
     "Duplicate Token": {"score": [9.0, 7.5], "gain": [0.55, 0.4], "flag": [0.3, 0.22], "pos": [0.55, 0.4]},
     "Induction": {"score": [10.0, 8.5], "gain": [0.5, 0.38], "flag": [0.28, 0.2], "pos": [0.5, 0.38]},
-    "S-Inhibition": {"flag": [5.0, 4.3, 3.6], "name": [2.5, 2.5, 2.5], "gain": [1.0, 0.8, 0.6]},
+    "S-Inhibition": {"flag": [5.0, 4.3, 3.6], "name": [2.5, 2.5, 2.5], "gain": [0.8, 0.7, 0.6]},
     "Name Mover": {"name": [5.5, 5.0, 4.5], "inhibit": [0.3, 0.3, 0.3], "pos": [1.0, 1.0, 1.0], "gain": [1.0, 0.75, 0.5]},
     "Negative Name Mover": {"name": [5.0, 4.5], "inhibit": [0.3, 0.3], "pos": [1.0, 1.0], "gain": [-0.22, -0.15]},
     "Backup Name Mover": {"name": [7.5, 7.2, 6.9], "inhibit": [0.6, 0.6, 0.6], "pos": [1.0, 1.0, 1.0],
