@@ -38,7 +38,7 @@ from torch import Tensor
 
 from . import metrics, paper
 from .dataset import IOIDataset
-from .hooks import Head, gather, hook_name, positions, progress_bar, run
+from .hooks import Head, final_resid, gather, hook_name, positions, progress_bar, run
 
 Circuit = Mapping[Head, Sequence[str] | None]
 Method = Literal["mean", "resample", "zero"]
@@ -225,10 +225,11 @@ def ablated_logit_diffs(model, ds: IOIDataset, masks: Sequence[Mask] | Bool[Tens
             raise ValueError("each mask must be [layer, batch, seq, head] for ds, like values")
     out = torch.empty(n_sets, len(ds))
     groups: dict[int, list[int]] = {}
-    for i, n in enumerate(ds.lengths.tolist()):
-        groups.setdefault(n, []).append(i)
-    if not by_length:
-        groups = {0: list(range(len(ds)))}
+    if by_length:
+        for i, n in enumerate(ds.lengths.tolist()):
+            groups.setdefault(n, []).append(i)
+    else:
+        groups[0] = list(range(len(ds)))
     pieces = [idx[j:j + batch_size] for idx in groups.values() for j in range(0, len(idx), batch_size)]
     for idx in pieces:
         part, rows = ds[idx], torch.tensor(idx)
@@ -246,18 +247,11 @@ def ablated_logit_diffs(model, ds: IOIDataset, masks: Sequence[Mask] | Bool[Tens
 
 
 def _end_logit_diffs(model, tokens, end, io, s, fwd_hooks) -> Float[Tensor, "batch"]:
-    """logit(IO) - logit(S) at END with ``fwd_hooks``: as :func:`hooks.run` (which stops at
-    ``ln_final.hook_in``), but unembedding only the IO and S columns."""
-    from transformer_lens.model_bridge.exceptions import StopAtLayerException
-
-    def stop(x, hook):
-        raise StopAtLayerException(x)
-
+    """logit(IO) - logit(S) at END with ``fwd_hooks``: as :func:`hooks.run`, but unembedding
+    only the IO and S columns."""
     device = model.cfg.device
     with torch.no_grad():
-        resid = model.run_with_hooks(tokens.to(device), fwd_hooks=list(fwd_hooks) + [("ln_final.hook_in", stop)])
-        if resid.shape[-1] != model.cfg.d_model:  # the stop hook did not fire
-            raise RuntimeError("ln_final.hook_in did not fire: cannot read the final residual stream")
+        resid = final_resid(model, tokens, fwd_hooks)
         x = model.ln_final(gather(resid, end)[:, None])[:, 0]
         io, s = io.to(device), s.to(device)
         w = model.W_U[:, io] - model.W_U[:, s]  # [d_model, batch]

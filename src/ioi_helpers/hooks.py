@@ -93,8 +93,6 @@ def run(model, tokens: Int[Tensor, "batch seq"], end: Int[Tensor, "batch"],
     END positions are unembedded. With ``start_at_layer`` the forward starts from ``resid``,
     the residual stream entering that block (it must be the unintervened value there).
     """
-    from transformer_lens.model_bridge.exceptions import StopAtLayerException
-
     store: dict[str, Tensor] = {}
 
     def saver(name):  # keyed by the requested name: legacy names are aliases of others
@@ -103,21 +101,33 @@ def run(model, tokens: Int[Tensor, "batch seq"], end: Int[Tensor, "batch"],
 
         return save
 
+    hooks = list(fwd_hooks) + [(name, saver(name)) for name in cache]
+    with torch.no_grad():
+        out = final_resid(model, tokens, hooks, start_at_layer, resid)
+        return end_logits_from_resid(model, out, end), store
+
+
+def final_resid(model, tokens: Int[Tensor, "batch seq"], fwd_hooks: Sequence[Hook] = (),
+                start_at_layer: int | None = None, resid: Tensor | None = None,
+                ) -> Float[Tensor, "batch seq d_model"]:
+    """The residual stream entering the final LayerNorm, after a forward pass with ``fwd_hooks``
+    that stops there (at ``ln_final.hook_in``: no unembedding). ``start_at_layer`` and ``resid``
+    as in :func:`run`."""
+    from transformer_lens.model_bridge.exceptions import StopAtLayerException
+
     def stop(x, hook):
         raise StopAtLayerException(x)
 
-    hooks = list(fwd_hooks) + [(name, saver(name)) for name in cache]
-    hooks.append(("ln_final.hook_in", stop))
+    hooks = list(fwd_hooks) + [("ln_final.hook_in", stop)]
     device = model.cfg.device
     with torch.no_grad():
         if start_at_layer is None:
             out = model.run_with_hooks(tokens.to(device), fwd_hooks=hooks)
         else:
-            out = model.run_with_hooks(resid.to(device), fwd_hooks=hooks,
-                                       start_at_layer=start_at_layer)
-        if out.shape[-1] != model.cfg.d_model:  # the stop hook did not fire
-            raise RuntimeError("ln_final.hook_in did not fire: cannot read the final residual stream")
-        return end_logits_from_resid(model, out, end), store
+            out = model.run_with_hooks(resid.to(device), fwd_hooks=hooks, start_at_layer=start_at_layer)
+    if out.shape[-1] != model.cfg.d_model:  # the stop hook did not fire
+        raise RuntimeError("ln_final.hook_in did not fire: cannot read the final residual stream")
+    return out
 
 
 # ----------------------------------------------------------------------------- progress
