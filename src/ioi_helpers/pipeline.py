@@ -19,6 +19,9 @@ raised. In a terminal a progress bar shows chapter k of n and its cells; without
 with ``CI=true``, the log holds one line per chapter. While a chapter runs, the next one's
 kernel starts, imports what chapters import and builds the chapter's model (:class:`WarmKernel`),
 so most of its fixed start-up is done by the time it runs (``--no-warm-kernel`` turns this off).
+On the CPU on Linux those kernels are forked from one process that did the imports and built
+the model once (:mod:`ioi_helpers.forkserver`; ``--no-fork-server`` launches them instead), so
+a chapter's start-up costs well under a second of CPU instead of 13-20 s (:class:`Kernels`).
 
 The book is then built with Jupyter Book from a staged source tree ``OUT/site`` (config, a toc
 holding only the chapters just run, pages, ``book/_static``, the executed notebooks with their
@@ -47,6 +50,7 @@ import yaml
 
 from .hooks import PROGRESS_ENV_VAR
 from .results import RESULTS_ENV_VAR
+from .startup import LOADS_MODEL, WARM_MODEL, WARM_UP, warm_up_code  # noqa: F401 - the warm-up
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository (the package is installed editable)
 KERNEL = "ioi-book"
@@ -274,37 +278,6 @@ def _failure(path: Path, nb: nbformat.NotebookNode, err: Any, injected: bool) ->
     return message, trace
 
 
-# What a chapter's set-up cell spends its time on: imports, the tokenizer and the model. A warm
-# kernel has done these before its chapter starts: WARM_UP always, WARM_MODEL when the
-# chapter loads its model with `models.load_model(model_name)` (the model is parked in
-# models' one-shot hand-over slot, taken by that call: see models.prepare_handover).
-WARM_UP = """\
-from ioi_helpers import startup as _w0
-_w0.defer_iri_grammar()  # altair's jsonschema would build an IRI parser it never uses: 2.3 s
-import altair as _w1, pandas as _w2, torch as _w3, transformers as _w4
-from transformer_lens.model_bridge import TransformerBridge as _w5
-from ioi_helpers import dataset as _w6, metrics as _w7, models as _w8, plots as _w9, results as _w10
-_w8.get_tokenizer()
-del _w0, _w1, _w2, _w3, _w4, _w5, _w6, _w7, _w8, _w9, _w10
-"""
-WARM_MODEL = """\
-from ioi_helpers import models as _w8
-_w8.prepare_handover({model_name!r})
-del _w8
-"""
-LOADS_MODEL = re.compile(r"^[^#\n]*\bmodels\.load_model\(model_name\)", re.MULTILINE)
-
-
-def warm_up_code(path: Path | None = None, params: dict[str, Any] | None = None) -> str:
-    """The warm-up for a chapter: WARM_UP, plus WARM_MODEL when the chapter at ``path`` calls
-    ``models.load_model(model_name)`` and ``params`` (its injected parameters) hold
-    ``model_name`` (``None`` means ``$IOI_MODEL``, resolved in the kernel as the chapter would)."""
-    code = WARM_UP
-    if path is not None and "model_name" in (params or {}) and LOADS_MODEL.search(Path(path).read_text()):
-        code += WARM_MODEL.format(model_name=params["model_name"])
-    return code
-
-
 class WarmKernel:
     """A kernel started for a chapter ahead of time, importing what chapters import.
 
@@ -314,16 +287,24 @@ class WarmKernel:
     no history, nothing left in the chapter's namespace: only ``sys.modules``, the tokenizer
     cache and the model parked in ``models``' hand-over slot are warm). ``path`` and
     ``params``: the chapter and its parameters, so the warm-up can build its model
-    (:func:`warm_up_code`); without them only the imports are warmed.
+    (:func:`warm_up_code`); without them only the imports are warmed. ``server``: a
+    :class:`forkserver.ForkServer` to fork the kernel from (imports and model already done
+    there) instead of launching it.
     """
 
-    def __init__(self, cwd: Path, path: Path | None = None, params: dict[str, Any] | None = None):
+    def __init__(self, cwd: Path, path: Path | None = None, params: dict[str, Any] | None = None,
+                 server=None):
         from jupyter_client.manager import AsyncKernelManager
         from jupyter_core.utils import run_sync
 
         code = warm_up_code(path, params)  # before the kernel starts: a bad path starts nothing
         os.environ[PROGRESS_ENV_VAR] = "1"  # inherited by the kernel, as in run_chapter
-        self.km = AsyncKernelManager(kernel_name=ensure_kernel())
+        if server is not None:  # forked from the fork server: the warm-up finds it all done
+            from .forkserver import kernel_manager
+
+            self.km = kernel_manager(server, ensure_kernel())
+        else:
+            self.km = AsyncKernelManager(kernel_name=ensure_kernel())
         run_sync(self.km.start_kernel)(cwd=str(cwd))
         self.cwd = Path(cwd)
         self._client = self.km.blocking_client()
@@ -344,6 +325,82 @@ class WarmKernel:
                 run_sync(self.km.shutdown_kernel)(now=True)
         except Exception:  # noqa: BLE001 - a kernel that is already gone is fine
             pass
+
+
+class Kernels:
+    """The kernels of a run's chapters, each started one chapter ahead (:class:`WarmKernel`).
+
+    ``fork``: fork them all from one :class:`forkserver.ForkServer` that imports what chapters
+    import and builds the run's model once, where it can (:func:`forkserver.usable`); then
+    even the first chapter's kernel is warm. Else the first chapter gets papermill's own
+    kernel (``None``) and each later one a kernel launched while the one before it runs.
+    ``warm=False``: papermill's own kernel for every chapter. A kernel that fails to start is
+    ``None`` too (papermill then starts one itself). If the fork server fails, a one-line
+    warning says so and kernels are launched the usual way from then on. The fork server
+    starts at once and warms up in the background; the first chapter's kernel is forked when
+    that chapter is taken, so the wait for the warm-up counts in the first chapter's time.
+    """
+
+    def __init__(self, chapters: Sequence[Path], per_chapter: dict[Path, dict[str, Any]],
+                 warm: bool = True, fork: bool = True):
+        self.chapters, self.per_chapter, self.warm = list(chapters), per_chapter, warm
+        self.server = None
+        self.why_not_forked = "warm kernels are off" if not warm else "off" if not fork else None
+        if warm and fork:
+            from . import forkserver
+
+            self.why_not_forked = forkserver.usable()
+            if self.why_not_forked is None:
+                loads = [p for p in self.chapters if "model_name" in per_chapter[p]
+                         and LOADS_MODEL.search(p.read_text())]
+                self.server = forkserver.ForkServer(per_chapter[loads[0]]["model_name"] if loads else None)
+        self._next: tuple[int, WarmKernel | None] | None = None  # (chapter index, its kernel)
+
+    def _start(self, k: int) -> WarmKernel | None:
+        path = self.chapters[k]
+        try:
+            return WarmKernel(path.parent, path, self.per_chapter[path], server=self.server)
+        except Exception as err:  # noqa: BLE001 - then papermill starts that kernel itself
+            if self.server is None:
+                return None
+            print(f"warning: the fork server failed ({type(err).__name__}: {err}); kernels "
+                  f"start the usual way from here on", file=sys.stderr, flush=True)
+            self.server.close()
+            self.server = None
+            self.why_not_forked = "the fork server failed"
+            return self._start(k)
+
+    def take(self, k: int) -> WarmKernel | None:
+        """The kernel for chapter ``k`` (0-based; chapters are taken in order), after starting
+        chapter ``k + 1``'s."""
+        kernel = None
+        if k == 0 and self.server is not None:
+            self._next = (0, self._start(0))
+        if self._next is not None:
+            ahead, kernel = self._next
+            self._next = None
+            if ahead != k and kernel is not None:  # not taken in order: not this chapter's
+                kernel.shutdown()
+                kernel = None
+        if self.warm and k + 1 < len(self.chapters):
+            self._next = (k + 1, self._start(k + 1))
+        return kernel
+
+    def describe(self) -> str:
+        if self.server is not None:
+            built = f" and built {self.server.model_name}" if self.server.model_name else ""
+            return f"forked from one process that imported what chapters import{built}"
+        if not self.warm:
+            return "a fresh kernel per chapter"
+        return f"each kernel started one chapter ahead (not forked: {self.why_not_forked})"
+
+    def close(self) -> None:
+        if self._next is not None and self._next[1] is not None:
+            self._next[1].shutdown()
+        self._next = None
+        if self.server is not None:
+            self.server.close()
+            self.server = None
 
 
 def run_chapter(path: Path, params: dict[str, Any], out_dir: Path,
@@ -558,6 +615,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-warm-kernel", action="store_true",
                         help="start each chapter's kernel only when it runs (by default the next "
                              "chapter's kernel starts and imports while the current one runs)")
+    parser.add_argument("--no-fork-server", action="store_true",
+                        help="launch each warm kernel instead of forking it from one process that "
+                             "imported everything and built the model (the default on the CPU, on Linux)")
     parser.add_argument("--traceback", action="store_true",
                         help="when a chapter fails, also print the kernel's full traceback")
     parser.add_argument("--root", type=Path, default=ROOT, help=argparse.SUPPRESS)
@@ -604,18 +664,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     n = len(chapters)
     print(f"model {params['model_name']}; {n} chapter(s) -> {out / 'executed'}", flush=True)
     executed = []
-    warm: WarmKernel | None = None
+    kernels = Kernels(chapters, per_chapter, warm=not args.no_warm_kernel, fork=not args.no_fork_server)
+    print(f"kernels: {kernels.describe()}", flush=True)
     try:
         for k, path in enumerate(chapters, 1):
             label = f"[{k}/{n}] {path.stem}"
             progress = {"desc": label, "leave": False, "file": sys.stderr} if live else False
             start = time.perf_counter()
-            kernel, warm = warm, None
-            if k < n and not args.no_warm_kernel:  # the next chapter's kernel warms up meanwhile
-                try:
-                    warm = WarmKernel(chapters[k].parent, chapters[k], per_chapter[chapters[k]])
-                except Exception:  # noqa: BLE001 - then papermill starts that kernel itself
-                    warm = None
+            kernel = kernels.take(k - 1)  # and the next chapter's kernel warms up meanwhile
             try:
                 executed.append(run_chapter(path, per_chapter[path], out / "executed", progress, kernel))
             except ChapterError as err:
@@ -640,8 +696,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\ninterrupted", file=sys.stderr)
         return 130
     finally:
-        if warm is not None:
-            warm.shutdown()
+        kernels.close()
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Deferred imports for the pipeline's warm kernels (``pipeline.WARM_UP``).
+"""What a chapter kernel does before its chapter: the warm-up (:data:`WARM_UP`, :data:`WARM_MODEL`),
+run by the pipeline's warm kernels and its fork server, and the deferred imports it uses.
 
 ``import altair`` imports ``jsonschema``, whose format checkers import ``rfc3987_syntax`` when
 it is installed (it is: ``jsonschema[format-nongpl]``, through Jupyter). That module compiles
@@ -16,8 +17,11 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import re
 import sys
 import types
+from pathlib import Path
+from typing import Any
 
 IRI_MODULE = "rfc3987_syntax"
 
@@ -64,3 +68,34 @@ def defer_iri_grammar() -> bool:
     stand_in.__getattr__ = other
     sys.modules[IRI_MODULE] = stand_in
     return True
+
+
+# What a chapter's set-up cell spends its time on: imports, the tokenizer and the model. A warm
+# kernel has done these before its chapter starts: WARM_UP always, WARM_MODEL when the
+# chapter loads its model with `models.load_model(model_name)` (the model is parked in
+# models' one-shot hand-over slot, taken by that call: see models.prepare_handover).
+WARM_UP = """\
+from ioi_helpers import startup as _w0
+_w0.defer_iri_grammar()  # altair's jsonschema would build an IRI parser it never uses: 2.3 s
+import altair as _w1, pandas as _w2, torch as _w3, transformers as _w4
+from transformer_lens.model_bridge import TransformerBridge as _w5
+from ioi_helpers import dataset as _w6, metrics as _w7, models as _w8, plots as _w9, results as _w10
+_w8.get_tokenizer()
+del _w0, _w1, _w2, _w3, _w4, _w5, _w6, _w7, _w8, _w9, _w10
+"""
+WARM_MODEL = """\
+from ioi_helpers import models as _w8
+_w8.prepare_handover({model_name!r})
+del _w8
+"""
+LOADS_MODEL = re.compile(r"^[^#\n]*\bmodels\.load_model\(model_name\)", re.MULTILINE)
+
+
+def warm_up_code(path: Path | None = None, params: dict[str, Any] | None = None) -> str:
+    """The warm-up for a chapter: WARM_UP, plus WARM_MODEL when the chapter at ``path`` calls
+    ``models.load_model(model_name)`` and ``params`` (its injected parameters) hold
+    ``model_name`` (``None`` means ``$IOI_MODEL``, resolved in the kernel as the chapter would)."""
+    code = WARM_UP
+    if path is not None and "model_name" in (params or {}) and LOADS_MODEL.search(Path(path).read_text()):
+        code += WARM_MODEL.format(model_name=params["model_name"])
+    return code
