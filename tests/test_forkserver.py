@@ -10,7 +10,7 @@ import pytest
 
 from ioi_helpers import forkserver, pipeline
 
-pytestmark = pytest.mark.skipif(forkserver.usable() is not None, reason=f"no fork server here: {forkserver.usable()}")
+needs_fork = pytest.mark.skipif(forkserver.usable() is not None, reason=f"no fork server here: {forkserver.usable()}")
 
 PROBE = """
 import json, os, signal, sys, torch
@@ -38,6 +38,7 @@ def run(kc, code: str, timeout: float = 60) -> list[dict]:
     return seen
 
 
+@needs_fork
 def test_a_forked_kernel_is_a_kernel_like_a_launched_one(tmp_path, monkeypatch):
     import json
 
@@ -96,6 +97,7 @@ def test_a_forked_kernel_is_a_kernel_like_a_launched_one(tmp_path, monkeypatch):
     assert server.process.returncode == 0  # the server ends when the pipeline closes the connection
 
 
+@needs_fork
 def test_the_server_refuses_what_it_cannot_fork_and_dies_loudly():
     server = forkserver.ForkServer()
     try:
@@ -115,6 +117,7 @@ def pipeline_argv() -> list[str]:
     return KernelSpecManager().get_kernel_spec(pipeline.ensure_kernel()).argv
 
 
+@needs_fork
 def test_the_pipeline_falls_back_to_launched_kernels_when_the_server_fails(tmp_path, monkeypatch, capsys):
     # a server that exits at once: every fork request fails
     class Broken(forkserver.ForkServer):
@@ -133,5 +136,19 @@ def test_the_pipeline_falls_back_to_launched_kernels_when_the_server_fails(tmp_p
         assert "the fork server failed" in capsys.readouterr().err
         assert "not forked: the fork server failed" in kernels.describe()
         kernel.shutdown()
+    finally:
+        kernels.close()
+
+
+def test_chapters_on_cuda_get_launched_kernels(tmp_path, monkeypatch):
+    # CUDA must not be initialised before a fork: the pipeline does not fork for CUDA runs
+    monkeypatch.setenv("IOI_DEVICE", "cuda")
+    assert "CUDA" in forkserver.usable()
+    path = tmp_path / "01_a.py"
+    path.write_text('# %% tags=["parameters"]\nmodel_name = None\n\n# %%\nprint(1 + 1)\n')
+    kernels = pipeline.Kernels([path], {path: {}})
+    try:
+        assert kernels.server is None and "not forked" in kernels.describe()
+        assert kernels.take(0) is None  # the first chapter: papermill's own kernel
     finally:
         kernels.close()
