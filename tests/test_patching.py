@@ -275,3 +275,22 @@ def test_run_end_logits_equal_full_forward():
         full, cache = model.run_with_cache(ds.tokens)
     assert torch.allclose(end_logits, metrics.at_end(full, ds), atol=1e-5)
     assert torch.allclose(store["blocks.1.hook_resid_pre"], cache["blocks.1.hook_resid_pre"])
+
+
+def test_cache_activations_records_as_run_does_and_stops_after_the_last_one():
+    model = tm.random_model()
+    ds, _ = tm.datasets(6)
+    names = ["blocks.1.attn.hook_z", "blocks.0.attn.hook_pattern", "blocks.0.attn.hook_z", "blocks.1.attn.hook_pattern"]
+    zero_head = [("blocks.0.attn.hook_z", lambda z, hook: z * 0)]  # an intervention: recorded after it ran
+    _, want = hooks.run(model, ds.tokens, ds.pos["END"], fwd_hooks=zero_head, cache=names)
+    fired = []  # hooks after the last cached one must not run: the forward stopped
+    late = [("blocks.2.hook_resid_pre", lambda x, hook: fired.append(hook.name)),
+            ("ln_final.hook_in", lambda x, hook: fired.append(hook.name))]
+    got = hooks.cache_activations(model, ds.tokens, names, [*zero_head, *late])
+    assert sorted(got) == sorted(names) and not fired
+    assert not got["blocks.0.attn.hook_z"].any()
+    for n in names:
+        assert torch.equal(got[n], want[n]), n
+    # the intervention shows in what was recorded: without it, layer 1 reads different values
+    plain = hooks.cache_activations(model, ds.tokens, names)
+    assert not torch.allclose(plain["blocks.1.attn.hook_z"], got["blocks.1.attn.hook_z"])

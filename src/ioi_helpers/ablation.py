@@ -38,7 +38,7 @@ from torch import Tensor
 
 from . import metrics, paper
 from .dataset import IOIDataset
-from .hooks import Head, final_resid, gather, hook_name, positions, progress_bar, run
+from .hooks import Head, cache_activations, final_resid, gather, hook_name, positions, progress_bar, run
 
 Circuit = Mapping[Head, Sequence[str] | None]
 Method = Literal["mean", "resample", "zero"]
@@ -75,7 +75,7 @@ def head_outputs(model, ds: IOIDataset, batch_size: int = 100) -> Values:
     parts = []
     for start in range(0, len(ds), batch_size):
         part = ds[start:start + batch_size]
-        _, store = run(model, part.tokens, part.pos["END"], cache=names)
+        store = cache_activations(model, part.tokens, names)
         z = torch.stack([store[n] for n in names]).float().cpu()
         pad = ds.tokens.shape[1] - z.shape[2]
         parts.append(torch.nn.functional.pad(z, (0, 0, 0, 0, 0, pad)))
@@ -208,7 +208,8 @@ def ablated_logit_diff(model, ds: IOIDataset, mask: Mask, values: Values,
 
 def ablated_logit_diffs(model, ds: IOIDataset, masks: Sequence[Mask] | Bool[Tensor, "set layer batch seq head"],
                         values: Values, batch_size: int = 100, max_rows: int = MAX_ROWS,
-                        by_length: bool = True) -> Float[Tensor, "set batch"]:
+                        by_length: bool = True, progress: bool | None = None,
+                        desc: str = "ablated forwards") -> Float[Tensor, "set batch"]:
     """Per-prompt logit difference of the ablated run for each of many masks, row ``i`` being
     :func:`ablated_logit_diff` with ``masks[i]`` (equal up to float rounding).
 
@@ -218,7 +219,8 @@ def ablated_logit_diffs(model, ds: IOIDataset, masks: Sequence[Mask] | Bool[Tens
     which drops the padding: on ioi-planted (1 thread) 100 random sets took 0.55 s per set that way
     and 0.80 s padded in 1000-row forwards (two runs of benchmarks/bench_completeness.py, with
     other work on the machine: indicative only).
-    Only logit(IO) - logit(S) is unembedded. ``values`` is shared by every mask."""
+    Only logit(IO) - logit(S) is unembedded. ``values`` is shared by every mask. ``progress``:
+    a bar over the forwards, labelled ``desc``."""
     n_sets = len(masks)
     for i in range(n_sets):
         if masks[i].shape != values.shape[:4] or masks[i].shape[1] != len(ds):
@@ -231,18 +233,18 @@ def ablated_logit_diffs(model, ds: IOIDataset, masks: Sequence[Mask] | Bool[Tens
     else:
         groups[0] = list(range(len(ds)))
     pieces = [idx[j:j + batch_size] for idx in groups.values() for j in range(0, len(idx), batch_size)]
-    for idx in pieces:
+    # one forward per (prompts, masks) pair: the prompts of a piece, with as many masks as fit
+    forwards = [(idx, list(range(first, min(n_sets, first + max(1, max_rows // len(idx))))))
+                for idx in pieces for first in range(0, n_sets, max(1, max_rows // len(idx)))]
+    for idx, chunk in progress_bar(forwards, progress, desc=desc):
         part, rows = ds[idx], torch.tensor(idx)
         n, seq = len(idx), part.tokens.shape[1]
         v = values[:, rows, :seq]
-        per = max(1, max_rows // n)
-        for first in range(0, n_sets, per):
-            chunk = list(range(first, min(n_sets, first + per)))
-            m = torch.stack([masks[i][:, rows, :seq] for i in chunk], dim=1)  # [layer, set, batch, seq, head]
-            ld = _end_logit_diffs(model, part.tokens.repeat(len(chunk), 1), part.pos["END"].repeat(len(chunk)),
-                                  part.io_tokens.repeat(len(chunk)), part.s_tokens.repeat(len(chunk)),
-                                  _stacked_ablation_hooks(model, m, v))
-            out[torch.tensor(chunk)[:, None], rows[None]] = ld.view(len(chunk), n)
+        m = torch.stack([masks[i][:, rows, :seq] for i in chunk], dim=1)  # [layer, set, batch, seq, head]
+        ld = _end_logit_diffs(model, part.tokens.repeat(len(chunk), 1), part.pos["END"].repeat(len(chunk)),
+                              part.io_tokens.repeat(len(chunk)), part.s_tokens.repeat(len(chunk)),
+                              _stacked_ablation_hooks(model, m, v))
+        out[torch.tensor(chunk)[:, None], rows[None]] = ld.view(len(chunk), n)
     return out
 
 
@@ -543,7 +545,8 @@ def minimality(model, ds: IOIDataset, values: Values, circuit: Circuit,
     ks = {v: tuple(tuple(h) for h in k_sets.get(v, ()) if tuple(h) != v) for v in sorted(circuit)}
     removed = {frozenset(r): r for v, k in ks.items() for r in (k, k + (v,))}  # each distinct C \\ K once
     masks = [knockout_mask(model, ds, [])] + [circuit_mask(model, ds, circuit, r) for r in removed.values()]
-    lds = ablated_logit_diffs(model, ds, masks, values, batch_size, max_rows).mean(dim=1)
+    lds = ablated_logit_diffs(model, ds, masks, values, batch_size, max_rows, progress=progress,
+                              desc="minimality").mean(dim=1)
     f_m = lds[0].item()
     memo = {key: lds[i + 1].item() for i, key in enumerate(removed)}
 
@@ -551,7 +554,7 @@ def minimality(model, ds: IOIDataset, values: Values, circuit: Circuit,
         return memo[frozenset(r)]
 
     out = {}
-    for v in progress_bar(sorted(circuit), progress, desc="minimality"):
+    for v in sorted(circuit):
         k = ks[v]
         without_k, without_kv = f_c(k), f_c(k + (v,))
         out[v] = {"K": k, "F(C\\K)": without_k, "F(C\\(K+v))": without_kv,

@@ -472,8 +472,7 @@ def linearity(model, ioi: IOIDataset, abc: IOIDataset, attribution: MethodResult
     L, H = model.cfg.n_layers, model.cfg.n_heads
     heads = list(heads) if heads else [(l, h) for l in range(L) for h in range(H)]
     layers = sorted({l for l, _ in heads})
-    _, src = hooks.run(model, abc.tokens, abc.pos["END"],
-                       cache=[hooks.hook_name("z", l) for l in layers])
+    src = hooks.cache_activations(model, abc.tokens, [hooks.hook_name("z", l) for l in layers])
     rows = []
     for l, h in heads:
         value = src[hooks.hook_name("z", l)]

@@ -15,7 +15,7 @@ source of every module that computes them, the prompt data, library versions, de
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Callable, Sequence
 
@@ -647,7 +647,7 @@ def attention_knocked_out(setup: Setup, heads: Sequence[Head], at: str | None = 
     mean-ablated (p_ABC means per template group and position, as :mod:`ioi_helpers.ablation`)
     at ``at`` (None: every position). Cached."""
     from . import ablation
-    from .hooks import hook_name, positions, run
+    from .hooks import cache_activations, hook_name, positions
 
     heads = _sorted(heads)
     targets = ("IO", "S1", "S2")
@@ -657,8 +657,7 @@ def attention_knocked_out(setup: Setup, heads: Sequence[Head], at: str | None = 
         values = ablation.ablation_values(model, ioi, setup.abc, "mean")
         mask = ablation.knockout_mask(model, ioi, {h: None if at is None else [at] for h in heads})
         names = [hook_name("pattern", l) for l in range(model.cfg.n_layers)]
-        _, store = run(model, ioi.tokens, ioi.pos["END"], fwd_hooks=ablation.ablation_hooks(model, mask, values),
-                       cache=names)
+        store = cache_activations(model, ioi.tokens, names, ablation.ablation_hooks(model, mask, values))
         q = positions(ioi, "END")
         return {t: torch.stack([scores.attention_at(store[n], q, positions(ioi, t)).mean(0).float().cpu()
                                 for n in names]) for t in targets}

@@ -46,7 +46,6 @@ import sys
 import time
 import uuid
 import warnings
-from pathlib import Path
 from typing import Any, Sequence
 
 LAUNCHER = ("-m", "ipykernel_launcher")

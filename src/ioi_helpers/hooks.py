@@ -107,6 +107,34 @@ def run(model, tokens: Int[Tensor, "batch seq"], end: Int[Tensor, "batch"],
         return end_logits_from_resid(model, out, end), store
 
 
+def cache_activations(model, tokens: Int[Tensor, "batch seq"], names: Iterable[str],
+                      fwd_hooks: Sequence[Hook] = ()) -> dict[str, Tensor]:
+    """{hook name: activation} for ``names`` after a forward pass with ``fwd_hooks``, as
+    :func:`run` records them (after the hooks in ``fwd_hooks`` ran), for callers that need
+    nothing else: the forward stops as soon as the last of them is recorded, so nothing after
+    it is computed and nothing is unembedded."""
+    from transformer_lens.model_bridge.exceptions import StopAtLayerException
+
+    wanted = list(dict.fromkeys(names))
+    store: dict[str, Tensor] = {}
+
+    def saver(name):
+        def save(x, hook):
+            store[name] = x.detach()
+            if len(store) == len(wanted):  # everything asked for is in: stop the forward here
+                raise StopAtLayerException(x)
+
+        return save
+
+    hooks = list(fwd_hooks) + [(name, saver(name)) for name in wanted]
+    with torch.no_grad():
+        model.run_with_hooks(tokens.to(model.cfg.device), fwd_hooks=hooks)
+    missing = [n for n in wanted if n not in store]
+    if missing:
+        raise RuntimeError(f"these hooks did not fire: {missing}")
+    return store
+
+
 def final_resid(model, tokens: Int[Tensor, "batch seq"], fwd_hooks: Sequence[Hook] = (),
                 start_at_layer: int | None = None, resid: Tensor | None = None,
                 ) -> Float[Tensor, "batch seq d_model"]:

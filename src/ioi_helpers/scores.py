@@ -19,7 +19,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from .dataset import IOIDataset
-from .hooks import Head, gather, hook_name, positions, progress_bar, run
+from .hooks import Head, cache_activations, gather, hook_name, positions, progress_bar
 
 
 def _heads(model, heads: Iterable[Head] | None) -> list[Head]:
@@ -161,7 +161,7 @@ def name_attention(model, ds: IOIDataset, to: Sequence[str] = ("IO", "S1", "S2")
     names = [hook_name("pattern", l) for l in range(n_layers)]
     sums = {t: torch.zeros(n_layers, model.cfg.n_heads) for t in to}
     for part in _batches(ds, batch_size):
-        _, store = run(model, part.tokens, part.pos["END"], cache=names)
+        store = cache_activations(model, part.tokens, names)
         q = positions(part, from_)
         for t in to:
             kpos = positions(part, t)
@@ -181,7 +181,7 @@ def previous_token_attention(model, ds: IOIDataset, at: str = "S1+1", batch_size
     prev = torch.zeros(n_layers, model.cfg.n_heads)
     other = torch.zeros(n_layers, model.cfg.n_heads)
     for part in _batches(ds, batch_size):
-        _, store = run(model, part.tokens, part.pos["END"], cache=names)
+        store = cache_activations(model, part.tokens, names)
         q = positions(part, at)
         if bool((q < 1).any()):
             raise ValueError(f"{at} must have a token before it")
@@ -251,7 +251,7 @@ def repeated_token_scores(model, n_seq: int = 50, seq_len: int = 20, seed: int =
     for start in range(0, n_seq, batch_size):
         part = tokens[start:start + batch_size]
         end = torch.full((len(part),), part.shape[1] - 1)
-        _, store = run(model, part, end, cache=names)
+        store = cache_activations(model, part, names)
         for l in range(n_layers):
             for k, v in pattern_scores(store[names[l]], seq_len, int(prepend_bos)).items():
                 out[k][l] += v.float().cpu() * len(part) / n_seq
@@ -293,7 +293,7 @@ def attention_projection(model, ds: IOIDataset, heads: Iterable[Head] | None = N
     names = [hook_name("pattern", l) for l in layers] + [hook_name("z", l) for l in layers]
     done = 0
     for part in _batches(ds, batch_size):
-        _, store = run(model, part.tokens, part.pos["END"], cache=names)
+        store = cache_activations(model, part.tokens, names)
         end = part.pos["END"]
         sl = slice(done, done + len(part))
         for l, h in heads:

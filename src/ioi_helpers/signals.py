@@ -42,7 +42,7 @@ from torch import Tensor
 
 from . import metrics
 from .dataset import SIGNAL_CONSTRUCTIONS, IOIDataset, signal_variant
-from .hooks import Head, gather, hook_name, positions, run
+from .hooks import Head, cache_activations, gather, hook_name, positions, run
 from .scores import attention_at
 
 TOKENS = ("orig", "random", "inverted")
@@ -75,7 +75,7 @@ def patch_outputs(model, ds: IOIDataset, source: IOIDataset, heads: Sequence[Hea
         pos = positions(part, position)
         hooks = []
         if heads:
-            _, store = run(model, src.tokens, src.pos["END"], cache=z_names)
+            store = cache_activations(model, src.tokens, z_names)
             rows = torch.arange(len(part))
             for l in layers:
                 hs = torch.tensor([h for hl, h in heads if hl == l])

@@ -34,7 +34,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from . import ablation, dataset, discovery, metrics, paper, patching, plots
-from .hooks import Head, hook_name, run
+from .hooks import Head, cache_activations, hook_name, run
 
 LIVE_ONLY = ("Interactive explorer: it needs a running Python kernel. Open this page as a "
              "notebook (the launch buttons at the top: Colab, Binder, or download) and run it "
@@ -228,7 +228,7 @@ def attention_data(model, ds: dataset.IOIDataset, indices: Sequence[int],
     tok = get_tokenizer()
     part = ds[list(indices)]
     names = [hook_name("pattern", l) for l in range(model.cfg.n_layers)]
-    _, store = run(model, part.tokens, part.pos["END"], cache=names)
+    store = cache_activations(model, part.tokens, names)
     patterns = torch.stack([store[n].float().cpu() for n in names], dim=1)  # [p, layer, head, q, k]
     tokens = [[tok.decode([t]) for t in part.tokens[i, :int(part.lengths[i])].tolist()]
               for i in range(len(part))]
