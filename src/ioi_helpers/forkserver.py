@@ -1,8 +1,10 @@
 """Chapter kernels forked from one process that has already imported everything.
 
-A chapter kernel started the usual way (``python -m ipykernel_launcher``) spends 10-12 s of
-CPU on 2 cores importing torch, TransformerLens, altair and pandas, and 2-8 s more building
-its model, before the chapter's first line runs: in every chapter again. The fork server pays
+A chapter kernel started the usual way (``python -m ipykernel_launcher``) spends 8-10 s of
+CPU importing torch, TransformerLens, altair and pandas, and 2-4 s more building its model
+(ioi-planted, gpt2-random from the weights cache), before the chapter's first line runs: in
+every chapter again (13-15 s of CPU per chapter on an idle 2-core machine,
+``benchmarks/bench_startup.py``). The fork server pays
 that once per pipeline run. It is a process (``python -m ioi_helpers.forkserver``) that imports
 what chapters import (:data:`startup.WARM_UP`), builds the run's model and parks it in the
 models' hand-over slot (:func:`models.prepare_handover`), and then forks one kernel per

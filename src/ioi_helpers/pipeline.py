@@ -307,13 +307,27 @@ class WarmKernel:
             self.km = AsyncKernelManager(kernel_name=ensure_kernel())
         run_sync(self.km.start_kernel)(cwd=str(cwd))
         self.cwd = Path(cwd)
+        self._clients: list = []  # made by papermill from self.km (see handover)
         self._client = self.km.blocking_client()
-        self._client.start_channels()
+        self._client.start_channels(hb=False)  # no heartbeat thread: nothing here waits on it
         self._client.execute(code, silent=True, store_history=False)
 
     def handover(self):
-        """The kernel manager, for papermill (its own client queues behind the warm-up)."""
+        """The kernel manager, for papermill (its own client queues behind the warm-up).
+
+        papermill leaves the channels of the client it makes running when it did not start the
+        kernel itself, so their sockets and zmq context would stay open (about 12 descriptors
+        per chapter): the manager records the clients it makes, and :meth:`shutdown` closes them.
+        """
         self._client.stop_channels()
+        make_client = self.km.client
+
+        def client(**kwargs):
+            made = make_client(**kwargs)
+            self._clients.append(made)
+            return made
+
+        self.km.client = client
         return self.km
 
     def shutdown(self) -> None:
@@ -325,6 +339,15 @@ class WarmKernel:
                 run_sync(self.km.shutdown_kernel)(now=True)
         except Exception:  # noqa: BLE001 - a kernel that is already gone is fine
             pass
+        for client in (self._client, *self._clients):
+            try:
+                if client.channels_running:
+                    client.stop_channels()
+                if client._created_context and not client.context.closed:
+                    client.context.destroy(linger=0)
+            except Exception:  # noqa: BLE001 - closing what is left: nothing to report
+                pass
+        self._clients = []
 
 
 class Kernels:
@@ -353,7 +376,10 @@ class Kernels:
             if self.why_not_forked is None:
                 loads = [p for p in self.chapters if "model_name" in per_chapter[p]
                          and LOADS_MODEL.search(p.read_text())]
-                self.server = forkserver.ForkServer(per_chapter[loads[0]]["model_name"] if loads else None)
+                try:
+                    self.server = forkserver.ForkServer(per_chapter[loads[0]]["model_name"] if loads else None)
+                except OSError as err:  # could not start it: launch the kernels instead
+                    self.why_not_forked = f"the fork server did not start ({err})"
         self._next: tuple[int, WarmKernel | None] | None = None  # (chapter index, its kernel)
 
     def _start(self, k: int) -> WarmKernel | None:
