@@ -45,12 +45,15 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-import nbformat
-import yaml
+from .startup import LOADS_MODEL, WARM_MODEL, WARM_UP, defer_iri_grammar, warm_up_code  # noqa: F401
 
-from .hooks import PROGRESS_ENV_VAR
-from .results import RESULTS_ENV_VAR
-from .startup import LOADS_MODEL, WARM_MODEL, WARM_UP, warm_up_code  # noqa: F401 - the warm-up
+defer_iri_grammar()  # nbformat's validator imports jsonschema: 2.3 s for a parser it seldom uses
+
+import nbformat  # noqa: E402
+import yaml  # noqa: E402
+
+from .hooks import PROGRESS_ENV_VAR  # noqa: E402
+from .results import RESULTS_ENV_VAR  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository (the package is installed editable)
 KERNEL = "ioi-book"
