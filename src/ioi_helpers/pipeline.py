@@ -711,6 +711,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print("(the kernel's full traceback: rerun with --traceback)", file=sys.stderr)
                 return 1
             print(f"{label}: {time.perf_counter() - start:.1f}s", flush=True)
+        kernels.close()  # the fork server holds a model: not needed for the build
         if args.no_build:
             return 0
         start = time.perf_counter()
