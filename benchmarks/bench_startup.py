@@ -47,7 +47,8 @@ and the wait shows in its start-up).
 ``--device`` sets ``$IOI_DEVICE`` for the kernels (default: CUDA when present).
 Target (issue 12): start-up at most 4 s for gpt2-random and ioi-planted on 2 cores. The first
 chapter waits for the fork server's warm-up (or starts cold), so the summary judges it apart
-from the others, and prints each group's ratio against the baseline's fresh kernel. Other work on the machine slows every number down: say
+from the others, with the server's CPU counted as its own, and prints each group's ratio
+against the baseline's fresh kernel. Other work on the machine slows every number down: say
 what else was running (the load average is printed) when you quote one.
 """
 
@@ -226,21 +227,24 @@ def main(argv=None) -> int:
         print(f"fork server (once per run, before the first kernel): ready after {server['wall']:.1f}s wall, "
               f"{server['cpu_s']:.1f}s CPU (imports {server['imports_s']:.1f}s, model {server['model_s']:.1f}s"
               f"{'' if server['parked'] else ', none parked'}); its wall time is in the first chapter's wait, "
-              f"its CPU in no kernel's column")
+              f"its CPU is counted as the first chapter's below")
     if rows:
         # the first chapter's kernel waits for the fork server (or is launched cold); the others
-        # are judged apart so that their average cannot hide it
-        groups = [("all chapters", rows)] if args.no_warm_kernel else [
-            ("the first chapter", rows[:1]), ("the other chapters", rows[1:])]
+        # are judged apart so that their average cannot hide it. The server's CPU is the first
+        # chapter's fixed cost and is counted as its CPU
+        server_cpu = server["cpu_s"] if server is not None else 0.0
+        first = ("the first chapter" + (" (its kernel + the fork server's warm-up)" if server else ""),
+                 [(rows[0][0], rows[0][1] + server_cpu)])
+        groups = [("all chapters", rows)] if args.no_warm_kernel else [first, ("the other chapters", rows[1:])]
         for label, group in groups:
             if not group:
                 continue
             worst, worst_cpu = max(s for s, _ in group), max(c for _, c in group)
             print(f"start-up of {label}: worst {worst:.1f}s wall on the chapter's path, {worst_cpu:.1f}s "
-                  f"kernel CPU; target {TARGET_SECONDS:.0f}s wall: {'met' if worst <= TARGET_SECONDS else 'NOT met'}; "
+                  f"CPU; target {TARGET_SECONDS:.0f}s wall: {'met' if worst <= TARGET_SECONDS else 'NOT met'}; "
                   f"a fresh kernel's (baseline above, weights cached) / this: {warm / worst:.1f}x wall, "
                   f"{warm_cpu / max(worst_cpu, 1e-3):.1f}x CPU")
-        cpu_all = sum(c for _, c in rows) + (server["cpu_s"] if server is not None else 0.0)
+        cpu_all = sum(c for _, c in rows) + server_cpu
         print(f"start-up CPU of the whole run: {cpu_all:.1f}s ({'fork server + ' if server else ''}every kernel's); "
               f"{len(rows)} fresh kernels would spend about {len(rows) * warm_cpu:.1f}s")
         print(f"load average now {os.getloadavg()[0]:.1f} (1 min), {os.getloadavg()[1]:.1f} (5 min)")

@@ -233,9 +233,10 @@ def ablated_logit_diffs(model, ds: IOIDataset, masks: Sequence[Mask] | Bool[Tens
     else:
         groups[0] = list(range(len(ds)))
     pieces = [idx[j:j + batch_size] for idx in groups.values() for j in range(0, len(idx), batch_size)]
-    # one forward per (prompts, masks) pair: the prompts of a piece, with as many masks as fit
-    forwards = [(idx, list(range(first, min(n_sets, first + max(1, max_rows // len(idx))))))
-                for idx in pieces for first in range(0, n_sets, max(1, max_rows // len(idx)))]
+    forwards = []  # (prompts, masks): the prompts of a piece with as many masks as fit in one forward
+    for idx in pieces:
+        per = max(1, max_rows // len(idx))
+        forwards += [(idx, list(range(first, min(n_sets, first + per)))) for first in range(0, n_sets, per)]
     for idx, chunk in progress_bar(forwards, progress, desc=desc):
         part, rows = ds[idx], torch.tensor(idx)
         n, seq = len(idx), part.tokens.shape[1]

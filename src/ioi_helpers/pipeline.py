@@ -21,7 +21,8 @@ kernel starts, imports what chapters import and builds the chapter's model (:cla
 so most of its fixed start-up is done by the time it runs (``--no-warm-kernel`` turns this off).
 On the CPU on Linux those kernels are forked from one process that did the imports and built
 the model once (:mod:`ioi_helpers.forkserver`; ``--no-fork-server`` launches them instead), so
-a chapter's start-up costs well under a second of CPU instead of 13-20 s (:class:`Kernels`).
+a chapter's start-up costs well under a second of CPU instead of 13-15 s on 2 idle cores
+(:class:`Kernels`).
 
 The book is then built with Jupyter Book from a staged source tree ``OUT/site`` (config, a toc
 holding only the chapters just run, pages, ``book/_static``, the executed notebooks with their
@@ -45,7 +46,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from .startup import LOADS_MODEL, WARM_MODEL, WARM_UP, defer_iri_grammar, warm_up_code  # noqa: F401
+from .startup import WARM_MODEL, WARM_UP, defer_iri_grammar, loads_model, warm_up_code  # noqa: F401
 
 defer_iri_grammar()  # nbformat's validator imports jsonschema: 2.3 s for a parser it seldom uses
 
@@ -377,10 +378,9 @@ class Kernels:
 
             self.why_not_forked = forkserver.usable()
             if self.why_not_forked is None:
-                loads = [p for p in self.chapters if "model_name" in per_chapter[p]
-                         and LOADS_MODEL.search(p.read_text())]
+                first = next((p for p in self.chapters if loads_model(p, per_chapter[p])), None)
                 try:
-                    self.server = forkserver.ForkServer(per_chapter[loads[0]]["model_name"] if loads else None)
+                    self.server = forkserver.ForkServer(None if first is None else per_chapter[first]["model_name"])
                 except OSError as err:  # could not start it: launch the kernels instead
                     self.why_not_forked = f"the fork server did not start ({err})"
         self._next: tuple[int, WarmKernel | None] | None = None  # (chapter index, its kernel)

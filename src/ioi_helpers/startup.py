@@ -91,11 +91,17 @@ del _w8
 LOADS_MODEL = re.compile(r"^[^#\n]*\bmodels\.load_model\(model_name\)", re.MULTILINE)
 
 
+def loads_model(path: Path | None, params: dict[str, Any] | None) -> bool:
+    """Whether the chapter at ``path`` calls ``models.load_model(model_name)`` with a
+    ``model_name`` that ``params`` (its injected parameters) hold: then its model can be built
+    before it runs."""
+    return path is not None and "model_name" in (params or {}) and bool(LOADS_MODEL.search(Path(path).read_text()))
+
+
 def warm_up_code(path: Path | None = None, params: dict[str, Any] | None = None) -> str:
-    """The warm-up for a chapter: WARM_UP, plus WARM_MODEL when the chapter at ``path`` calls
-    ``models.load_model(model_name)`` and ``params`` (its injected parameters) hold
-    ``model_name`` (``None`` means ``$IOI_MODEL``, resolved in the kernel as the chapter would)."""
+    """The warm-up for a chapter: WARM_UP, plus WARM_MODEL when it :func:`loads_model`
+    (``model_name=None`` means ``$IOI_MODEL``, resolved in the kernel as the chapter would)."""
     code = WARM_UP
-    if path is not None and "model_name" in (params or {}) and LOADS_MODEL.search(Path(path).read_text()):
+    if loads_model(path, params):
         code += WARM_MODEL.format(model_name=params["model_name"])
     return code
