@@ -2,14 +2,19 @@
 
 A page is loaded from disk with every host name unresolvable, and the DOM after the scripts ran
 is parsed: each ``div.ioi-chart`` must hold an ``<svg>`` with Vega marks (or a ``<canvas>``).
-Without Chromium these tests skip, unless ``CI`` is set: then they fail.
+Every built page's console is read too (:class:`Console`, the DevTools protocol on a pipe): no
+uncaught exception, ``console.error`` or failed load. Without Chromium these tests skip, unless
+``CI`` is set: then they fail.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import select
 import shutil
 import subprocess
+import time
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -51,6 +56,118 @@ def rendered_dom(browser: str, page: Path, tmp_path: Path) -> str:
     shutil.rmtree(profile, ignore_errors=True)
     assert proc.returncode == 0 and "</html>" in proc.stdout, f"chromium failed on {page}:\n{proc.stderr[-3000:]}"
     return proc.stdout
+
+
+class Console:
+    """Headless Chromium driven over the DevTools protocol on a pipe (``--remote-debugging-pipe``:
+    JSON messages on file descriptors 3 and 4), the network off; :meth:`errors` loads a page and
+    returns what its console logged as an error."""
+
+    def __init__(self, executable: str, profile: Path) -> None:
+        to_chrome_r, self._w = os.pipe()
+        self._r, from_chrome_w = os.pipe()
+
+        def child() -> None:  # the protocol lives on fds 3 (commands) and 4 (answers, events)
+            a, b = os.dup(to_chrome_r), os.dup(from_chrome_w)
+            os.dup2(a, 3)
+            os.dup2(b, 4)
+            os.closerange(5, 4096)
+
+        self.proc = subprocess.Popen(
+            [executable, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+             "--remote-debugging-pipe", "--no-first-run", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}",
+             "--host-resolver-rules=MAP * ~NOTFOUND", "about:blank"],
+            close_fds=False, preexec_fn=child, stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.close(to_chrome_r)
+        os.close(from_chrome_w)
+        self._buf, self._id, self.events = b"", 0, []
+        target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
+        self.session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        for domain in ("Page", "Runtime", "Log"):
+            self.send(f"{domain}.enable", page=True)
+
+    def _read(self, until: float) -> bool:
+        """Read what Chromium wrote until the deadline; False once it passed."""
+        left = until - time.monotonic()
+        if left <= 0:
+            return False
+        if select.select([self._r], [], [], left)[0]:
+            chunk = os.read(self._r, 1 << 20)
+            if not chunk:
+                raise RuntimeError("Chromium closed the DevTools pipe")
+            self._buf += chunk
+        return True
+
+    def _messages(self):
+        while b"\0" in self._buf:
+            raw, self._buf = self._buf.split(b"\0", 1)
+            yield json.loads(raw)
+
+    def send(self, method: str, params: dict | None = None, page: bool = False,
+             timeout: float = 60) -> dict:
+        """Send a command and return its answer; events read meanwhile go to ``events``."""
+        self._id += 1
+        msg = {"id": self._id, "method": method, "params": params or {}}
+        if page:
+            msg["sessionId"] = self.session
+        os.write(self._w, json.dumps(msg).encode() + b"\0")
+        deadline = time.monotonic() + timeout
+        while True:
+            for answer in self._messages():
+                if answer.get("id") == self._id:
+                    if "error" in answer:
+                        raise RuntimeError(f"{method}: {answer['error']}")
+                    return answer["result"]
+                if "method" in answer:
+                    self.events.append(answer)
+            if not self._read(deadline):
+                raise TimeoutError(f"Chromium did not answer {method} within {timeout}s")
+
+    def errors(self, page: Path, settle: float = 1.0, timeout: float = 60) -> list[str]:
+        """Load ``page``; every error its console logged until ``settle`` s after the load event."""
+        self.events = []
+        self.send("Page.navigate", {"url": page.resolve().as_uri()}, page=True)
+        deadline, loaded = time.monotonic() + timeout, None
+        while loaded is None or time.monotonic() < loaded + settle:
+            if loaded is None and any(e["method"] == "Page.loadEventFired" for e in self.events):
+                loaded = time.monotonic()
+            if not self._read(min(deadline, (loaded or deadline) + settle)) and loaded is None:
+                raise TimeoutError(f"{page.name} did not load within {timeout}s")
+            self.events += [m for m in self._messages() if "method" in m]
+        return [text for text in map(console_error, self.events) if text]
+
+    def close(self) -> None:
+        try:
+            self.send("Browser.close", timeout=10)
+        except (RuntimeError, TimeoutError, OSError):
+            self.proc.kill()
+        self.proc.wait(timeout=30)
+        os.close(self._w)
+        os.close(self._r)
+
+
+def console_error(event: dict) -> str | None:
+    """The text of a DevTools event that is a console error (an uncaught exception, a
+    ``console.error``/``console.assert``, a resource that failed to load), else None."""
+    method, params = event["method"], event.get("params", {})
+    if method == "Runtime.exceptionThrown":
+        details = params["exceptionDetails"]
+        text = details.get("exception", {}).get("description") or details.get("text", "")
+        return f"{text.splitlines()[0] if text else 'exception'} ({details.get('url', '')}:{details.get('lineNumber', 0) + 1})"
+    if method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
+        return "console.error: " + " ".join(str(a.get("value", a.get("description", ""))) for a in params.get("args", []))
+    if method == "Log.entryAdded" and params["entry"].get("level") == "error":
+        return f"{params['entry'].get('text', '')} ({params['entry'].get('url', '')})"
+    return None
+
+
+@pytest.fixture(scope="session")
+def console(chromium, tmp_path_factory):
+    reader = Console(chromium, tmp_path_factory.mktemp("console-profile"))
+    yield reader
+    reader.close()
 
 
 def chart_report(dom: str) -> list[dict]:
@@ -144,3 +261,26 @@ def test_every_chart_in_the_built_book_draws(built_book, chromium, tmp_path):
         failures += [f"{page.name}: chart {i + 1} of {len(charts)}" for i in undrawn(charts)]
     assert failures == [], f"charts that did not draw: {failures}"
     assert total > 0, "no chart in the whole book: the check would be vacuous"
+
+
+def test_console_check_catches_every_kind_of_error(console, tmp_path):
+    page = tmp_path / "errors.html"
+    page.write_text('<!doctype html><html><head><script>const X = 1;</script><script>const X = 2;</script>'
+                    '<script>console.error("drawn badly", 3)</script><script src="missing.js"></script>'
+                    '</head><body>text</body></html>')
+    errors = console.errors(page)
+    assert len(errors) == 3, errors
+    assert any(e.startswith("SyntaxError: Identifier 'X' has already been declared (") for e in errors)
+    assert "console.error: drawn badly 3" in errors
+    assert any("ERR_FILE_NOT_FOUND" in e and "missing.js" in e for e in errors)
+    page.write_text('<!doctype html><html><head><script>const X = 1; console.log("fine")</script></head></html>')
+    assert console.errors(page) == []
+
+
+def test_the_built_pages_log_no_console_error(unexecuted_book, console):
+    """Every page of the book (built from the committed notebooks: the same config, theme and
+    scripts as the executed book) loads without a console error."""
+    pages = sorted(unexecuted_book.glob("book/*.html"))
+    assert pages, "the built book has no pages under book/"
+    failures = {page.name: errors for page in pages if (errors := console.errors(page))}
+    assert failures == {}

@@ -612,6 +612,37 @@ def build_book(executed: Sequence[Path], out_dir: Path, root: Path = ROOT) -> Pa
     return html
 
 
+# ----------------------------------------------------------------------------- Sphinx
+
+
+def _script_key(js: Any) -> tuple:
+    """What makes two of Sphinx's script entries the same ``<script>`` tag."""
+    attributes = getattr(js, "attributes", {})
+    return (os.fspath(getattr(js, "filename", js) or ""), tuple(sorted(attributes.items())))
+
+
+def _one_script_each(app, pagename, templatename, context, doctree) -> None:
+    """Drop repeated entries from a page's scripts (the ``html-page-context`` event).
+
+    Sphinx 7.4 adds an inline script registered after its HTML builder started (sphinx-thebe's
+    ``const THEBE_JS_URL = ...``, sphinx-togglebutton's selector) twice: once as given, once
+    again when it writes the pages, its empty file name now ``''`` instead of ``None``. Run
+    twice, a ``const`` is a SyntaxError on every page.
+    """
+    scripts = context.get("script_files")
+    if isinstance(scripts, list):
+        once = {}
+        for js in scripts:
+            once.setdefault(_script_key(js), js)  # the first of each, in order
+        context["script_files"] = list(once.values())
+
+
+def setup(app) -> dict:
+    """This module is a Sphinx extension too (``_config.yml``: ``extra_extensions``)."""
+    app.connect("html-page-context", _one_script_each)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
+
+
 # ----------------------------------------------------------------------------- command line
 
 
