@@ -277,10 +277,20 @@ def test_console_check_catches_every_kind_of_error(console, tmp_path):
     assert console.errors(page) == []
 
 
-def test_the_built_pages_log_no_console_error(unexecuted_book, console):
-    """Every page of the book (built from the committed notebooks: the same config, theme and
-    scripts as the executed book) loads without a console error."""
-    pages = sorted(unexecuted_book.glob("book/*.html"))
+def console_failures(html: Path, console: Console) -> dict[str, list[str]]:
+    """Each page of a built book under ``book/`` that logged a console error, with its errors."""
+    pages = sorted(html.glob("book/*.html"))
     assert pages, "the built book has no pages under book/"
-    failures = {page.name: errors for page in pages if (errors := console.errors(page))}
-    assert failures == {}
+    return {page.name: errors for page in pages if (errors := console.errors(page))}
+
+
+def test_the_pages_log_no_console_error(unexecuted_book, console):
+    """Every page built from the committed notebooks (the same config, theme and scripts as the
+    executed book, in seconds) loads without a console error."""
+    assert console_failures(unexecuted_book, console) == {}
+
+
+@pytest.mark.book
+def test_the_executed_books_pages_log_no_console_error(built_book, console):
+    """The same for the executed book, whose pages also draw charts."""
+    assert console_failures(built_book / "html", console) == {}

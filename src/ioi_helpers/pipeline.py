@@ -193,31 +193,53 @@ def load_chapter(path: Path) -> nbformat.NotebookNode:
     return nb
 
 
-def chapter_parameters(path: Path) -> dict[str, str]:
-    """The names a chapter's ``parameters`` cell assigns, each with its line (value, comment)."""
+def _parameter_assignments(path: Path) -> dict[str, tuple[str, Any]]:
+    """Each name a chapter's ``parameters`` cell assigns: its line and its default value (the
+    assigned literal; :data:`NOT_A_LITERAL` when the value is an expression)."""
     nb = load_chapter(path)
     cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     lines = cell.source.splitlines()
-    found: dict[str, str] = {}
+    found: dict[str, tuple[str, Any]] = {}
     for node in ast.parse(cell.source).body:
         targets = node.targets if isinstance(node, ast.Assign) else (
             [node.target] if isinstance(node, (ast.AnnAssign, ast.AugAssign)) else [])
+        try:
+            default = ast.literal_eval(node.value) if getattr(node, "value", None) else NOT_A_LITERAL
+        except ValueError:
+            default = NOT_A_LITERAL
         for target in targets:
+            single = isinstance(target, ast.Name)  # `a, b = 1, 2`: no default of its own
             for name in ast.walk(target):
                 if isinstance(name, ast.Name):
-                    found.setdefault(name.id, lines[node.lineno - 1].strip())
+                    found.setdefault(name.id, (lines[node.lineno - 1].strip(),
+                                               default if single else NOT_A_LITERAL))
     return found
+
+
+NOT_A_LITERAL = Ellipsis  # the default of a parameter assigned an expression: its type is unknown
+
+
+def chapter_parameters(path: Path) -> dict[str, str]:
+    """The names a chapter's ``parameters`` cell assigns, each with its line (value, comment)."""
+    return {name: line for name, (line, _) in _parameter_assignments(path).items()}
+
+
+def chapter_defaults(path: Path) -> dict[str, Any]:
+    """The names a chapter's ``parameters`` cell assigns, each with its default value."""
+    return {name: default for name, (_, default) in _parameter_assignments(path).items()}
 
 
 def parameters_for(chapters: Sequence[Path], params: dict[str, Any]) -> dict[Path, dict[str, Any]]:
     """Each chapter's share of ``params``: the keys its parameters cell assigns.
 
     A key that no chapter assigns (a typo such as ``n_promts``) raises ``ValueError`` naming
-    the closest real parameter and every chapter's parameters, before anything runs.
+    the closest real parameter and every chapter's parameters, and so does a value its
+    parameter does not allow (:func:`check_values`), before anything runs.
     """
     import difflib
 
-    declared = {path: chapter_parameters(path) for path in chapters}
+    assigned = {path: _parameter_assignments(path) for path in chapters}
+    declared = {path: {n: line for n, (line, _) in names.items()} for path, names in assigned.items()}
     known = sorted({name for names in declared.values() for name in names})
     unknown = [key for key in params if key not in known]
     if unknown:
@@ -230,7 +252,111 @@ def parameters_for(chapters: Sequence[Path], params: dict[str, Any]) -> dict[Pat
         raise ValueError(f"unknown parameter{'s' if len(unknown) > 1 else ''} {', '.join(hints)}: "
                          f"no chapter run here has {'them' if len(unknown) > 1 else 'it'}. "
                          f"The chapters' parameters:\n{listing}")
+    defaults: dict[str, list] = {}
+    for names in assigned.values():
+        for name, (_, default) in names.items():
+            defaults.setdefault(name, []).append(default)
+    check_values(params, defaults)
     return {path: {k: v for k, v in params.items() if k in names} for path, names in declared.items()}
+
+
+# ----------------------------------------------------------------------------- parameter values
+# What a -p value may be. A rule names parameters by pattern (the first rule that matches
+# decides), says in words what they allow and checks a value. A parameter no rule names must
+# have its chapters' default's type. None is allowed wherever a chapter's default is None (the
+# chapter then picks its own value). tests/test_runner_parameters.py checks that every
+# chapter's defaults obey these rules and that every parameter is covered by one or the other.
+
+
+def _integer(least: int):
+    return lambda v: type(v) is int and v >= least
+
+
+def _number(low: float, high: float, low_included: bool):
+    return lambda v: (type(v) in (int, float) and (low <= v if low_included else low < v) and v <= high)
+
+
+def _one_of(choices: Sequence[str]):
+    return lambda v: isinstance(v, str) and v in choices
+
+
+def _list_of(check):
+    return lambda v: isinstance(v, list) and len(v) > 0 and all(map(check, v))
+
+
+def _words(choices: Sequence[str]) -> str:
+    return ", ".join(f"'{c}'" for c in choices)
+
+
+def parameter_rules() -> list[tuple[tuple[str, ...], str, Any]]:
+    """``(patterns, what is allowed, check)`` for every kind of chapter parameter."""
+    from typing import get_args
+
+    from .ablation import Method
+    from .dataset import POSITIONS, TEMPLATE_SETS
+
+    return [
+        (("model_name", "results_dir"), "a string", lambda v: isinstance(v, str)),
+        (("seed", "*_seed"), "an integer >= 0", _integer(0)),
+        # counts: prompts, sequences, sets, steps, candidates, top-k, lengths, factors
+        (("n_*", "*_n_*", "*_sets", "*_steps", "*_candidates", "*_k", "*_len", "*_factor"),
+         "a positive integer", _integer(1)),
+        # fractions of the clean logit difference (a head's effect, ACDC's tau) and scores (an
+        # attention probability): 0 would keep every head, above 1 none
+        (("*_threshold", "*_tau", "*_tau_min", "*_score"), "a number > 0 and <= 1", _number(0, 1, False)),
+        (("*_margin",), "a number >= 0 and <= 1", _number(0, 1, True)),
+        (("prepend_bos",), "True or False", lambda v: type(v) is bool),
+        (("template_set",), f"one of {_words(TEMPLATE_SETS)}", _one_of(TEMPLATE_SETS)),
+        (("ablation_method",), f"one of {_words(get_args(Method))}", _one_of(get_args(Method))),
+        (("abc_per_group",), "a non-empty list of positive integers", _list_of(_integer(1))),
+        (("acdc_positions",), f"a non-empty list of positions from {_words(POSITIONS)}", _list_of(_one_of(POSITIONS))),
+    ]
+
+
+TYPE_OF_DEFAULT = [  # for a parameter no rule names: what its default's type allows
+    (bool, "True or False", lambda v: type(v) is bool),
+    (int, "an integer", lambda v: type(v) is int),
+    (float, "a number", lambda v: type(v) in (int, float)),
+    (str, "a string", lambda v: isinstance(v, str)),
+    (list, "a list", lambda v: isinstance(v, list)),
+]
+
+
+def parameter_rule(name: str, defaults: Sequence[Any],
+                   rules: Sequence | None = None) -> tuple[str, Any] | None:
+    """What ``name`` allows, in words, and the check: its rule, else its default's type (None
+    when neither says). ``defaults``: its default in each chapter that has it."""
+    import fnmatch
+
+    rules = parameter_rules() if rules is None else rules
+    for patterns, allowed, check in rules:
+        if any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns):
+            return allowed, check
+    typed = next((d for d in defaults if d is not None and d is not NOT_A_LITERAL), None)
+    return next(((allowed, check) for kind, allowed, check in TYPE_OF_DEFAULT
+                 if type(typed) is kind), None)
+
+
+def check_values(params: dict[str, Any], defaults: dict[str, Sequence[Any]]) -> None:
+    """Raise ``ValueError``, in one line, for every value in ``params`` that its parameter does
+    not allow (:func:`parameter_rules`); ``defaults``: each parameter's default in each chapter."""
+    rules = parameter_rules()
+    problems = []
+    for key, value in params.items():
+        found = parameter_rule(key, defaults.get(key, []), rules)
+        if found is None:
+            continue
+        allowed, check = found
+        none_ok = None in defaults.get(key, [])
+        if (value is None and none_ok) or check(value):
+            continue
+        shown = value if isinstance(value, str) else repr(value)
+        default = next((d for d in defaults.get(key, []) if d is not NOT_A_LITERAL), NOT_A_LITERAL)
+        problems.append(f"-p {key} {shown}: {key} must be {allowed}"
+                        + (" or None" if none_ok else "")
+                        + ("" if default is NOT_A_LITERAL else f" (default: {default!r})"))
+    if problems:
+        raise ValueError("; ".join(problems))
 
 
 def _cell_line(path: Path, index: int, n_cells: int) -> int | None:
