@@ -13,10 +13,12 @@ atomically: a stale copy is deleted first and the new one appears only once ever
 Chapters record their numbers in ``OUT/results`` (``$IOI_RESULTS_DIR``).
 
 Before any chapter runs, the pipeline checks what it can: a ``-p`` key that no chapter's
-parameters cell assigns is an error naming the real ones, and the model is checked once
+parameters cell assigns is an error naming the real ones, a value its parameter does not allow
+is an error saying what it allows (:func:`parameter_rules`), and the model is checked once
 (:func:`models.check_available`, no weights built). A failing cell is named by the line that
 raised. In a terminal a progress bar shows chapter k of n and its cells; without a TTY, or
-with ``CI=true``, the log holds one line per chapter. While a chapter runs, the next one's
+with ``CI=true``, the log holds a line every 30 s while a chapter runs (its cells done of its
+cells, and the time so far; ``--progress-every``) and one line per chapter when it is done. While a chapter runs, the next one's
 kernel starts, imports what chapters import and builds the chapter's model (:class:`WarmKernel`),
 so most of its fixed start-up is done by the time it runs (``--no-warm-kernel`` turns this off).
 On the CPU on Linux those kernels are forked from one process that did the imports and built
@@ -35,6 +37,7 @@ from __future__ import annotations
 import argparse
 import ast
 import copy
+import functools
 import json
 import os
 import re
@@ -42,6 +45,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -558,8 +562,75 @@ class Kernels:
             self.server = None
 
 
+PROGRESS_EVERY = 30.0  # seconds between two progress lines without a terminal (--progress-every)
+ENGINE = "ioi-book"  # papermill's nbclient engine, also telling a ProgressLines its cells
+
+
+class ProgressLines:
+    """Without a terminal (a CI log): one line every ``every`` seconds while a chapter runs,
+    ``LABEL: D of N cells done, Ts elapsed`` (elapsed since this object was made).
+
+    A background thread prints them while the ``with`` block runs. The cells are counted from
+    papermill's execution manager, which the pipeline's engine hands to :meth:`watch`; until
+    then (the kernel is starting) the line says so.
+    """
+
+    def __init__(self, label: str, every: float = PROGRESS_EVERY, stream=None):
+        self.label, self.every = label, every
+        self.stream = sys.stdout if stream is None else stream
+        self.start = time.perf_counter()
+        self._manager = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, manager) -> None:
+        """Count the cells of ``manager`` (papermill's ``NotebookExecutionManager``)."""
+        self._manager = manager
+
+    def line(self) -> str:
+        elapsed = f"{time.perf_counter() - self.start:.0f}s elapsed"
+        if self._manager is None:
+            return f"{self.label}: starting its kernel, {elapsed}"
+        cells = list(self._manager.nb.cells)
+        done = sum(c.metadata.get("papermill", {}).get("status") == "completed" for c in cells)
+        return f"{self.label}: {done} of {len(cells)} cells done, {elapsed}"
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            print(self.line(), file=self.stream, flush=True)
+
+    def __enter__(self) -> "ProgressLines":
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="progress-lines", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
+@functools.lru_cache(maxsize=None)
+def _register_engine() -> str:
+    """Register :data:`ENGINE` with papermill (once) and return its name: papermill's own
+    nbclient engine, which also hands its execution manager to a ``progress_lines`` argument."""
+    from papermill.engines import NBClientEngine, papermill_engines
+
+    class Engine(NBClientEngine):
+        @classmethod
+        def execute_managed_notebook(cls, nb_man, kernel_name, progress_lines=None, **kwargs):
+            if progress_lines is not None:
+                progress_lines.watch(nb_man)
+            return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
+
+    papermill_engines.register(ENGINE, Engine)
+    return ENGINE
+
+
 def run_chapter(path: Path, params: dict[str, Any], out_dir: Path,
-                progress: bool | dict = False, kernel: WarmKernel | None = None) -> Path:
+                progress: bool | dict = False, kernel: WarmKernel | None = None,
+                lines: ProgressLines | None = None) -> Path:
     """Execute one chapter with ``params`` injected; return ``out_dir/NAME.ipynb``.
 
     Any earlier ``NAME.ipynb`` is deleted first; the new one is written to a temporary file and
@@ -567,7 +638,10 @@ def run_chapter(path: Path, params: dict[str, Any], out_dir: Path,
     ``trace`` holds the kernel's traceback). ``progress``: papermill's per-cell progress bar
     (``True`` or tqdm options), for a terminal. ``kernel``: a :class:`WarmKernel` started in
     the chapter's folder, used and then shut down (else papermill starts a fresh one).
+    ``lines``: progress lines printed while the chapter runs, for a log without a terminal.
     """
+    import contextlib
+
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
@@ -586,11 +660,13 @@ def run_chapter(path: Path, params: dict[str, Any], out_dir: Path,
             raise ValueError(f"the warm kernel runs in {kernel.cwd}, not in {path.parent}")
         extra["km"] = kernel.handover()
     try:
-        executed = papermill.execute_notebook(
-            copy.deepcopy(nb), None, parameters=dict(params), kernel_name=kernel_name,
-            cwd=str(path.parent), progress_bar=progress, log_output=False,
-            # a warm kernel answers papermill only once its warm-up imports are done
-            start_timeout=600 if kernel is not None else 60, **extra)
+        with lines or contextlib.nullcontext():
+            executed = papermill.execute_notebook(
+                copy.deepcopy(nb), None, parameters=dict(params), kernel_name=kernel_name,
+                cwd=str(path.parent), progress_bar=progress, log_output=False,
+                engine_name=_register_engine(), progress_lines=lines,
+                # a warm kernel answers papermill only once its warm-up imports are done
+                start_timeout=600 if kernel is not None else 60, **extra)
     except PapermillExecutionError as err:
         message, trace = _failure(path, nb, err, injected=bool(params))
         error = ChapterError(message)
@@ -780,6 +856,14 @@ def _value(text: str) -> Any:
         return text
 
 
+def _seconds(text: str) -> float:
+    """A ``--progress-every`` value: a number of seconds above 0."""
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, got {text}")
+    return value
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m ioi_helpers.pipeline",
@@ -804,6 +888,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-fork-server", action="store_true",
                         help="launch each warm kernel instead of forking it from one process that "
                              "imported everything and built the model (the default on the CPU, on Linux)")
+    parser.add_argument("--progress-every", type=_seconds, default=PROGRESS_EVERY, metavar="SECONDS",
+                        help="without a terminal (or with CI=true), print a line with the running "
+                             "chapter's cells done and time every SECONDS (default: %(default)g)")
     parser.add_argument("--traceback", action="store_true",
                         help="when a chapter fails, also print the kernel's full traceback")
     parser.add_argument("--root", type=Path, default=ROOT, help=argparse.SUPPRESS)
@@ -856,10 +943,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for k, path in enumerate(chapters, 1):
             label = f"[{k}/{n}] {path.stem}"
             progress = {"desc": label, "leave": False, "file": sys.stderr} if live else False
+            lines = None if live else ProgressLines(label, args.progress_every)
             start = time.perf_counter()
             kernel = kernels.take(k - 1)  # and the next chapter's kernel warms up meanwhile
             try:
-                executed.append(run_chapter(path, per_chapter[path], out / "executed", progress, kernel))
+                executed.append(run_chapter(path, per_chapter[path], out / "executed", progress, kernel, lines))
             except ChapterError as err:
                 print(f"{label} FAILED after {time.perf_counter() - start:.1f}s: {err}", file=sys.stderr)
                 if args.traceback and err.trace:
