@@ -364,3 +364,26 @@ def test_a_run_leaves_no_sockets_or_contexts_open(tmp_path, monkeypatch, capfd):
         assert pipeline.main([*argv, *flags]) == 0
         assert open_fds() - before <= 2, flags  # (measured: 40 more without the fix)
     assert "Exception in thread" not in capfd.readouterr().err
+
+
+REFERRING = ('# %% [markdown]\n# (first)=\n# # 1. Here\n#\n# See {ref}`left-out`, {ref}`its part <left-out-part>`,'
+             ' {doc}`/book/02_left_out` and {ref}`this page <first>`.\n\n' + PARAMS)
+REFERRED = '# %% [markdown]\n# (left-out)=\n# # 2. Left out\n#\n# (left-out-part)=\n# ## A part\n\n' + PARAMS
+
+
+def test_a_subset_builds_when_its_pages_refer_to_pages_left_out(tmp_path):
+    make_book(tmp_path, ["01_here", "02_left_out"])
+    (tmp_path / "book" / "intro.md").write_text("# Intro\n\nRead {doc}`02_left_out` and {ref}`the first <first>`.\n")
+    (tmp_path / "book" / "01_here.py").write_text(REFERRING)
+    (tmp_path / "book" / "02_left_out.py").write_text(REFERRED)
+    (tmp_path / "book" / "references.bib").write_text("")  # _config.yml's bibliography
+    executed = tmp_path / "executed" / "01_here.ipynb"  # as written, not run: only its Markdown matters
+    executed.parent.mkdir()
+    nbformat.write(pipeline.load_chapter(tmp_path / "book" / "01_here.py"), executed)
+
+    html = pipeline.build_book([executed], tmp_path / "out", root=tmp_path)  # -W: a dangling ref fails it
+    here = (html / "book" / "01_here.html").read_text()
+    assert "See 2. Left out, its part, 2. Left out and" in here  # plain text: title, own text, page title
+    assert "02_left_out.html" not in here and 'href="#first"' in here  # a link to a built page stays
+    intro = (html / "book" / "intro.html").read_text()
+    assert "Read 2. Left out and" in intro and 'href="01_here.html#first"' in intro

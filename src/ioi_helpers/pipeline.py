@@ -708,13 +708,94 @@ def offline_charts(nb: nbformat.NotebookNode) -> None:
                 data["text/html"] = chart_html(data.pop(key))
 
 
+ROLE = re.compile(r"\{(ref|numref|doc)\}`([^`]*)`")  # a MyST cross-reference: {ref}`label`
+EXPLICIT = re.compile(r"(.*?)\s*<([^<>]+)>", re.DOTALL)  # {ref}`its text <label>`
+LABEL_LINE = re.compile(r"\(([^()\s]+)\)=")  # (label)= on a line of its own
+HEADING = re.compile(r"#{1,6}\s+(.+?)\s*")
+FENCE = re.compile(r"(```|~~~)")
+
+
+def page_markdown(path: Path) -> list[str]:
+    """The Markdown of a page's source: a ``.md`` file, or the Markdown cells of a ``.py``
+    chapter or a notebook."""
+    if path.suffix == ".md":
+        return [path.read_text()]
+    if path.suffix == ".py":
+        import jupytext
+
+        nb = jupytext.read(path)
+    else:
+        nb = nbformat.read(path, as_version=4)
+    return [c.source for c in nb.cells if c.cell_type == "markdown"]
+
+
+def page_targets(path: Path) -> tuple[str | None, dict[str, str]]:
+    """What a page defines for cross-references: its title (the first heading) and its labels
+    (``(label)=``), each with the text it stands for (the heading it labels, else itself)."""
+    title, labels = None, {}
+    for text in page_markdown(path):
+        pending, fenced = [], False
+        for line in text.splitlines():
+            line = line.strip()
+            if FENCE.match(line):
+                fenced = not fenced
+            if fenced or not line:
+                continue
+            if label := LABEL_LINE.fullmatch(line):
+                pending.append(label[1])
+                continue
+            heading = HEADING.fullmatch(line)
+            title = title or (heading[1] if heading else None)
+            labels.update((label, heading[1] if heading else label) for label in pending)
+            pending = []
+        labels.update((label, label) for label in pending)
+    return title, labels
+
+
+def unbuilt_targets(sources: dict[str, Path], built: set[str]) -> dict[tuple[str, str], str]:
+    """The cross-reference targets that only pages not in ``built`` define, each with the plain
+    text that stands in for a reference to it: ``("ref", label)`` and ``("doc", entry)``."""
+    gone: dict[tuple[str, str], str] = {}
+    for entry, source in sources.items():
+        if entry not in built:
+            title, labels = page_targets(source)
+            gone[("doc", entry)] = title or entry
+            gone.update((("ref", label), text) for label, text in labels.items())
+    return gone
+
+
+def unlink_references(text: str, entry: str, gone: dict[tuple[str, str], str]) -> str:
+    """``text`` (Markdown of the page ``entry``) with every ``{ref}``, ``{numref}`` or ``{doc}``
+    to a target in ``gone`` (:func:`unbuilt_targets`) turned into plain text: the reference's own
+    text, else the title of what it pointed to."""
+
+    def plain(match: re.Match) -> str:
+        role, body = match[1], match[2]
+        explicit = EXPLICIT.fullmatch(body.strip())
+        own, target = (explicit[1], explicit[2].strip()) if explicit else (None, body.strip())
+        if role == "doc":  # relative to the page's folder, or to the book's root with a leading /
+            base = "" if target.startswith("/") else os.path.dirname(entry)
+            target = os.path.splitext(os.path.normpath(os.path.join(base, target.lstrip("/"))))[0]
+        key = ("doc" if role == "doc" else "ref", target)
+        return match[0] if key not in gone else (own or gone[key])
+
+    return ROLE.sub(plain, text)
+
+
+def _unlink_notebook(nb: nbformat.NotebookNode, entry: str, gone: dict[tuple[str, str], str]) -> None:
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            cell.source = unlink_references(cell.source, entry, gone)
+
+
 def stage_book(executed: Sequence[Path], out_dir: Path, root: Path = ROOT) -> Path:
     """Lay out the Jupyter Book source tree ``out_dir/site`` and return it.
 
     It holds ``_config.yml``, a ``_toc.yml`` keeping only the chapters in ``executed``, the
     pages and other files of ``book/`` (no ``.py``; pages must live there), ``book/_static`` as
     ``_static`` plus the Vega bundle, and each executed chapter as ``ENTRY.ipynb`` with offline
-    charts.
+    charts. A page's ``{ref}``/``{doc}`` to a label or page that only pages left out of this
+    build define becomes plain text (:func:`unlink_references`): ``--chapters`` builds any subset.
     """
     from .plots import vega_bundle
 
@@ -738,10 +819,24 @@ def stage_book(executed: Sequence[Path], out_dir: Path, root: Path = ROOT) -> Pa
     site.mkdir(parents=True, exist_ok=True)
     shutil.copy2(root / "_config.yml", site / "_config.yml")
     drop = {e for e, s in chapters.items() if s.stem not in done}
-    (site / "_toc.yml").write_text(yaml.safe_dump(_prune(toc, drop), sort_keys=False))
+    pruned = _prune(toc, drop)
+    (site / "_toc.yml").write_text(yaml.safe_dump(pruned, sort_keys=False))
+    built = set(toc_files(pruned))
+    gone = unbuilt_targets(sources, built)
+    for entry in built - set(chapters):  # the pages copied from book/ as they are
+        page = next((p for p in map((site / entry).with_suffix, PAGE_SUFFIXES) if p.exists()), None)
+        if page is None or not gone:
+            continue
+        if page.suffix == ".md":
+            page.write_text(unlink_references(page.read_text(), entry, gone))
+        else:
+            nb = nbformat.read(page, as_version=4)
+            _unlink_notebook(nb, entry, gone)
+            nbformat.write(nb, page)
     for entry, src in chapters.items():
         if entry not in drop:
             nb = nbformat.read(done[src.stem], as_version=4)
+            _unlink_notebook(nb, entry, gone)
             offline_charts(nb)
             # the saved ipywidgets state serves only a live front end; in the static book it
             # would embed the widgets' own (CDN-loading) chart HTML into the page
