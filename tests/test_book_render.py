@@ -155,9 +155,11 @@ def console_error(event: dict) -> str | None:
     if method == "Runtime.exceptionThrown":
         details = params["exceptionDetails"]
         text = details.get("exception", {}).get("description") or details.get("text", "")
-        return f"{text.splitlines()[0] if text else 'exception'} ({details.get('url', '')}:{details.get('lineNumber', 0) + 1})"
+        where = f"{details.get('url', '')}:{details.get('lineNumber', 0) + 1}"
+        return f"{text.splitlines()[0] if text else 'exception'} ({where})"
     if method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
-        return "console.error: " + " ".join(str(a.get("value", a.get("description", ""))) for a in params.get("args", []))
+        args = params.get("args", [])
+        return "console.error: " + " ".join(str(a.get("value", a.get("description", ""))) for a in args)
     if method == "Log.entryAdded" and params["entry"].get("level") == "error":
         return f"{params['entry'].get('text', '')} ({params['entry'].get('url', '')})"
     return None

@@ -18,9 +18,10 @@ is an error saying what it allows (:func:`parameter_rules`), and the model is ch
 (:func:`models.check_available`, no weights built). A failing cell is named by the line that
 raised. In a terminal a progress bar shows chapter k of n and its cells; without a TTY, or
 with ``CI=true``, the log holds a line every 30 s while a chapter runs (its cells done of its
-cells, and the time so far; ``--progress-every``) and one line per chapter when it is done. While a chapter runs, the next one's
-kernel starts, imports what chapters import and builds the chapter's model (:class:`WarmKernel`),
-so most of its fixed start-up is done by the time it runs (``--no-warm-kernel`` turns this off).
+cells, and the time so far; ``--progress-every``) and one line per chapter when it is done.
+While a chapter runs, the next one's kernel starts, imports what chapters import and builds
+the chapter's model (:class:`WarmKernel`), so most of its fixed start-up is done by the time
+it runs (``--no-warm-kernel`` turns this off).
 On the CPU on Linux those kernels are forked from one process that did the imports and built
 the model once (:mod:`ioi_helpers.forkserver`; ``--no-fork-server`` launches them instead), so
 a chapter's start-up costs well under a second of CPU instead of 13-15 s on 2 idle cores
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import copy
 import functools
 import json
@@ -197,6 +199,9 @@ def load_chapter(path: Path) -> nbformat.NotebookNode:
     return nb
 
 
+NOT_A_LITERAL = Ellipsis  # the default of a parameter assigned an expression: its type is unknown
+
+
 def _parameter_assignments(path: Path) -> dict[str, tuple[str, Any]]:
     """Each name a chapter's ``parameters`` cell assigns: its line and its default value (the
     assigned literal; :data:`NOT_A_LITERAL` when the value is an expression)."""
@@ -209,7 +214,7 @@ def _parameter_assignments(path: Path) -> dict[str, tuple[str, Any]]:
             [node.target] if isinstance(node, (ast.AnnAssign, ast.AugAssign)) else [])
         try:
             default = ast.literal_eval(node.value) if getattr(node, "value", None) else NOT_A_LITERAL
-        except ValueError:
+        except (ValueError, TypeError, SyntaxError):
             default = NOT_A_LITERAL
         for target in targets:
             single = isinstance(target, ast.Name)  # `a, b = 1, 2`: no default of its own
@@ -218,9 +223,6 @@ def _parameter_assignments(path: Path) -> dict[str, tuple[str, Any]]:
                     found.setdefault(name.id, (lines[node.lineno - 1].strip(),
                                                default if single else NOT_A_LITERAL))
     return found
-
-
-NOT_A_LITERAL = Ellipsis  # the default of a parameter assigned an expression: its type is unknown
 
 
 def chapter_parameters(path: Path) -> dict[str, str]:
@@ -313,7 +315,8 @@ def parameter_rules() -> list[tuple[tuple[str, ...], str, Any]]:
         (("template_set",), f"one of {_words(TEMPLATE_SETS)}", _one_of(TEMPLATE_SETS)),
         (("ablation_method",), f"one of {_words(get_args(Method))}", _one_of(get_args(Method))),
         (("abc_per_group",), "a non-empty list of positive integers", _list_of(_integer(1))),
-        (("acdc_positions",), f"a non-empty list of positions from {_words(POSITIONS)}", _list_of(_one_of(POSITIONS))),
+        (("acdc_positions",), f"a non-empty list of positions from {_words(POSITIONS)}",
+         _list_of(_one_of(POSITIONS))),
     ]
 
 
@@ -638,10 +641,9 @@ def run_chapter(path: Path, params: dict[str, Any], out_dir: Path,
     ``trace`` holds the kernel's traceback). ``progress``: papermill's per-cell progress bar
     (``True`` or tqdm options), for a terminal. ``kernel``: a :class:`WarmKernel` started in
     the chapter's folder, used and then shut down (else papermill starts a fresh one).
-    ``lines``: progress lines printed while the chapter runs, for a log without a terminal.
+    ``lines``: a :class:`ProgressLines` (printing while the caller's ``with`` block runs) that
+    counts this chapter's cells, for a log without a terminal.
     """
-    import contextlib
-
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
@@ -660,13 +662,12 @@ def run_chapter(path: Path, params: dict[str, Any], out_dir: Path,
             raise ValueError(f"the warm kernel runs in {kernel.cwd}, not in {path.parent}")
         extra["km"] = kernel.handover()
     try:
-        with lines or contextlib.nullcontext():
-            executed = papermill.execute_notebook(
-                copy.deepcopy(nb), None, parameters=dict(params), kernel_name=kernel_name,
-                cwd=str(path.parent), progress_bar=progress, log_output=False,
-                engine_name=_register_engine(), progress_lines=lines,
-                # a warm kernel answers papermill only once its warm-up imports are done
-                start_timeout=600 if kernel is not None else 60, **extra)
+        executed = papermill.execute_notebook(
+            copy.deepcopy(nb), None, parameters=dict(params), kernel_name=kernel_name,
+            cwd=str(path.parent), progress_bar=progress, log_output=False,
+            engine_name=_register_engine(), progress_lines=lines,
+            # a warm kernel answers papermill only once its warm-up imports are done
+            start_timeout=600 if kernel is not None else 60, **extra)
     except PapermillExecutionError as err:
         message, trace = _failure(path, nb, err, injected=bool(params))
         error = ChapterError(message)
@@ -1040,9 +1041,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress = {"desc": label, "leave": False, "file": sys.stderr} if live else False
             lines = None if live else ProgressLines(label, args.progress_every)
             start = time.perf_counter()
-            kernel = kernels.take(k - 1)  # and the next chapter's kernel warms up meanwhile
             try:
-                executed.append(run_chapter(path, per_chapter[path], out / "executed", progress, kernel, lines))
+                with lines or contextlib.nullcontext():  # the first kernel may wait for the fork server
+                    kernel = kernels.take(k - 1)  # and the next chapter's kernel warms up meanwhile
+                    executed.append(run_chapter(path, per_chapter[path], out / "executed", progress,
+                                                kernel, lines))
             except ChapterError as err:
                 print(f"{label} FAILED after {time.perf_counter() - start:.1f}s: {err}", file=sys.stderr)
                 if args.traceback and err.trace:
