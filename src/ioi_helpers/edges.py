@@ -271,20 +271,26 @@ def patched_logit_diffs(model, ioi: IOIDataset, abc: IOIDataset,
         ds = ioi[part]
         p = ds.tokens.shape[1]
         corr = {k: v[part, :p] for k, v in corrupted.items()}
-        deltas: list[Tensor] = []  # [b, p, n, d] blocks, senders in forward order
+        # (p_ABC - this run) output of each sender so far, in forward order: [S, b, p, d], so that
+        # the first n_up senders of a receiver are one contiguous slice (no copy per receiver)
+        buf = torch.empty((len(graph.senders), len(ds), p, model.cfg.d_model), device=dev, dtype=dtype)
+        filled = [0]
+
+        def push(d: Tensor) -> None:
+            buf[filled[0]:filled[0] + d.shape[0]] = d
+            filled[0] += d.shape[0]
 
         def correction(r0: int, r1: int) -> Tensor | None:
             """sum over removed edges into receivers r0:r1 of (p_ABC - current) sender output."""
             n_up = graph.upstream[r0]
+            assert filled[0] == n_up, (filled[0], n_up)
             cols = removed[:n_up, r0:r1]
             if not bool(cols.any()):
                 return None
-            d = torch.cat(deltas, 2)
-            assert d.shape[2] == n_up
-            return torch.einsum("bpsd,sr->bprd", d, cols)
+            return torch.einsum("sbpd,sr->bprd", buf[:n_up], cols)
 
         def input_hook(x, hook):
-            deltas.append((corr["blocks.0.hook_resid_pre"] - x)[:, :, None])
+            push((corr["blocks.0.hook_resid_pre"] - x)[None])
             return x
 
         def qkv_hook(x, hook, l, c):
@@ -293,7 +299,7 @@ def patched_logit_diffs(model, ioi: IOIDataset, abc: IOIDataset,
             return x if upd is None else x + upd
 
         def z_hook(z, hook, l):
-            deltas.append(_head_out(model, l, corr[f"blocks.{l}.attn.hook_z"] - z))
+            push(torch.einsum("bphe,hed->hbpd", corr[f"blocks.{l}.attn.hook_z"] - z, model.blocks[l].attn.W_O))
             return z
 
         def mlp_in_hook(x, hook, l):
@@ -302,7 +308,7 @@ def patched_logit_diffs(model, ioi: IOIDataset, abc: IOIDataset,
             return x if upd is None else x + upd[:, :, 0]
 
         def mlp_out_hook(x, hook, l):
-            deltas.append((corr[f"blocks.{l}.hook_mlp_out"] - x)[:, :, None])
+            push((corr[f"blocks.{l}.hook_mlp_out"] - x)[None])
             return x
 
         def logits_hook(x, hook):
