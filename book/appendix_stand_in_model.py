@@ -343,7 +343,10 @@ pd.DataFrame([{"property": k, "holds": "yes" if v else "NO"} for k, v in verdict
 
 # %% tags=["hide-input"]
 recorded, where = {}, {}
-for chapter, data in results.load_all().items():
+loaded = results.load_all(one_run=True, exclude=[CHAPTER])  # one run's chapters; the others set aside
+if loaded.notes:
+    display(Markdown("**Set aside:**\n\n" + "\n".join(f"- {n}" for n in loaded.notes)))
+for chapter, data in loaded.items():
     if chapter == CHAPTER or data.get("model") != BOOK_MODEL and not str(data.get("model", "")).startswith(BOOK_MODEL):
         continue
     for key, entry in data.get("values", {}).items():

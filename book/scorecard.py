@@ -37,7 +37,9 @@ from IPython.display import HTML, Markdown, display
 
 from ioi_helpers import methods, paper, plots, results
 
-recorded = results.load_all(Path(results_dir) if results_dir else None)
+recorded = results.load_all(Path(results_dir) if results_dir else None, one_run=True)
+if recorded.notes:  # files of another run (model, code, sizes) or unreadable: shown as not run
+    display(Markdown("**Set aside, counted as not run:**\n\n" + "\n".join(f"- {n}" for n in recorded.notes)))
 missing = [
     f"{key} (chapter {spec['chapter']})"
     for key, spec in paper.NUMBERS.items()
