@@ -57,12 +57,6 @@ def test_path_patch_equals_oracle_random_model(name):
     assert fast.patched.shape == (3, 4)
 
 
-@pytest.mark.parametrize("name", ["logits", "q@END", "k@S2", "v@S1+1", "kv@S2, two layers"])
-def test_path_patch_equals_oracle_trained_model(name):
-    ds, abc = tm.datasets(10, seed=3)
-    check_against_oracle(tm.trained_model(), ds, abc, nontrivial=False, **CASES[name])
-
-
 @pytest.mark.parametrize("name", ["logits", "q@END", "k@S2"])
 def test_path_patch_equals_oracle_ioi_tiny(name):
     """The project's trained stand-in; receivers: its two heads (after layer 0) with the
@@ -84,10 +78,11 @@ def test_sender_groups_and_custom_metric():
     model = tm.random_model()
     ds, abc = tm.datasets(12, seed=1)
     groups = [[(0, 1), (1, 2)], [(0, 0), (0, 3), (2, 0)], [(1, 1)]]
-    metric = lambda end_logits: metrics.io_prob(end_logits, ds).mean()  # noqa: E731
+    # log of the IO probability: on a random model the probability itself (~1e-5) moves by less
+    # than the tolerance, which would make the comparison vacuous
+    metric = lambda end_logits: metrics.io_prob(end_logits, ds).log().mean()  # noqa: E731
     for case in (CASES["logits"], CASES["kv@S2, two layers"], CASES["q@END"]):
-        fast, _ = check_against_oracle(model, ds, abc, senders=groups, metric=metric,
-                                       nontrivial=False, **case)
+        fast, _ = check_against_oracle(model, ds, abc, senders=groups, metric=metric, **case)
         assert fast.patched.shape == (3,)
 
 
@@ -196,18 +191,29 @@ def test_block_patching_by_named_position_equals_transformer_lens(component):
     assert (ours.flatten() - ref).abs().max().item() < TOL
 
 
-@pytest.mark.parametrize("component", ["resid_pre"])
-def test_block_patching_by_absolute_position_is_transformer_lens(component):
-    from transformer_lens import patching as tl
-
+def test_block_patching_by_absolute_position_equals_a_hook_loop():
+    """``positions=None`` (TransformerLens' sweep underneath) against one hand-written hooked
+    forward per (layer, absolute position): resid_pre of the p_IOI run set to the p_ABC run's."""
     model = tm.random_model()
     ds, abc = tm.single_template(4)
-    ours = patching.act_patch_blocks(model, ds, abc, component, None, progress=False)
+    ours = patching.act_patch_blocks(model, ds, abc, "resid_pre", None, progress=False)
     _, cache = model.run_with_cache(abc.tokens)
-    with torch.no_grad():
-        ref = getattr(tl, f"get_act_patch_{component}")(model, ds.tokens, cache, tl_metric(ds))
-    assert ours.shape == (3, ds.tokens.shape[1])
-    assert (ours - ref.cpu()).abs().max().item() < 1e-6
+    seq = ds.tokens.shape[1]
+    ref = torch.zeros(model.cfg.n_layers, seq)
+    for l in range(model.cfg.n_layers):
+        name = f"blocks.{l}.hook_resid_pre"
+        for p in range(seq):
+            def patch(x, hook, p=p, name=name):
+                x = x.clone()
+                x[:, p] = cache[name][:, p]
+                return x
+
+            with torch.no_grad():
+                logits = model.run_with_hooks(ds.tokens, fwd_hooks=[(name, patch)])
+            ref[l, p] = metrics.logit_diff(logits, ds).mean()
+    assert ours.shape == ref.shape == (3, seq)
+    assert (ours - ref).abs().max().item() < TOL
+    assert (ref - ref[0, 0]).abs().max().item() > 10 * TOL  # some cell moves the metric
 
 
 def hand_patch(model, ds, source, name, pos_name, head=None):
