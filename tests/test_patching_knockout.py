@@ -133,5 +133,12 @@ def test_discovery_path_with_base_ablation_is_the_knocked_out_sweep(tmp_path, mo
     assert backup.heads == expected
     assert torch.allclose(backup.extra["before"], discovery.direct_effects(setup).relative)
     assert set(backup.table.loc[backup.table["selected"], "head"]) == {f"{l}.{h}" for l, h in expected}
-    again = discovery.backup_name_movers(setup, KNOCKED, others=[(0, 0)], threshold=0.02, **kw)  # cached
-    assert again.heads == backup.heads
+    # read back from the discovery cache: the second call runs no path patching at all
+    with monkeypatch.context() as m:
+        def no_patching(*args, **kwargs):
+            raise AssertionError("path patching ran again: the result was not read from the cache")
+        m.setattr(patching, "path_patch", no_patching)
+        m.setattr(patching, "cache_path_patching", no_patching)
+        again = discovery.backup_name_movers(discovery.Setup(model, n_prompts=10, seed=11), KNOCKED,
+                                             others=[(0, 0)], threshold=0.02, **kw)
+    assert again.heads == backup.heads and torch.equal(again.effect, backup.effect)
