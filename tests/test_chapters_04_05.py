@@ -249,20 +249,33 @@ def test_receivers_for_uses_a_discovered_class_as_is():
     assert r == discovery.Receivers([(1, 2)], False, "the discovered S-Inhibition heads")
 
 
+def _most_negative_by_hand(model, ds, abc, k, exclude=(), **receivers) -> list:
+    """The ``k`` heads whose path patching (the literal algorithm, oracles.py) lowers the logit
+    diff most, fewer if fewer lower it, skipping ``exclude``; sorted."""
+    L, H = model.cfg.n_layers, model.cfg.n_heads
+    heads = [(l, h) for l in range(L) for h in range(H)]
+    patched = path_patch_oracle_sweep(model, ds, abc, [[h] for h in heads], **receivers)
+    clean = metrics.logit_diff(model(ds.tokens), ds).mean().item()
+    ranked = sorted((float(v) - clean, h) for v, h in zip(patched, heads))
+    return sorted([h for d, h in ranked if d < 0 and h not in exclude][:k])
+
+
 def test_receivers_for_falls_back_to_the_previous_steps_top_heads():
     setup = tiny_setup(n_layer=4)
+    model, ioi, abc = setup.model, setup.ioi, setup.abc
     classes = _classes_with(setup, Name_Mover=[], S_Inhibition=[], Induction=[])
     movers = discovery.receivers_for(setup, "Name Mover", k=2, classes=classes)
     assert movers.exploratory and "path patching to the logits" in movers.how
-    assert movers.heads == discovery.top_heads(discovery.direct_effects(setup).relative, 2)
+    assert movers.heads == _most_negative_by_hand(model, ioi, abc, 2, receivers="logits")
     sinh = discovery.receivers_for(setup, "S-Inhibition", k=2, classes=classes)
-    want = discovery.top_heads(discovery.s_inhibition(setup, movers.heads).effect, 2, exclude=movers.heads)
-    assert sinh.exploratory and sinh.heads == want
+    want = _most_negative_by_hand(model, ioi, abc, 2, exclude=movers.heads, receivers=movers.heads,
+                                  receiver_input="q", position="END")
+    assert sinh.exploratory and sinh.heads == want and len(want) == 2
     ind = discovery.receivers_for(setup, "Induction", k=2, classes=classes)
-    if sinh.heads:
-        eff = discovery.induction_and_duplicate(setup, sinh.heads)[0].effect
-        assert ind.heads == discovery.top_heads(eff, 2, exclude=sinh.heads)
-    assert ind.exploratory and not set(ind.heads) & set(sinh.heads)
+    want = _most_negative_by_hand(model, ioi, abc, 2, exclude=sinh.heads, receivers=sinh.heads,
+                                  receiver_input=discovery.S2_RECEIVER_INPUT, position="S2")
+    assert ind.exploratory and ind.heads == want and want
+    assert not set(ind.heads) & set(sinh.heads)
     with pytest.raises(ValueError):
         discovery.receivers_for(setup, "Previous Token", classes=classes)
 
