@@ -70,15 +70,44 @@ def test_setup_from_takes_every_shared_setting_and_requires_them():
         discovery.setup_from(model, {k: v for k, v in params.items() if k != "template_set"})
 
 
+def _name_mover_drops_by_hand(model, ds, abc) -> dict:
+    """Sec. 3.1's rule by hand, from a plain run_with_cache and a literal path-patching loop
+    (oracles.py): for each head attending END->IO more than END->S1 + END->S2, the drop of the
+    logit diff when it is path-patched to the logits, a fraction of the clean logit diff. A head
+    is a Name Mover at threshold t when its drop is >= t."""
+    import torch
+
+    from oracles import path_patch_oracle_sweep
+
+    _, cache = model.run_with_cache(ds.tokens)
+    rows = torch.arange(len(ds))
+
+    def att(l, h, src):
+        return cache[f"blocks.{l}.attn.hook_pattern"][rows, h, ds.pos["END"], ds.pos[src]].mean().item()
+
+    heads = [(l, h) for l in range(model.cfg.n_layers) for h in range(model.cfg.n_heads)
+             if att(l, h, "IO") > att(l, h, "S1") + att(l, h, "S2")]
+    clean = metrics.logit_diff(model(ds.tokens), ds).mean().item()
+    patched = path_patch_oracle_sweep(model, ds, abc, [[h] for h in heads], receivers="logits")
+    return {hd: (clean - v) / abs(clean) for hd, v in zip(heads, patched.tolist())}
+
+
 def test_the_steps_use_the_setups_thresholds(tmp_path, monkeypatch):
+    """On ioi-tiny (which does the task), two Name Mover thresholds chosen so that the rule
+    picks different heads; each setup's step finds what the rule by hand finds at its own."""
     monkeypatch.setenv(discovery.CACHE_ENV_VAR, str(tmp_path))
-    model = tm.random_model()
-    base = discovery.setup_defaults() | {"n_prompts": 8}
-    a = discovery.setup_from(model, base | {"name_mover_threshold": 0.37})
-    nm, _ = discovery.name_movers(a)
-    assert "<= -37% of the clean logit diff" in nm.rule
-    explicit, _ = discovery.name_movers(a, threshold=0.37)
-    assert nm.heads == explicit.heads and nm.rule == explicit.rule
+    model = tm.ioi_tiny()
+    base = discovery.setup_defaults() | {"n_prompts": 24}
+    probe = discovery.setup_from(model, base)
+    assert probe.does_task
+    drops = _name_mover_drops_by_hand(model, probe.ioi, probe.abc)
+    top = max(drops.values())
+    assert top > 0, drops  # some head that attends to IO carries it to the logits
+    for t in (0.5 * top, 1.5 * top):  # the first selects at least that head, the second none
+        setup = discovery.setup_from(model, base | {"name_mover_threshold": t})
+        nm, _ = discovery.name_movers(setup)
+        assert nm.heads == sorted(h for h, d in drops.items() if d >= t), t
+        assert f"<= -{100 * t:g}% of the clean logit diff" in nm.rule
 
 
 def test_no_chapter_has_a_task_criterion_of_its_own():
