@@ -391,7 +391,9 @@ def references(model, classes: Mapping[str, object] | None = None) -> dict[str, 
     """The reference circuits available for this model, each as class name -> heads:
     ``"planted"`` (``model.planted``, when the model has one), ``"manual"`` (the classes found
     by hand, e.g. :func:`ioi_helpers.discovery.all_classes`; empty classes dropped) and
-    ``"paper"`` (:data:`ioi_helpers.paper.CIRCUIT`, only on GPT-2 small)."""
+    ``"paper"`` (:data:`ioi_helpers.paper.CIRCUIT`, only where the paper's head indices name
+    this model's heads: :func:`ioi_helpers.models.has_paper_layout`, GPT-2 small and
+    ``gpt2-planted``)."""
     out: dict[str, dict[str, list[Head]]] = {}
     planted = getattr(model, "planted", None)
     if planted:
@@ -401,7 +403,7 @@ def references(model, classes: Mapping[str, object] | None = None) -> dict[str, 
         manual = {k: v for k, v in manual.items() if v}
         if manual:
             out["manual"] = manual
-    if models.is_gpt2_small(model):
+    if models.has_paper_layout(model):
         out["paper"] = {k: list(v) for k, v in paper.CIRCUIT.items()}
     return out
 
