@@ -171,6 +171,26 @@ def test_edge_patching_equals_literal_rebuild():
     assert E.edge_patch(model, ioi, abc, empty) == pytest.approx(_plain(model, abc.tokens, ioi), rel=1e-4, abs=1e-5)
 
 
+def test_a_stack_of_edge_sets_equals_one_call_per_set():
+    """keep of shape [K, S, R] runs K edge sets at once; each row must be what the literal
+    rebuild gives for its set (and the plain call), in any batching of the prompt copies."""
+    model = random_model()
+    ioi, abc = datasets(5)
+    g = E.graph_of(model)
+    gen = torch.Generator().manual_seed(7)
+    stack = torch.stack([(torch.rand(g.mask.shape, generator=gen) < p) & g.mask
+                         for p in (0.0, 0.2, 0.6, 1.0)])
+    for batch_size in (None, 3):
+        got = E.patched_logit_diffs(model, ioi, abc, stack, batch_size=batch_size)
+        assert got.shape == (4, 5)
+        for k in range(4):
+            assert got[k].mean().item() == pytest.approx(
+                _literal_patched_metric(model, ioi, abc, stack[k]), rel=1e-4, abs=1e-4)
+            assert torch.allclose(got[k], E.patched_logit_diffs(model, ioi, abc, stack[k]), atol=1e-5)
+    with pytest.raises(ValueError, match="keep must be"):
+        E.patched_logit_diffs(model, ioi, abc, stack[:, :3])
+
+
 # ----------------------------------------------------------------------------- EAP / EAP-IG
 
 

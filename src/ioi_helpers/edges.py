@@ -239,25 +239,29 @@ def _batches(n: int, batch_size: int | None):
 
 
 def patched_logit_diffs(model, ioi: IOIDataset, abc: IOIDataset,
-                        keep: Bool[Tensor, "sender receiver"],
+                        keep: Bool[Tensor, "*set sender receiver"],
                         corrupted: dict[str, Tensor] | None = None,
-                        batch_size: int | None = None) -> Float[Tensor, "batch"]:
+                        batch_size: int | None = None) -> Float[Tensor, "*set batch"]:
     """Per-prompt logit difference of the model on p_IOI with only the edges in ``keep`` intact,
     every other edge patched with its sender's p_ABC output at all positions (module docstring).
 
-    One forward with hooks per batch, whatever the edge set.
+    One forward with hooks per batch, whatever the edge set. A stack of ``K`` edge sets
+    (``keep`` of shape ``[K, n_senders, n_receivers]``) runs as one batch of ``K x len(ioi)``
+    prompts (each copy of the prompts with its own edge set): many small edge sets (one edge
+    removed at a time, an ACDC receiver's incoming edges) cost few forwards.
 
     Args:
         model: the (bridge) model.
         ioi: p_IOI, the prompts run and scored (logit(IO) - logit(S) at END).
         abc: p_ABC, matched to ``ioi`` prompt by prompt (same token lengths).
-        keep: ``[n_senders, n_receivers]`` booleans; entries off the graph's edges are ignored.
+        keep: ``[n_senders, n_receivers]`` booleans, or a stack ``[K, n_senders, n_receivers]``
+            of edge sets; entries off the graph's edges are ignored.
         corrupted: :func:`sender_activations` of ``abc`` (computed here when None; pass it to
             evaluate several edge sets with one corrupted forward).
-        batch_size: prompts per forward (None: all at once).
+        batch_size: prompts per forward (None: all at once; with a stack, prompt copies).
 
     Returns:
-        ``[len(ioi)]`` logit differences, float32 on the CPU.
+        ``[len(ioi)]`` logit differences (``[K, len(ioi)]`` for a stack), float32 on the CPU.
     """
     _check_pair(ioi, abc)
     graph = graph_of(model)
@@ -265,12 +269,24 @@ def patched_logit_diffs(model, ioi: IOIDataset, abc: IOIDataset,
     corrupted = corrupted if corrupted is not None else sender_activations(model, abc)
     dev = model.cfg.device
     dtype = corrupted["blocks.0.hook_resid_pre"].dtype
-    removed = (graph.mask & ~keep.to(torch.bool).cpu()).to(dev, dtype)  # [S, R]
+    keep = keep.to(torch.bool).cpu()
+    if keep.dim() not in (2, 3) or tuple(keep.shape[-2:]) != tuple(graph.mask.shape):
+        raise ValueError(f"keep must be [{len(graph.senders)}, {len(graph.receivers)}] or a stack "
+                         f"[K, {len(graph.senders)}, {len(graph.receivers)}], got {tuple(keep.shape)}")
+    stacked = keep.dim() == 3
+    n_sets = keep.shape[0] if stacked else 1
+    removed_all = (graph.mask & ~keep).to(dev, dtype)  # [S, R] or [K, S, R]
+    if stacked:  # copy k of the prompts runs edge set k
+        copies = [i for _ in range(n_sets) for i in range(len(ioi))]
+        set_of = torch.arange(n_sets).repeat_interleave(len(ioi))
+        ioi = ioi[copies]
+        corrupted = {k: v[torch.tensor(copies, device=v.device)] for k, v in corrupted.items()}
     out = []
     for part in _batches(len(ioi), batch_size):
         ds = ioi[part]
         p = ds.tokens.shape[1]
         corr = {k: v[part, :p] for k, v in corrupted.items()}
+        removed = removed_all[set_of[part].to(dev)] if stacked else removed_all  # [b, S, R] / [S, R]
         # (p_ABC - this run) output of each sender so far, in forward order: [S, b, p, d], so that
         # the first n_up senders of a receiver are one contiguous slice (no copy per receiver)
         buf = torch.empty((len(graph.senders), len(ds), p, model.cfg.d_model), device=dev, dtype=dtype)
@@ -284,10 +300,11 @@ def patched_logit_diffs(model, ioi: IOIDataset, abc: IOIDataset,
             """sum over removed edges into receivers r0:r1 of (p_ABC - current) sender output."""
             n_up = graph.upstream[r0]
             assert filled[0] == n_up, (filled[0], n_up)
-            cols = removed[:n_up, r0:r1]
+            cols = removed[..., :n_up, r0:r1]
             if not bool(cols.any()):
                 return None
-            return torch.einsum("sbpd,sr->bprd", buf[:n_up], cols)
+            eq = "sbpd,bsr->bprd" if stacked else "sbpd,sr->bprd"
+            return torch.einsum(eq, buf[:n_up], cols)
 
         def input_hook(x, hook):
             push((corr["blocks.0.hook_resid_pre"] - x)[None])
@@ -327,7 +344,8 @@ def patched_logit_diffs(model, ioi: IOIDataset, abc: IOIDataset,
         with _split_inputs(model):
             end_logits, _ = hooks.run(model, ds.tokens, ds.pos["END"], fwd_hooks=fwd)
         out.append(metrics.logit_diff(end_logits, ds).float().cpu())
-    return torch.cat(out)
+    out = torch.cat(out)
+    return out.view(n_sets, -1) if stacked else out
 
 
 def edge_patch(model, ioi: IOIDataset, abc: IOIDataset, keep: Bool[Tensor, "sender receiver"],
