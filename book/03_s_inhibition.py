@@ -370,10 +370,11 @@ for token in signals.TOKENS:
 # %% [markdown]
 # ## Against the planted circuit
 #
-# On `ioi-planted` the answer is known: its weights were built to put each class in chosen heads
-# ({ref}`appendix-stand-ins`). The S-Inhibition heads this chapter discovered, beside the planted ones
-# (precision: the share of discovered heads that were planted; recall: the share of planted heads
-# that were discovered). Any other model has no planted circuit, and this table is empty.
+# On a planted model (`ioi-planted`, `gpt2-planted`) the answer is known: its weights were built
+# to put each class in chosen heads ({ref}`appendix-stand-ins`). The S-Inhibition heads this
+# chapter discovered, beside the planted ones (precision: the share of discovered heads that were
+# planted; recall: the share of planted heads that were discovered). Any other model has no
+# planted circuit, and this table is empty.
 
 # %%
 truth.against_planted(model, {"S-Inhibition": s_heads})
@@ -384,7 +385,11 @@ truth.against_planted(model, {"S-Inhibition": s_heads})
 # %% tags=["hide-input"]
 if not models.is_gpt2_small(model):
     display(Markdown(paper.stand_in_note(MODEL)))
-cmp = paper.compare_heads(s_heads, paper.CIRCUIT["S-Inhibition"])
+# head by head only where the paper's indices name this model's heads (GPT-2 small, gpt2-planted)
+cmp = paper.compare_heads(s_heads, paper.CIRCUIT["S-Inhibition"]) if models.has_paper_layout(model) else {}
+if not cmp:
+    display(Markdown(f"The paper's head indices name GPT-2 small's heads; {MODEL}'s head layout is not the "
+                     "paper's, so its list is shown for reference and no head-by-head match is made."))
 display(pd.DataFrame([{"class": "S-Inhibition", "found (ours)": ", ".join(map(paper.head_name, s_heads)) or "none",
                        "paper": ", ".join(map(paper.head_name, paper.CIRCUIT["S-Inhibition"])),
                        **{k: ", ".join(v) or "-" for k, v in cmp.items()}}]).set_index("class"))

@@ -194,10 +194,11 @@ else:
 # %% [markdown]
 # ## Against the planted circuit
 #
-# On `ioi-planted` the answer is known: its weights were built to put each class in chosen heads
-# ({ref}`appendix-stand-ins`). The Previous Token heads this chapter discovered, beside the planted ones
-# (precision: the share of discovered heads that were planted; recall: the share of planted heads
-# that were discovered). Any other model has no planted circuit, and this table is empty.
+# On a planted model (`ioi-planted`, `gpt2-planted`) the answer is known: its weights were built
+# to put each class in chosen heads ({ref}`appendix-stand-ins`). The Previous Token heads this
+# chapter discovered, beside the planted ones (precision: the share of discovered heads that were
+# planted; recall: the share of planted heads that were discovered). Any other model has no
+# planted circuit, and this table is empty.
 
 # %%
 truth.against_planted(model, {"Previous Token": [] if EXPLORATORY else prev.heads})
@@ -209,7 +210,11 @@ truth.against_planted(model, {"Previous Token": [] if EXPLORATORY else prev.head
 if not models.is_gpt2_small(model):
     display(Markdown(paper.stand_in_note(MODEL)))
 found = [] if EXPLORATORY else prev.heads
-cmp = paper.compare_heads(found, paper.CIRCUIT["Previous Token"])
+# head by head only where the paper's indices name this model's heads (GPT-2 small, gpt2-planted)
+cmp = paper.compare_heads(found, paper.CIRCUIT["Previous Token"]) if models.has_paper_layout(model) else {}
+if not cmp:
+    display(Markdown(f"The paper's head indices name GPT-2 small's heads; {MODEL}'s head layout is not the "
+                     "paper's, so its list is shown for reference and no head-by-head match is made."))
 display(pd.DataFrame([{"class": "Previous Token", "found (ours)": ", ".join(map(paper.head_name, found)) or "none",
                        "paper (GPT-2 small)": ", ".join(map(paper.head_name, paper.CIRCUIT["Previous Token"])),
                        **{k: ", ".join(v) or "-" for k, v in cmp.items()}}]).set_index("class"))
