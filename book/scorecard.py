@@ -35,7 +35,7 @@ from pathlib import Path
 import pandas as pd
 from IPython.display import HTML, Markdown, display
 
-from ioi_helpers import methods, paper, plots, results
+from ioi_helpers import layout, methods, models, paper, plots, results
 
 recorded = results.load_all(Path(results_dir) if results_dir else None, one_run=True)
 if recorded.notes:  # files of another run (model, code, sizes) or unreadable: shown as not run
@@ -96,7 +96,7 @@ counts = scorecard["verdict"].value_counts()
 display(Markdown(" · ".join(f"**{counts[v]}** {v}" for v in paper.VERDICTS if v in counts)
                  + f" (of {len(scorecard)} numbers)."))
 (scorecard[["claim", "paper (GPT-2 small) ± tolerance", "ours (shown)", "verdict"]]
- .rename(columns={"ours (shown)": f"ours ({', '.join(models_used) or '-'})"})
+ .rename(columns={"ours (shown)": "ours"})
  .style.hide(axis="index"))
 
 # %% tags=["hide-input"]
@@ -108,27 +108,62 @@ display(HTML("<details><summary>Settings, constructions and tolerances of every 
              + detail.to_html(index=False, escape=True) + "\n</details>"))
 
 # %% [markdown]
-# ## Head classes: discovered vs the paper
+# ## Head classes: discovered vs the paper and the planted truth
 #
 # Each chapter derives its head classes with a printed rule and records them under
-# `classes.<name>`; the paper's lists are shown beside them.
+# `classes.<name>`. They are scored, class by class, against each reference this model has:
+# the heads **planted** in it (a model built with a known circuit, `ioi-planted` or
+# `gpt2-planted`: chapter 7 records that truth as `truth.planted`), and **the paper's heads**
+# where the paper's head indices name this model's heads (GPT-2 small, `gpt2-planted`). On any
+# other model the paper's list is shown for reference only: its indices name other heads.
 
 # %% tags=["hide-input"]
 found = {}
+truth_planted = None
 for chapter in recorded.values():
     for key, entry in chapter["values"].items():
         if key.startswith("classes."):
             found[key.removeprefix("classes.")] = [tuple(h) for h in entry["value"]]
-class_rows = []
-for name, heads in paper.CIRCUIT.items():
-    ours = found.get(name)
-    cmp = paper.compare_heads(ours, heads) if ours is not None else None
-    class_rows.append({
-        "class": name,
-        "paper (GPT-2 small)": " ".join(paper.head_name(h) for h in heads),
-        "discovered": "not run" if ours is None else (" ".join(paper.head_name(h) for h in ours) or "none found"),
-        "match": "" if cmp is None else " ".join(cmp["match"]),
-        "missing": "" if cmp is None else " ".join(cmp["missing"]),
-        "extra": "" if cmp is None else " ".join(cmp["extra"]),
-    })
-pd.DataFrame(class_rows).style.hide(axis="index")
+        elif key == "truth.planted" and entry["value"]:
+            truth_planted = {c: [tuple(h) for h in hs] for c, hs in entry["value"].items()}
+PAPER_LAYOUT = len(models_used) == 1 and models.name_has_paper_layout(models_used[0])
+PLANTED = len(models_used) == 1 and models_used[0].split("(")[0] in models.PLANTED_MODELS  # a known truth
+
+
+def _count(summary, what):
+    text = (f"**{summary['heads']} of {summary['of_heads']}** {what} heads found in their class; "
+            f"**{summary['classes']} of {summary['of_classes']} classes** recovered exactly")
+    return text + (f" ({len(summary['not_run'])} not recorded: {', '.join(summary['not_run'])})"
+                   if summary["not_run"] else "")
+
+
+if PLANTED and truth_planted:
+    table, summary = layout.head_match(found, truth_planted, "planted")
+    display(Markdown("**Against the planted truth:** " + _count(summary, "planted") + "."))
+    display(table.drop(columns=["precision", "recall"]).style.hide(axis="index"))
+elif PLANTED:
+    display(Markdown("**Against the planted truth:** not scored: no chapter of this run recorded it "
+                     "(`truth.planted`, recorded by chapter 7)."))
+if PAPER_LAYOUT:
+    table, summary = layout.head_match(found, paper.CIRCUIT, "paper (GPT-2 small)")
+    display(Markdown("**Against the paper's heads:** " + _count(summary, "of the paper's") + ". " + (
+        "This model's heads were *planted* at the paper's positions: the match shows that the method "
+        "recovers a circuit planted at the paper's heads, not that GPT-2 small has it."
+        if PLANTED else "These are GPT-2 small's own heads, as in the paper.")))
+    display(table.drop(columns=["precision", "recall"]).style.hide(axis="index"))
+else:
+    class_rows = []
+    for name, heads in paper.CIRCUIT.items():
+        ours = found.get(name)
+        cmp = paper.compare_heads(ours, heads) if ours is not None else None
+        class_rows.append({
+            "class": name,
+            "paper (GPT-2 small)": " ".join(paper.head_name(h) for h in heads),
+            "discovered": "not run" if ours is None else (" ".join(paper.head_name(h) for h in ours) or "none found"),
+            "match": "" if cmp is None else " ".join(cmp["match"]),
+            "missing": "" if cmp is None else " ".join(cmp["missing"]),
+            "extra": "" if cmp is None else " ".join(cmp["extra"]),
+        })
+    display(Markdown("**The paper's heads, for reference only:** this model's head layout is not the "
+                     "paper's, so its indices name other heads and no head-by-head count is made."))
+    display(pd.DataFrame(class_rows).style.hide(axis="index"))
