@@ -115,14 +115,46 @@ def test_backup_name_movers_on_ioi_tiny_are_recomputed_the_same_and_compensate(t
     assert ld["nm+backup"] < ld["nm"] - 0.4 * ld["model"]
 
 
+def _circuit_ld_by_hand(model, ds, abc, circ) -> torch.Tensor:
+    """Per prompt: every head's hook_z replaced by its p_ABC template-group mean, except a
+    circuit head at its kept positions (one forward per prompt, hooks written here)."""
+    _, cache = model.run_with_cache(abc.tokens)
+    out = []
+    for i in range(len(ds)):
+        n = int(ds.lengths[i])
+        members = [j for j in range(len(abc)) if abc.groups[j] == ds.groups[i]]
+        hooks = []
+        for l in range(model.cfg.n_layers):
+            mean = cache[f"blocks.{l}.attn.hook_z"][members, :n].mean(0)  # [pos, head, d_head]
+            keep = torch.zeros(n, model.cfg.n_heads, dtype=torch.bool)
+            for (hl, hh), names in circ.items():
+                if hl == l:
+                    for name in names:
+                        keep[int(ds.pos[name][i]), hh] = True
+
+            def ablate(z, hook, mean=mean, keep=keep):
+                return torch.where(keep[None, :, :, None], z, mean[None])
+            hooks.append((f"blocks.{l}.attn.hook_z", ablate))
+        with torch.no_grad():
+            logits = model.run_with_hooks(ds.tokens[i:i + 1, :n], fwd_hooks=hooks)
+        out.append(logits[0, n - 1, ds.io_tokens[i]] - logits[0, n - 1, ds.s_tokens[i]])
+    return torch.stack(out)
+
+
 def test_circuit_on_ioi_tiny_keeps_more_than_the_empty_circuit(tiny_setup):
+    """Chapter 7 on ioi-tiny: F(C) of its discovered circuit and of the empty circuit, each
+    against a hand-written hook loop; the circuit keeps clearly more (measured: 0.39 vs 0.04 of
+    the model's 3.25: ioi-tiny's circuit is far from complete, which the chapter reports)."""
     setup = tiny_setup
     circ = discovery.circuit(discovery.all_classes(setup))
     assert circ
     values = ablation.ablation_values(setup.model, setup.ioi, setup.abc, "mean")
     f = ablation.faithfulness(setup.model, setup.ioi, values, circ)
     empty = ablation.faithfulness(setup.model, setup.ioi, values, {})
-    assert f.F_C > empty.F_C  # chapter 7: the circuit does the task better than no circuit
+    for got, c in ((f, circ), (empty, {})):  # the first 40 prompts; means over all p_ABC
+        ref = _circuit_ld_by_hand(setup.model, setup.ioi[:40], setup.abc, c)
+        assert (got.circuit_ld[:40] - ref).abs().max().item() < 1e-4
+    assert f.F_C > empty.F_C + 0.1 * f.F_M
 
 
 # ----------------------------------------------------------------------------- adversarial prompts
