@@ -490,3 +490,43 @@ def linearity(model, ioi: IOIDataset, abc: IOIDataset, attribution: MethodResult
         rows.append({"head": f"{l}.{h}", "attribution estimate": float(attribution.effect[l, h]),
                      "activation patching": (actual - attribution.clean) / abs(attribution.clean)})
     return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- edges, one at a time
+
+
+def edge_patching_scores(model, ioi: IOIDataset, abc: IOIDataset, sets_per_forward: int = 64,
+                         corrupted: dict[str, Tensor] | None = None) -> Float[Tensor, "sender receiver"]:
+    """Every edge of the edge graph (:mod:`ioi_helpers.edges`) patched alone: the change of the
+    mean logit difference when that one edge carries its sender's p_ABC output and every other
+    edge is intact (ACDC's edge test against the unpruned model, at edge level, all positions).
+
+    Brute force, one edge set per edge; ``sets_per_forward`` edge sets run as one batch of
+    prompt copies (:func:`ioi_helpers.edges.patched_logit_diffs` with a stack).
+
+    Args:
+        model: the (bridge) model.
+        ioi, abc: matched p_IOI / p_ABC.
+        sets_per_forward: edge sets (copies of the prompts) per forward, >= 1.
+        corrupted: :func:`ioi_helpers.edges.sender_activations` of ``abc``, to share.
+
+    Returns:
+        ``[n_senders, n_receivers]`` signed changes (patched - clean) in logit-diff units, 0 off
+        the graph's edges.
+    """
+    from . import edges as E
+
+    if not isinstance(sets_per_forward, int) or sets_per_forward < 1:
+        raise ValueError(f"sets_per_forward must be an int >= 1, got {sets_per_forward!r}")
+    graph = E.graph_of(model)
+    corrupted = corrupted if corrupted is not None else E.sender_activations(model, abc)
+    clean = E.patched_logit_diffs(model, ioi, abc, graph.mask, corrupted).mean()
+    idx = graph.mask.nonzero()
+    out = torch.zeros(graph.mask.shape)
+    for start in range(0, len(idx), sets_per_forward):
+        chunk = idx[start:start + sets_per_forward]
+        keep = graph.mask.repeat(len(chunk), 1, 1)
+        keep[torch.arange(len(chunk)), chunk[:, 0], chunk[:, 1]] = False
+        ld = E.patched_logit_diffs(model, ioi, abc, keep, corrupted).mean(1)
+        out[chunk[:, 0], chunk[:, 1]] = (ld - clean).float()
+    return out
