@@ -530,3 +530,24 @@ def edge_patching_scores(model, ioi: IOIDataset, abc: IOIDataset, sets_per_forwa
         ld = E.patched_logit_diffs(model, ioi, abc, keep, corrupted).mean(1)
         out[chunk[:, 0], chunk[:, 1]] = (ld - clean).float()
     return out
+
+
+class Timer:
+    """Wall seconds of named steps: ``with timer("EAP"): ...``, then ``timer.seconds``."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+
+    def against(self, unit: str) -> pd.DataFrame:
+        """Each step's seconds and its ratio to the step ``unit`` (e.g. one forward pass)."""
+        base = self.seconds[unit]
+        return pd.DataFrame([{"step": k, "seconds": v, f"x {unit}": v / base}
+                             for k, v in self.seconds.items()])

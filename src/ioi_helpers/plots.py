@@ -632,3 +632,50 @@ def _scorecard_panel(rows: pd.DataFrame, x_title: str) -> alt.LayerChart:
                         scale=alt.Scale(domain=list(VERDICT_COLORS), range=list(VERDICT_COLORS.values()))),
         tooltip=["claim", "paper", "ours", "verdict"])
     return alt.layer(band, tick, dots)
+
+
+# ----------------------------------------------------------------------------- faithfulness
+
+
+def faithfulness_chart(curves: pd.DataFrame, points: pd.DataFrame | None = None,
+                       title: str = "") -> alt.LayerChart | alt.HConcatChart:
+    """MIB faithfulness curves, one line per method, with fixed circuits as labelled points.
+
+    Args:
+        curves: long table, columns ``method``, ``fraction`` (of the graph's edges kept),
+            ``faithfulness``, and optionally ``panel`` (one panel per value, e.g. a model).
+        points: circuits as points: ``circuit``, ``fraction``, ``faithfulness`` (and ``panel``).
+        title: chart title.
+
+    The x axis is logarithmic for reading (MIB's points run from 0.1 % to 100 %); CPR and CMD
+    integrate on the linear axis (:mod:`ioi_helpers.faithfulness`). Dashed lines: 0 (the empty
+    circuit) and 1 (the model).
+    """
+    df = curves.copy()
+    if "panel" not in df:
+        df["panel"] = ""
+    pts = points.copy() if points is not None else pd.DataFrame(
+        columns=["circuit", "fraction", "faithfulness", "panel"])
+    if "panel" not in pts:
+        pts["panel"] = ""
+    x = alt.X("fraction:Q", title="fraction of edges kept (log scale)",
+              scale=alt.Scale(type="log", domain=[0.001, 1]))
+    y = alt.Y("faithfulness:Q", title="faithfulness")
+    panels = []
+    for panel in df["panel"].unique():
+        part = df[df["panel"] == panel]
+        lines = alt.Chart(part).mark_line(point=True).encode(
+            x, y, color=alt.Color("method:N", title="method"),
+            tooltip=_tooltip(part, ["method", "fraction", "faithfulness"]))
+        refs = alt.Chart(pd.DataFrame({"faithfulness": [0.0, 1.0]})).mark_rule(
+            color="#999", strokeDash=[4, 4]).encode(y="faithfulness:Q")
+        layer = refs + lines
+        p = pts[pts["panel"] == panel]
+        if len(p):
+            dots = alt.Chart(p).mark_point(shape="diamond", size=120, filled=True, color="#222").encode(
+                x, y, tooltip=_tooltip(p, ["circuit", "fraction", "faithfulness"]))
+            labels = alt.Chart(p).mark_text(dx=8, align="left", fontSize=11).encode(x, y, text="circuit:N")
+            layer = layer + dots + labels
+        panels.append(layer.properties(title=str(panel), width=380, height=260))
+    chart = panels[0] if len(panels) == 1 else alt.hconcat(*panels)
+    return chart.properties(title=title)

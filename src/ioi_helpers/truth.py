@@ -126,13 +126,6 @@ PLANTED_READS: dict[str, dict[str, frozenset[str]]] = {
     "logits": {"logits": frozenset({"OUT", "anchor"})},
 }
 
-#: The class that is silent on the clean run: the Backup Name Movers' query reads ``OUT`` and
-#: is inhibited by the name already written there, so while the Name Movers work they attend
-#: their sink. Their edges carry signal only once the Name Movers are knocked out, except the
-#: edges that carry ``OUT`` into their query (the channel that silences them).
-DORMANT_CLASS = "Backup Name Mover"
-
-
 def _is_ioi_planted(model) -> bool:
     return str(getattr(model, "ioi_model_name", "")).startswith("ioi-planted")
 
@@ -149,9 +142,9 @@ def planted_edge_table(planted: Mapping[str, Iterable[Head]], n_layers: int,
     Returns:
         Columns ``sender``, ``receiver`` (MIB node names), ``input`` (``q``, ``k``, ``v`` or
         ``logits``), ``name`` (MIB's edge name), ``features`` (the signal features carried,
-        comma-separated) and ``dormant`` (True for the backups' edges that are silent while the
-        Name Movers work, :data:`DORMANT_CLASS`). Only pairs where the sender is upstream of
-        the receiver (an edge of the graph) are listed.
+        comma-separated), ``sender class`` and ``receiver class`` (``input``, ``logits`` or the
+        planted class). Only pairs where the sender is upstream of the receiver (an edge of
+        the graph) are listed.
     """
     from . import edges as E
 
@@ -173,17 +166,16 @@ def planted_edge_table(planted: Mapping[str, Iterable[Head]], n_layers: int,
             carried = PLANTED_WRITES[s_cls] & PLANTED_READS[r_cls][x] & SIGNAL_FEATURES
             if not carried or not bool(graph.mask[s, r]):
                 continue
-            dormant = s_cls == DORMANT_CLASS or (r_cls == DORMANT_CLASS and carried != {"OUT"})
             node = rcv[:-3] if rcv.endswith(">") else rcv
             rows.append({"sender": snd, "receiver": node, "input": x,
                          "name": E._edge_name(snd, rcv),
-                         "features": ", ".join(sorted(carried)), "dormant": dormant,
+                         "features": ", ".join(sorted(carried)),
                          "sender class": s_cls, "receiver class": r_cls})
     return pd.DataFrame(rows, columns=["sender", "receiver", "input", "name", "features",
-                                       "dormant", "sender class", "receiver class"])
+                                       "sender class", "receiver class"])
 
 
-def planted_edge_mask(model, active_only: bool = False):
+def planted_edge_mask(model):
     """``[n_senders, n_receivers]`` booleans: the planted edges of ``model``
     (:func:`planted_edge_table` of ``model.planted``), or None for a model that is not an
     ``ioi-planted`` (its construction is the one the table describes; ``gpt2-planted`` adds
@@ -191,7 +183,6 @@ def planted_edge_mask(model, active_only: bool = False):
 
     Args:
         model: the (bridge) model.
-        active_only: leave out the edges that are silent on the clean run (``dormant``).
     """
     import torch
 
@@ -201,8 +192,6 @@ def planted_edge_mask(model, active_only: bool = False):
         return None
     L, H = model.cfg.n_layers, model.cfg.n_heads
     table = planted_edge_table(model.planted, L, H)
-    if active_only:
-        table = table[~table["dormant"]]
     mask = torch.zeros(E.edge_graph(L, H).mask.shape, dtype=torch.bool)
     for name in table["name"]:
         snd, rcv = name.split("->")
