@@ -365,8 +365,14 @@ def previous_token_attention(setup: Setup) -> dict[str, Float[Tensor, "layer hea
                   lambda: scores.previous_token_attention(setup.model, setup.ioi, "S1+1"))
 
 
+# Which inputs of the Induction heads at S1+1 the Previous Token step patches: "k" (default,
+# Sec. 3.3: the Previous Token heads are found through the Induction heads' keys); "qkv" is the
+# variant with every input, which also counts heads the Induction heads read only as values.
+S1P1_RECEIVER_INPUTS = {"k": "keys", "qkv": "queries, keys and values"}
+
+
 def previous_token(setup: Setup, induction_heads: Sequence[Head],
-                   threshold: float | None = None) -> HeadClass:
+                   threshold: float | None = None, receiver_input: str = "k") -> HeadClass:
     """Previous Token heads (Sec. 3.3).
 
     Experiment: path patching from each head to the keys of the Induction heads at S1+1 (all
@@ -387,11 +393,13 @@ def previous_token(setup: Setup, induction_heads: Sequence[Head],
     (:func:`induction_and_duplicate`). Receivers are not candidates. The class is confirmed on
     repeated random tokens in the chapter (previous-token score).
     """
+    if receiver_input not in S1P1_RECEIVER_INPUTS:
+        raise ValueError(f"receiver_input must be one of {sorted(S1P1_RECEIVER_INPUTS)}, got {receiver_input!r}")
     threshold = setup.previous_threshold if threshold is None else threshold
     receivers = _sorted(induction_heads)
     if not receivers:
         return _empty("Previous Token", setup, "no Induction heads were found", "S1+1")
-    r = _path(setup, receivers, "k", "S1+1")
+    r = _path(setup, receivers, receiver_input, "S1+1")
     eff = r.relative
     att = previous_token_attention(setup)
     to_s1, to_other = att["previous"], att["max other"]
@@ -399,7 +407,7 @@ def previous_token(setup: Setup, induction_heads: Sequence[Head],
              if h not in receivers]
     return HeadClass(
         "Previous Token", heads,
-        f"path-patching effect through the Induction heads' keys at S1+1 <= -{threshold:.0%} of the "
+        f"path-patching effect through the Induction heads' {S1P1_RECEIVER_INPUTS[receiver_input]} at S1+1 <= -{threshold:.0%} of the "
         f"clean logit diff, and attention S1+1->S1 > the largest attention from S1+1 to any other "
         f"earlier position (mean over prompts)",
         _table(eff, {"attn S1+1->S1": to_s1, "max attn S1+1->other earlier": to_other}, heads),

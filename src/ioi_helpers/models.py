@@ -21,6 +21,14 @@ Names understood by :func:`load_model`:
     seed-chosen heads (:mod:`ioi_helpers.planted`); ``model.planted`` maps each class name to
     its heads. No download; built in seconds. A match with it shows that a method recovers a
     known circuit, and says nothing about GPT-2 small.
+``"gpt2-planted"``
+    GPT-2 small's exact shape (12 layers x 12 heads, d_model 768, GPT-2's vocabulary) with the
+    paper's 26 heads planted at the paper's positions, decoys that make every condition of the
+    discovery rules matter, and a heavy-tailed background (:mod:`ioi_helpers.planted_gpt2`);
+    ``model.planted`` holds the truth, ``model.planted_decoys`` the decoys. The offline
+    rehearsal of the published GPT-2 book: every branch for "the paper's head layout" runs on
+    it. A match shows that a method recovers a circuit planted at the paper's heads, and says
+    nothing about whether GPT-2 small has it.
 a directory
     A local Hugging Face GPT-2 checkpoint (``config.json`` + weights).
 """
@@ -36,7 +44,10 @@ import torch
 
 DEFAULT_MODEL = "gpt2"
 MODEL_ENV_VAR = "IOI_MODEL"
-OFFLINE_MODELS = ("gpt2-random", "ioi-tiny", "ioi-planted")
+OFFLINE_MODELS = ("gpt2-random", "ioi-tiny", "ioi-planted", "gpt2-planted")
+# constructed models: seeded, with the planted truth on ``model.planted``
+PLANTED_MODELS = ("ioi-planted", "gpt2-planted")
+SEEDED_MODELS = ("gpt2-random", *PLANTED_MODELS)
 GPT2_TEST_SENTENCE = "When Mary and John went to the store, John gave a drink to"
 GPT2_TEST_IDS = [2215, 5335, 290, 1757, 1816, 284, 262, 3650, 11, 1757, 2921, 257, 4144, 284]
 TINY_DIR = Path(__file__).parent / "data" / "ioi-tiny"
@@ -136,6 +147,7 @@ def _unavailable(name: str, why: str) -> ModelUnavailableError:
         f"cannot load model {name!r}: {why}. Offline alternatives: 'gpt2-random' "
         f"(GPT-2-small architecture, random weights), 'ioi-tiny' (the bundled IOI stand-in) or "
         f"'ioi-planted' (a small GPT-2 with the paper's circuit planted by construction), "
+        f"'gpt2-planted' (GPT-2 small's shape, the paper's heads planted at the paper's positions), "
         f"or a path to a local Hugging Face GPT-2 checkpoint. Choose with {MODEL_ENV_VAR}=... "
         f"or a chapter's `model_name` parameter."
     )
@@ -239,6 +251,15 @@ def load_hf_model(name: str, seed: int = 0):
                           keep=("planted", "planted_calibration"))
         # its unembedding is calibrated to the paper's mean logit diff and IO probability
         hf.calibrated = PLANTED_CALIBRATED
+    elif name == "gpt2-planted":
+        from . import dataset, planted, planted_gpt2
+        from .weights_cache import cached_model
+
+        # GPT-2 small's shape, the paper's heads planted at the paper's positions (planted_gpt2)
+        hf = cached_model("gpt2-planted", seed, lambda: planted_gpt2.build(seed),
+                          code=[planted_gpt2, planted, dataset],
+                          keep=("planted", "planted_decoys", "planted_background", "planted_calibration"))
+        hf.calibrated = PLANTED_CALIBRATED
     elif Path(name).expanduser().is_dir():
         hf = _hf_local(Path(name).expanduser())
     else:
@@ -274,6 +295,14 @@ def check_available(name: str) -> None:
         raise _unavailable(name, "it is neither a known model name nor a local directory")
 
 
+def check_seed(seed) -> int:
+    """A model seed: an int in [0, 2**31). Anything else fails in one line before any work."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31:
+        raise ValueError(f"model seed must be an int in [0, 2**31), got {seed!r} "
+                         f"(models: 'gpt2', {', '.join(repr(m) for m in OFFLINE_MODELS)} or a local directory)")
+    return seed
+
+
 def load_model(name: str | None = None, device: str | None = None, seed: int = 0):
     """A TransformerBridge in compatibility mode for a model name (see module docstring).
 
@@ -287,6 +316,7 @@ def load_model(name: str | None = None, device: str | None = None, seed: int = 0
     there. Every other call builds.
     """
     name = default_model_name() if name is None else str(name)
+    check_seed(seed)
     handed = _take_handover(_request(name, device, seed))
     if handed is not None:
         return handed
@@ -391,10 +421,12 @@ def _unmoved(slot: dict) -> bool:
 
 def _build(name: str, device: str | None, seed: int):
     hf = load_hf_model(name, seed=seed)
-    seeded = name in ("gpt2-random", "ioi-planted")
+    seeded = name in SEEDED_MODELS
     bridge = bridge_from_hf(hf, f"{name}(seed={seed})" if seeded else name, device=device)
-    if name == "ioi-planted":
-        bridge.planted = {c: list(h) for c, h in hf.planted.items()}
+    if name in PLANTED_MODELS:
+        bridge.planted = {c: [tuple(x) for x in h] for c, h in hf.planted.items()}
+        if hasattr(hf, "planted_decoys"):
+            bridge.planted_decoys = {k: tuple(v) for k, v in hf.planted_decoys.items()}
     return bridge
 
 
@@ -430,5 +462,24 @@ def describe_model(model) -> str:
 
 
 def is_gpt2_small(model) -> bool:
-    """True only for the real GPT-2 small weights (the model the paper's numbers are about)."""
+    """True only for the real GPT-2 small weights (the model the paper's numbers are about).
+    Use it only where a sentence speaks of GPT-2 small's own results; for "the paper's heads
+    are meaningful on this model" use :func:`has_paper_layout`."""
     return getattr(model, "ioi_model_name", None) == "gpt2"
+
+
+def has_paper_layout(model) -> bool:
+    """True when the paper's head indices name this model's heads: GPT-2 small itself, and
+    ``gpt2-planted`` (GPT-2 small's shape with the paper's heads planted at the paper's
+    positions). The authors' K sets, the paper-head minimality records, the naive circuit and
+    the head-by-head comparison with the paper run exactly where this holds."""
+    name = str(getattr(model, "ioi_model_name", ""))
+    cfg = getattr(model, "cfg", None)
+    shape_ok = cfg is None or (cfg.n_layers, cfg.n_heads) == (12, 12)
+    return shape_ok and (name == "gpt2" or name.startswith("gpt2-planted"))
+
+
+def name_has_paper_layout(name: str) -> bool:
+    """:func:`has_paper_layout` from a model's name alone (for pages that read recorded results)."""
+    name = str(name)
+    return name == "gpt2" or name.startswith("gpt2-planted")

@@ -223,6 +223,15 @@ def compare_heads(found: list[Head], paper: list[Head]) -> dict[str, list[str]]:
 
 def stand_in_note(model_name: str) -> str:
     """The one visible sentence every comparison block carries when the model is not GPT-2."""
+    if str(model_name).startswith("gpt2-planted"):
+        return (
+            f"**Note:** these results come from **{model_name}**, not GPT-2 small: a model of GPT-2 "
+            f"small's exact shape whose weights were *built* so that the paper's 26 heads sit at the "
+            f"paper's positions, among decoys and background heads (see the appendix on the stand-in "
+            f"models). A match with the paper's heads shows that the method recovers a circuit "
+            f"planted at those heads; it says nothing about whether GPT-2 small has it. The paper's "
+            f"numbers are for GPT-2 small and are shown only for comparison."
+        )
     if str(model_name).startswith("ioi-planted"):
         return (
             f"**Note:** these results come from **{model_name}**, not GPT-2 small: a GPT-2 whose "
