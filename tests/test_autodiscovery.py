@@ -286,16 +286,34 @@ def test_score_table_and_references():
 # ----------------------------------------------------------------------------- ioi-planted
 
 
-def test_best_method_recovers_the_planted_circuit():
-    """On ioi-planted the best of the fast methods ranks the planted heads with AUC > 0.9."""
-    model = models.load_model("ioi-planted", seed=0, device="cpu")
+def _planted_and_prompts(n):
     from ioi_helpers.dataset import make_abc_dataset, make_ioi_dataset
 
+    model = models.load_model("ioi-planted", seed=0, device="cpu")
     tok = models.get_tokenizer()
-    ioi = make_ioi_dataset(tok, 40, seed=0)
-    abc = make_abc_dataset(tok, ioi)
-    refs = {"planted": model.planted}
-    results = [ad.attribution_heads(model, ioi, abc), ad.edge_attribution(model, ioi, abc)]
-    table = ad.score_table(results, refs)
+    ioi = make_ioi_dataset(tok, n, seed=0)
+    return model, ioi, make_abc_dataset(tok, ioi)
+
+
+def _planted_auc(model, result) -> float:
+    table = ad.score_table([result], {"planted": model.planted})
     print(table[["method", "AUC", "precision", "recall", "seconds", "CPU seconds"]].to_string())
-    assert table["AUC"].max() > 0.9
+    return float(table["AUC"].iloc[0])
+
+
+def test_each_fast_method_recovers_the_planted_circuit():
+    """On ioi-planted each fast method (not only the best of them) ranks the planted heads
+    above the others: AUC against the planted heads (roc.auc, checked by brute force above)."""
+    model, ioi, abc = _planted_and_prompts(40)
+    for result in (ad.attribution_heads(model, ioi, abc), ad.edge_attribution(model, ioi, abc)):
+        assert _planted_auc(model, result) > 0.9, result.method
+
+
+@pytest.mark.slow
+def test_acdc_recovers_the_planted_circuit():
+    """The ACDC-style walk scored too (~75 CPU-s at 20 prompts: slow). Measured: AUC 0.88,
+    precision 1.0, recall 0.76 (the walk at tau = 0.03 misses the weakest heads)."""
+    model, ioi, abc = _planted_and_prompts(20)
+    result = ad.acdc(model, ioi, abc, tau_min=None, positions=ACDC_POSITIONS, progress=False)
+    assert _planted_auc(model, result) > 0.85
+    assert set(result.selected()) <= {tuple(h) for hs in model.planted.values() for h in hs}  # precision 1
