@@ -269,16 +269,35 @@ def test_every_chapter_runs_on_the_stand_in_model_and_the_book_builds(built_book
 
 @pytest.mark.book
 def test_the_book_ran_from_an_empty_cache_of_its_own(built_book):
-    """built_book starts from an empty discovery cache (conftest.fresh_env): the chapters'
-    discovery results land there, so none was read back from an earlier run."""
-    assert list((built_book / "cache").glob("*.pt")), "the chapters wrote nothing to the fresh cache"
+    """built_book starts from an empty cache folder (conftest.fresh_env, created just before
+    the run): the model's weights were built into it (not read from another weights cache) and
+    the chapters' discovery results landed there (computed, not read back from an earlier run)."""
+    from ioi_helpers import weights_cache
+
+    own = built_book / "cache"
+    assert list(own.glob("*.pt")), "the chapters wrote nothing to the fresh cache"
+    assert {p.name.split("-")[0] for p in own.glob("*.pt")} >= {"path_patch", "attention"}
+    entries = list((own / weights_cache.SUBDIR).glob("ioi-planted-seed0-*"))
+    assert len(entries) == 1 and (entries[0] / "config.json").is_file(), entries
 
 
 def test_tests_never_touch_the_users_cache(tmp_path):
+    """In the test process and in a pipeline-like subprocess started with fresh_env, the
+    discovery cache, the weights cache and the results folder all resolve under pytest's
+    temporary folders, never to the user's defaults."""
+    from ioi_helpers import results
+
     default = cache.Path.home() / ".cache" / "ioi-circuit-book"
     assert cache.cache_dir() != default and str(cache.cache_dir()).startswith(str(tmp_path.parent))
+    assert str(results.results_dir().resolve()).startswith(str(tmp_path.parent))
     env = fresh_env(tmp_path)
-    assert env[cache.CACHE_ENV_VAR] == str(tmp_path / "cache") and not any((tmp_path / "cache").iterdir())
+    code = ("from ioi_helpers import cache, results, weights_cache; "
+            "print(cache.cache_dir(), weights_cache.weights_dir(), results.results_dir().resolve(), sep='\\n')")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    caches, weights, res = proc.stdout.split("\n")[:3]
+    assert caches == str(tmp_path / "cache") and weights.startswith(caches + os.sep)
+    assert res == str(results.results_dir().resolve()) and res.startswith(str(tmp_path.parent))
 
 
 @pytest.mark.book
