@@ -81,7 +81,7 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from ioi_helpers import ablation, dataset, discovery, methods, models, paper, plots, results
+from ioi_helpers import ablation, dataset, discovery, layout, methods, models, paper, plots, results
 
 PAPER = {key: spec["value"] for key, spec in paper.NUMBERS.items()}  # the paper's numbers (ioi_helpers.paper)
 MIN_FRACTION = PAPER["minimality.smallest_fraction"]  # Sec. 4.2: every head >= 1% of F(M)
@@ -114,24 +114,53 @@ if not models.is_gpt2_small(model):
 # as in the paper's table: the Name Movers (all three kinds) and S-Inhibition heads at END,
 # Induction and Duplicate Token heads at S2, Previous Token heads at S1+1. Everywhere else, and
 # every head outside the circuit everywhere, is knocked out.
+#
+# **Which circuit is evaluated.** Where the paper's head indices name this model's heads (GPT-2
+# small, and `gpt2-planted`, which plants the paper's heads at the paper's positions), this
+# chapter evaluates **the authors' circuit list** (`paper.CIRCUIT`, the list that made the
+# published numbers) and the circuit assembled from the discovered classes as a named
+# **variant** beside it, with a table of the heads where the two differ. On any other model the
+# paper's indices name unrelated heads, and the discovered circuit is the one evaluated
+# (`layout.evaluated_circuit`). A head found in two classes: the authors' code keeps it at the
+# position of the later class only (`layout.authors_kept`), this book's assembler at both; the
+# heads where that matters are listed below.
 
 # %%
 setup = discovery.setup_from(model, globals())
 classes = discovery.all_classes(setup)
-circuit = discovery.circuit(classes)
+evaluated = layout.evaluated_circuit(model, classes, discovery.circuit(classes))
+circuit = evaluated.circuit
 ioi, abc = setup.ioi, setup.abc
+
+# %% tags=["hide-input"]
 class_table = pd.DataFrame([{
     "class": name, "kept at": c.kept_at, "heads found": " ".join(paper.head_name(h) for h in c.heads) or "none",
     "paper (GPT-2 small)": " ".join(paper.head_name(h) for h in paper.CIRCUIT[name]),
     "rule": c.rule} for name, c in classes.items()])
 display(class_table.style.hide(axis="index"))
 n_total = model.cfg.n_layers * model.cfg.n_heads
-display(Markdown(f"The circuit has **{len(circuit)}** of the model's {n_total} heads (the paper: 26 of 144)."))
+if evaluated.source == "authors":
+    display(Markdown(
+        f"Evaluated below: **{evaluated.label}**, {len(circuit)} of the model's {n_total} heads. The classes "
+        f"discovered above assemble a circuit of {len(evaluated.variant)} heads, evaluated as the variant "
+        f"*discovered*" + (": **the same heads, kept at the same positions**, so every number below is its "
+                           "number too." if evaluated.same else "; the classes where the two differ:")))
+    if not evaluated.same:
+        display(layout.differences(evaluated).style.hide(axis="index"))
+    for note in evaluated.notes:  # a head found in two classes
+        display(Markdown(f"- {note}."))
+else:
+    display(Markdown(f"The circuit has **{len(circuit)}** of the model's {n_total} heads (the paper: 26 of 144)."))
 if not circuit:
     display(Markdown(
         f"**No class was found on {MODEL}**, so the circuit is empty: F(C) below is the model with "
         f"*every* head knocked out, and completeness and minimality have no heads to work with. The "
         f"evidence for each empty class is in its chapter (its effect heatmap and table)."))
+results.record(CHAPTER, "circuit.evaluated", evaluated.source, setup.settings(), note=evaluated.label)
+results.record(CHAPTER, "circuit.heads", [list(h) for h in circuit], setup.settings())
+if getattr(model, "planted", None):  # the model's known truth, for the scorecard's class-by-class count
+    results.record(CHAPTER, "truth.planted", {c: [list(h) for h in hs] for c, hs in model.planted.items()},
+                   note="the heads the model was built with (model.planted)")
 
 # %% [markdown]
 # ## Faithfulness
@@ -352,7 +381,7 @@ def completeness_table(circ, classes_by_name, label, candidates=greedy_candidate
     return pd.DataFrame(rows)
 
 
-class_heads = {n: c.heads for n, c in classes.items() if c.heads}
+class_heads = evaluated.classes  # the authors' classes, or the discovered ones
 comp = completeness_table(circuit, class_heads, "full")
 greedy_best = comp[comp["kind"] == "greedy"]["incompleteness"].max()
 comp_settings = settings | {"construction": "; ".join(methods.METHODS[k].construction for k in
@@ -380,42 +409,42 @@ display(comp.sort_values("incompleteness", ascending=False).head(10).style.forma
 # (its Fig. 20). The authors' code that computes it, `minimality.py`, defines K: v's
 # class, except for the Name Movers (Backup Name Movers included), where K is the heads listed
 # before v in their order of importance, and four special cases (9.0 and 11.9: all eleven Name
-# Movers and both Negative Name Movers; 5.8 and 5.9: the two Negative Name Movers). On GPT-2
-# small those sets are used as they are, with ARENA's sets (which differ for the Backup Name
-# Movers) beside them. On another model the same rule is applied to its own classes
+# Movers and both Negative Name Movers; 5.8 and 5.9: the two Negative Name Movers). Where the
+# paper's head layout holds (GPT-2 small, `gpt2-planted`) those sets are used as they are, on
+# the authors' circuit, with ARENA's sets (which differ for the Backup Name Movers) beside
+# them (`layout.minimality_k`). On another model the same rule is applied to its own classes
 # (`ablation.ordered_class_k`, Name Movers ordered by the size of their effect, the Backup
 # Name Movers after them), with plain same-class K (`ablation.same_class_k`) beside it.
 
-# %%
+# %% tags=["hide-input"]
 def by_importance(name):
     """A class's heads, largest drop first (the authors list their Name Movers "by importance")."""
     c = classes.get(name)
     return sorted(c.heads, key=lambda h: float(c.effect[h])) if c and c.heads else []
 
 
+found_heads = {n: c.heads for n, c in classes.items() if c.heads}  # the discovered classes
 generic = ablation.ordered_class_k({"Name Mover": by_importance("Name Mover") + by_importance("Backup Name Mover"),
-                                    **{n: h for n, h in class_heads.items()
+                                    **{n: h for n, h in found_heads.items()
                                        if n not in ("Name Mover", "Backup Name Mover")}})
-plain = ablation.same_class_k(class_heads)
-if models.is_gpt2_small(model):
-    K_SETS = paper.MINIMALITY_K[methods.default("minimality_k")["k_sets"]]
-    VARIANT_SETS = paper.MINIMALITY_K[methods.variant("minimality_k")["k_sets"]]
-    k_sets = {v: K_SETS.get(v, generic.get(v, ())) for v in circuit}
-    k_variant = {v: VARIANT_SETS.get(v, plain.get(v, ())) for v in circuit}
-    k_source = "the authors' minimality.py K sets (their rule for heads outside the paper's circuit)"
-    variant_name = "ARENA's K sets"
-else:
-    k_sets, k_variant = generic, plain
-    k_source = "the authors' rule (minimality.py) on this model's classes"
-    variant_name = "K = the other heads of the head's 7-class class"
-mini = ablation.minimality(model, ioi, values, circuit, k_sets, progress=False) if circuit else {}
-mini_var = ablation.minimality(model, ioi, values, circuit, k_variant, progress=False) if circuit else {}
-mini_df = pd.DataFrame([{"head": paper.head_name(v), "class": next(n for n, c in classes.items() if v in c.heads),
+plain = ablation.same_class_k(found_heads)
+
+# %%
+K = layout.minimality_k(model, circuit, generic, plain, methods.default("minimality_k")["k_sets"],
+                        methods.variant("minimality_k")["k_sets"])
+k_source, variant_name = K["source"], K["variant_name"]
+mini = ablation.minimality(model, ioi, values, circuit, K["k"], progress=False) if circuit else {}
+mini_var = ablation.minimality(model, ioi, values, circuit, K["variant"], progress=False) if circuit else {}
+
+# %% tags=["hide-input"]
+mini_df = pd.DataFrame([{"head": paper.head_name(v), "class": next(n for n, hs in class_heads.items() if v in hs),
                          "K": " ".join(paper.head_name(h) for h in r["K"]) or "{}",
                          "score": r["score"], "fraction of F(M)": r["relative"],
                          f"K ({variant_name})": " ".join(paper.head_name(h) for h in mini_var[v]["K"]) or "{}",
                          f"score ({variant_name})": mini_var[v]["score"]} for v, r in mini.items()])
 settings_k = settings | {"K": k_source, "construction": methods.METHODS["minimality_k"].construction}
+results.record(CHAPTER, "minimality.k_sets", methods.default("minimality_k")["k_sets"] if K["authors"] else "own classes",
+               settings_k)
 for v, r in mini.items():
     results.record(CHAPTER, f"minimality.ours.{paper.head_name(v)}", r["score"], settings_k)
 smallest = float(mini_df["fraction of F(M)"].min()) if len(mini_df) else None
@@ -424,14 +453,14 @@ results.record(CHAPTER, "minimality.smallest_fraction", smallest, settings_k,
 paper_heads = ["0.1", "5.5", "10.7", "9.0", "11.9"]
 for name in paper_heads:
     key = f"minimality.{name}"
-    if models.is_gpt2_small(model):
+    if models.has_paper_layout(model):  # the paper's head indices name this model's heads
         head = tuple(int(x) for x in name.split("."))
         results.record(CHAPTER, key, mini[head]["score"] if head in mini else None, settings_k,
-                       note="" if head in mini else "this head is not in the circuit found here")
+                       note="" if head in mini else "this head is not in the circuit evaluated here")
     else:
         results.record(CHAPTER, key, None, settings,
-                       note=f"GPT-2 small's head {name} has no counterpart in {MODEL}: head indices are "
-                            f"model-specific; this model's own scores are under minimality.ours.*")
+                       note=f"the paper's head {name} has no counterpart in {MODEL}: its head layout is not "
+                            f"the paper's; this model's own scores are under minimality.ours.*")
 
 if len(mini_df):
     ours = mini_df.sort_values("score", ascending=False).assign(source=f"{MODEL} (K: {k_source})")
@@ -455,32 +484,28 @@ else:
 # The paper contrasts its circuit with a **naive circuit of 13 heads**, whose completeness is
 # much worse. In the authors' code (`ioi_circuit_extraction.py`, `NAIVE`) it is: Name Movers
 # 9.6, 9.9, 10.0; S-Inhibition 7.3, 7.9, 8.6, 8.10; Induction **5.5 and 5.9 only**; Duplicate
-# Token **3.0 and 0.10 only**; Previous Token 2.2, 4.11; no Negative or Backup Name Movers. On
-# GPT-2 small that list is used as it is. On another model its indices name unrelated heads,
+# Token **3.0 and 0.10 only**; Previous Token 2.2, 4.11; no Negative or Backup Name Movers.
+# Where the paper's head layout holds (GPT-2 small, `gpt2-planted`) that list is used as it is
+# (`layout.naive_circuit`). On another model its indices name unrelated heads,
 # so the comparable naive circuit is made of the classes found by the **first path-patching
 # steps** (chapters 2-5), without the Negative and Backup Name Movers, the two classes one only
 # finds by looking at what compensates. Its greedy search draws 5 candidates per step, as the
 # authors' does for the naive circuit.
 
 # %%
-naive_names = ["Name Mover", "S-Inhibition", "Induction", "Duplicate Token", "Previous Token"]
-if models.is_gpt2_small(model):  # the authors' NAIVE dict
-    naive_classes = {n: list(h) for n, h in paper.NAIVE_CIRCUIT.items() if h}
-    naive = {h: [paper.KEPT_AT[n]] for n, heads in naive_classes.items() for h in heads}
-    naive_label = "naive (the authors' 13 heads)"
-else:
-    naive_classes = {n: classes[n].heads for n in naive_names if classes[n].heads}
-    naive = discovery.circuit({n: classes[n] for n in naive_names})
-    naive_label = "naive (first steps only)"
+naive_classes, naive, naive_label = layout.naive_circuit(model, classes)
 naive_faith = ablation.Faithfulness(F_M(), F_C(naive))
 naive_comp = completeness_table(naive, naive_classes, "naive", candidates=greedy_candidates_naive)
 naive_greedy = naive_comp[naive_comp["kind"] == "greedy"]["incompleteness"].max()
-results.record(CHAPTER, "circuit.naive.faithfulness", naive_faith.ratio, settings)
+
+# %% tags=["hide-input"]
+results.record(CHAPTER, "circuit.naive.faithfulness", naive_faith.ratio, settings | {"naive circuit": naive_label})
+results.record(CHAPTER, "circuit.naive.heads", [list(h) for h in naive], settings, note=naive_label)
 results.record(CHAPTER, "circuit.naive.greedy_incompleteness", float(naive_greedy),
                comp_settings | {"K": f"greedy {greedy_n_sets}x{greedy_n_steps}x{greedy_candidates_naive}",
                                 "naive circuit": naive_label})
 contrast = pd.DataFrame([
-    {"circuit": "full (7 classes)", "heads": len(circuit), "F(C)": faith.F_C, "F(C)/F(M)": faith.ratio,
+    {"circuit": f"full: {evaluated.label}", "heads": len(circuit), "F(C)": faith.F_C, "F(C)/F(M)": faith.ratio,
      "largest greedy incompleteness": greedy_best,
      "largest class incompleteness": comp[comp["kind"] == "class"]["incompleteness"].max()},
     {"circuit": naive_label, "heads": len(naive), "F(C)": naive_faith.F_C,
@@ -495,6 +520,52 @@ plots.show(plots.scatter_with_diagonal(
     tooltip=["circuit", "K", "heads", "F(C∖K)", "F(M∖K)", "incompleteness"]))
 
 # %% [markdown]
+# ## The discovered circuit, as a variant
+#
+# Where the authors' circuit is the headline (the paper's head layout), the circuit assembled
+# from the classes this book discovered is evaluated the same way: faithfulness, completeness
+# (random, class and greedy sets K) and minimality (the authors' rule on its own classes, as
+# on a model without the paper's layout). When the two are the same heads kept at the same
+# positions, the numbers above are its numbers and nothing is recomputed. On a model without
+# the paper's layout the discovered circuit *is* the circuit above.
+
+# %%
+VARIANT = evaluated.variant is not None and not evaluated.same
+if VARIANT:
+    var = evaluated.variant
+    var_faith = ablation.Faithfulness(F_M(), F_C(var))
+    var_comp = completeness_table(var, evaluated.variant_classes, "discovered")
+    var_mini = ablation.minimality(model, ioi, values, var, generic, progress=False) if var else {}
+
+# %% tags=["hide-input"]
+if VARIANT:
+    var_greedy = float(var_comp[var_comp["kind"] == "greedy"]["incompleteness"].max())
+    var_smallest = min((r["relative"] for r in var_mini.values()), default=None)
+    var_settings = settings | {"circuit": "discovered (chapters 2-6)", "K": "the authors' rule on its own classes"}
+    results.record(CHAPTER, "circuit.discovered.F_C", var_faith.F_C, var_settings)
+    results.record(CHAPTER, "circuit.discovered.faithfulness", var_faith.ratio, var_settings)
+    results.record(CHAPTER, "circuit.discovered.greedy_incompleteness", var_greedy, var_settings)
+    results.record(CHAPTER, "minimality.discovered.smallest_fraction", var_smallest, var_settings)
+    display(Markdown("The classes where the discovered circuit differs from the authors':"))
+    display(layout.differences(evaluated).style.hide(axis="index"))
+    display(pd.DataFrame([
+        {"circuit": name, "heads": len(c), "F(C)": f.F_C, "F(C)/F(M)": f.ratio,
+         "largest class incompleteness": t[t["kind"].str.startswith("class")]["incompleteness"].max(),
+         "largest greedy incompleteness": t[t["kind"] == "greedy"]["incompleteness"].max(),
+         "smallest minimality (fraction of F(M))": m}
+        for name, c, f, t, m in ((evaluated.label, circuit, faith, comp, smallest),
+                                 ("discovered (variant)", var, var_faith, var_comp, var_smallest))])
+            .style.format(precision=3).hide(axis="index"))
+elif evaluated.variant is not None:
+    display(Markdown(f"The discovered circuit is **the authors' circuit**: the same {len(circuit)} heads, kept "
+                     "at the same positions. Every number above is its number too."))
+else:
+    display(Markdown(f"On {MODEL} the discovered circuit is the circuit evaluated above."))
+results.record(CHAPTER, "circuit.discovered.same_as_authors",
+               evaluated.same if evaluated.variant is not None else None, setup.settings(),
+               note="" if evaluated.variant is not None else "no authors' circuit on this model's layout")
+
+# %% [markdown]
 # ## Comparison with the paper and takeaway
 
 # %% tags=["hide-input"]
@@ -504,7 +575,7 @@ rows = [(P[k]["claim"], P[k]["value"], v) for k, v in (
     ("minimality.smallest_fraction", smallest))]
 display(pd.DataFrame(rows, columns=["claim", "paper (GPT-2 small)", MODEL]).style.format(precision=3).hide(axis="index"))
 display(Markdown(
-    f"Settings: model {MODEL}, N = {len(ioi)}, BOS {prepend_bos}, {ablation_method} ablation over p_ABC per "
+    f"Settings: model {MODEL}, circuit: {evaluated.label}, N = {len(ioi)}, BOS {prepend_bos}, {ablation_method} ablation over p_ABC per "
     f"template group and position; K removed from M at its kept positions (the authors' completeness.py); "
     f"class sets grouped as the authors' (Backup Name Movers inside the Name Movers); greedy "
     f"{greedy_n_sets}x{greedy_n_steps}x{greedy_candidates} on the same prompts; minimality K: {k_source}."))
@@ -512,12 +583,14 @@ if not models.is_gpt2_small(model):
     display(Markdown(paper.stand_in_note(MODEL)))
 
 # %% tags=["hide-input"]
+WHAT = (f"The authors' circuit, evaluated on **{MODEL}**, has" if evaluated.source == "authors"
+        else f"The circuit found on **{MODEL}** has")
 if setup.does_task:  # metrics.does_task, as in every chapter
-    text = [f"The circuit found on **{MODEL}** has {len(circuit)} heads. It keeps **{faith.ratio:.0%}** of the "
+    text = [f"{WHAT} {len(circuit)} heads. It keeps **{faith.ratio:.0%}** of the "
             f"model's logit difference (F(C) = {faith.F_C:.2f} vs F(M) = {faith.F_M:.2f}; paper, GPT-2 small: "
             f"{PAPER['circuit.faithfulness']:.0%}, {PAPER['circuit.F_C']:.2f} vs {PAPER['circuit.F_M']:.2f})."]
 else:
-    text = [f"The circuit found on **{MODEL}** has {len(circuit)} heads. The model itself does not do the task "
+    text = [f"{WHAT} {len(circuit)} heads. The model itself does not do the task "
             f"(F(M) = {faith.F_M:.2f}, F(C) = {faith.F_C:.2f}), so the ratio F(C)/F(M) = {faith.ratio:.2f} "
             f"means nothing here (paper, GPT-2 small: {PAPER['circuit.faithfulness']}, {PAPER['circuit.F_C']:.2f} vs "
             f"{PAPER['circuit.F_M']:.2f})."]
@@ -538,4 +611,9 @@ if circuit:
                 f"incompleteness reaches {naive_greedy:.2f}, against {greedy_best:.2f} for the full circuit.")
 else:
     text.append("With no heads in the circuit there is nothing to test for completeness or minimality.")
+if VARIANT:
+    text.append(f"The circuit assembled from the discovered classes ({len(var)} heads) differs from the authors' "
+                f"and keeps {var_faith.ratio:.0%}.")
+elif evaluated.variant is not None:
+    text.append("The classes discovered in chapters 2-6 assemble exactly this circuit.")
 display(Markdown(" ".join(text)))
