@@ -1,17 +1,22 @@
-"""The whole book on ``gpt2-random`` at default sizes: time per chapter and peak memory.
+"""The whole book, time per chapter and peak memory, on one or more models and at the tests'
+search sizes or the chapters' defaults (the authors' sizes).
 
 Run from the repository root:
 
-    python benchmarks/bench_book.py                      # every chapter in _toc.yml, then the book
-    python benchmarks/bench_book.py --chapters 06_backup_name_movers,07_circuit_evaluation --no-build
+    python benchmarks/bench_book.py                                  # ioi-planted, then gpt2-planted, tests' sizes
+    python benchmarks/bench_book.py --model gpt2-planted --sizes authors
+    python benchmarks/bench_book.py --model gpt2-random --chapters 06_backup_name_movers,07_circuit_evaluation --no-build
 
-It runs the real pipeline (``python -m ioi_helpers.pipeline --model gpt2-random``) in a
-subprocess, prints each chapter's wall time as the pipeline reports it, and samples the
-resident memory of the pipeline and every process under it (the papermill kernels) every
-0.2 s with psutil. The discovery cache starts empty (``--warm-cache`` to reuse yours). Reported: the largest RSS of any single process (in practice a chapter's
-kernel) and the largest total RSS of the process tree. Targets (the project's): the whole book
-under 20 minutes on 2 cores, peak memory under 8 GB. Other work on the machine slows the run
-down: say what else was running when you quote a number.
+It runs the real pipeline (``python -m ioi_helpers.pipeline --model MODEL``) in a subprocess per
+model, prints each chapter's wall time as the pipeline reports it, and samples the resident
+memory of the pipeline and every process under it (the papermill kernels) every 0.2 s with
+psutil. ``--sizes tests`` passes the search sizes the book tests use (tests/conftest.py
+``CI_SEARCH_SIZES``: chapter 7's completeness searches smaller); ``--sizes authors`` runs every
+chapter at its defaults, the authors' sizes. The discovery cache starts empty (``--warm-cache``
+to reuse yours). Reported: the largest RSS of any single process (in practice a chapter's kernel)
+and the largest total RSS of the process tree, and a per-chapter table across models. Targets
+(the project's): the whole book under 20 minutes on 2 cores, peak memory under 8 GB. Other work
+on the machine slows the run down: say what else was running when you quote a number.
 """
 
 from __future__ import annotations
@@ -77,9 +82,23 @@ class TreeMemory:
         self._thread.join()
 
 
+# the book tests' search sizes (tests/conftest.py CI_SEARCH_SIZES; read, not imported: conftest
+# imports pytest)
+def tests_sizes() -> dict:
+    import ast
+
+    tree = ast.parse((ROOT / "tests" / "conftest.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "CI_SEARCH_SIZES":
+            return ast.literal_eval(node.value)
+    raise RuntimeError("tests/conftest.py defines no CI_SEARCH_SIZES")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="gpt2-random")
+    parser.add_argument("--model", default="ioi-planted,gpt2-planted", help="comma-separated model names")
+    parser.add_argument("--sizes", choices=("tests", "authors"), default="tests",
+                        help="chapter 7's searches at the tests' sizes or at the chapters' defaults")
     parser.add_argument("--chapters", help="comma-separated chapter stems (default: all in _toc.yml)")
     parser.add_argument("--no-build", action="store_true", help="execute the chapters only")
     parser.add_argument("--out", type=Path, help="output folder (default: a temporary one)")
@@ -87,9 +106,25 @@ def main(argv=None) -> int:
                         help="reuse the discovery cache ($IOI_CACHE_DIR); default: an empty one, so "
                              "every path-patching result is computed as on a fresh machine")
     args = parser.parse_args(argv)
+    table, ok = {}, True
+    for model in args.model.split(","):
+        out = (args.out / model) if args.out else None
+        times, good = run_one(model, args, out)
+        table[model], ok = times, ok and good
+    if len(table) > 1:
+        names = list(dict.fromkeys(k for t in table.values() for k in t))
+        print(f"\nper chapter (s), {args.sizes}' sizes:")
+        print(f"  {'chapter':40s}" + "".join(f"{m:>16s}" for m in table))
+        for n in names:
+            print(f"  {n:40s}" + "".join(f"{t.get(n, float('nan')):16.1f}" for t in table.values()))
+    return 0 if ok else 1
 
-    out = args.out or Path(tempfile.mkdtemp(prefix="bench-book-"))
-    cmd = [sys.executable, "-m", "ioi_helpers.pipeline", "--model", args.model, "--out", str(out)]
+
+def run_one(model: str, args, out: Path | None) -> tuple[dict, bool]:
+    out = out or Path(tempfile.mkdtemp(prefix=f"bench-book-{model}-"))
+    cmd = [sys.executable, "-m", "ioi_helpers.pipeline", "--model", model, "--out", str(out)]
+    if args.sizes == "tests":
+        cmd += [a for k, v in tests_sizes().items() for a in ("-p", k, str(v))]
     if args.chapters:
         cmd += ["--chapters", args.chapters]
     if args.no_build:
@@ -110,16 +145,17 @@ def main(argv=None) -> int:
                 times[m.group(1)] = float(m.group(2))
         rc = proc.wait()
     total = time.perf_counter() - start
-    print("\nchapter times (s):")
+    times["total (pipeline wall time)"] = total
+    print(f"\n{model}, {args.sizes}' sizes: chapter times (s):")
     for name, secs in times.items():
         print(f"  {name:40s} {secs:8.1f}")
-    print(f"  {'total (pipeline wall time)':40s} {total:8.1f}   target < {TARGET_SECONDS}")
+    print(f"  target for the total < {TARGET_SECONDS}")
     print(f"peak RSS, one process: {mem.peak_single / 2**30:.2f} GiB ({mem.peak_single_cmd})")
     print(f"peak RSS, whole process tree: {mem.peak_total / 2**30:.2f} GiB   target < {TARGET_BYTES / 2**30:.0f}")
     print(f"load average at end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
     ok = rc == 0 and total < TARGET_SECONDS and mem.peak_total < TARGET_BYTES
     print("within targets" if ok else f"NOT within targets (pipeline exit code {rc})")
-    return 0 if ok else 1
+    return times, ok
 
 
 if __name__ == "__main__":

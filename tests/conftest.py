@@ -11,6 +11,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 BOOK_TEST_MODEL = "ioi-planted"  # the offline model every chapter is executed on in the tests (known circuit)
+# GPT-2 small's shape with the paper's heads at the paper's positions: the whole book runs on it
+# too, so every "paper's head layout" branch (authors' K sets, naive circuit, head-by-head
+# comparison with the paper) executes in the tests, as it will on GPT-2 small
+PAPER_LAYOUT_TEST_MODEL = "gpt2-planted"
 SCALE_TEST_MODEL = "gpt2-random"  # GPT-2-small shapes: chapter 2 also runs on it, as a scale check
 SCALE_TEST_CHAPTER = "02_name_movers"
 # Chapter 7's completeness searches at the authors' sizes (100 random sets; greedy 10 runs x 10
@@ -62,13 +66,9 @@ def fresh_env(folder: Path) -> dict:
     return {**os.environ, CACHE_ENV_VAR: str(folder / "cache")}
 
 
-@pytest.fixture(scope="session")
-def built_book(tmp_path_factory) -> Path:
-    """``python -m ioi_helpers.pipeline --model BOOK_TEST_MODEL`` on every chapter in _toc.yml
-    plus the book build, from an empty discovery cache (``cache/``); returns the output folder
-    (``executed/``, ``html/``, ``cache/``)."""
-    out = tmp_path_factory.mktemp("book")
-    cmd = [sys.executable, "-m", "ioi_helpers.pipeline", "--model", BOOK_TEST_MODEL, "--out", str(out),
+def _run_book(tmp_path_factory, model: str, folder: str) -> Path:
+    out = tmp_path_factory.mktemp(folder)
+    cmd = [sys.executable, "-m", "ioi_helpers.pipeline", "--model", model, "--out", str(out),
            *[a for k, v in CI_SEARCH_SIZES.items() for a in ("-p", k, str(v))]]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=fresh_env(out))
     print(proc.stdout)  # per-chapter wall times, shown with -s or on failure
@@ -76,6 +76,21 @@ def built_book(tmp_path_factory) -> Path:
         pytest.fail(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}",
                     pytrace=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def built_book(tmp_path_factory) -> Path:
+    """``python -m ioi_helpers.pipeline --model BOOK_TEST_MODEL`` on every chapter in _toc.yml
+    plus the book build, from an empty discovery cache (``cache/``); returns the output folder
+    (``executed/``, ``html/``, ``cache/``, ``results/``)."""
+    return _run_book(tmp_path_factory, BOOK_TEST_MODEL, "book")
+
+
+@pytest.fixture(scope="session")
+def built_paper_layout_book(tmp_path_factory) -> Path:
+    """The same on ``PAPER_LAYOUT_TEST_MODEL`` (gpt2-planted): the offline rehearsal of the
+    published GPT-2 book, every paper-layout branch executed."""
+    return _run_book(tmp_path_factory, PAPER_LAYOUT_TEST_MODEL, "book-gpt2-planted")
 
 
 @pytest.fixture(scope="session")

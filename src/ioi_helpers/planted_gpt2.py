@@ -84,7 +84,7 @@ DECOY_FOR = {
 PARTNERED = ("weak_prev", "prevx_writer", "flag_writer", "io_position_writer")
 N_BACKGROUND = 14  # uniform-over-names copiers with heavy-tailed gains in +/- pairs, layers 9-11
 BACKGROUND_LAYERS = (9, 11)
-BACKGROUND_TOP = 0.05  # the largest |gain|; the k-th largest is TOP * RATIO**k (random sign)
+BACKGROUND_TOP = 0.075  # the largest |gain|; the k-th largest is TOP * RATIO**k (random sign)
 BACKGROUND_RATIO = 0.75
 
 # Strengths, strongest head first in the paper's order of each class (paper.CIRCUIT). The
@@ -93,14 +93,14 @@ BACKGROUND_RATIO = 0.75
 # paper's 0.59, so every head upstream has a graded, measurable share.
 _MOVER = {"name": 3.0, "inhibit": 0.25, "pos": 0.55}
 STRENGTH = {
-    "Previous Token": {"score": [6.0, 5.0], "gain": [1.0, 0.035]},
-    "Duplicate Token": {"score": [9.0, 8.0, 7.5], "gain": [0.4, 0.32, 0.12], "flag": [0.22, 0.17, 0.14],
-                        "pos": [0.4, 0.32, 0.12]},
+    "Previous Token": {"score": [6.0, 5.0], "gain": [1.0, 0.045]},
+    "Duplicate Token": {"score": [9.0, 8.0, 7.5], "gain": [0.4, 0.32, 0.16], "flag": [0.22, 0.17, 0.14],
+                        "pos": [0.4, 0.32, 0.16]},
     "Induction": {"score": [8.0, 7.6, 7.3, 7.0], "gain": [0.9, 0.76, 0.6, 0.35],
                   "flag": [0.2, 0.16, 0.14, 0.12], "pos": [0.36, 0.3, 0.26, 0.22]},
     "S-Inhibition": {"flag": [3.2, 3.1, 3.0, 2.9], "name": [2.5] * 4, "gain": [1.0, 0.9, 0.75, 0.4]},
-    "Name Mover": {**{k: [v] * 3 for k, v in _MOVER.items()}, "gain": [1.0, 0.7, 0.14]},
-    "Negative Name Mover": {**{k: [v] * 2 for k, v in _MOVER.items()}, "gain": [-0.22, -0.13]},
+    "Name Mover": {**{k: [v] * 3 for k, v in _MOVER.items()}, "gain": [1.0, 0.7, 0.125]},
+    "Negative Name Mover": {**{k: [v] * 2 for k, v in _MOVER.items()}, "gain": [-0.22, -0.12]},
     # the paper's order: 9.0, 9.7 (layer 9: weak copiers), then 10.1 ... 11.9 (take over)
     "Backup Name Mover": {"name": [_MOVER["name"]] * 2 + [7.5, 7.4, 7.3, 7.2, 7.1, 7.0],
                           "inhibit": [_MOVER["inhibit"]] * 2 + [0.6] * 6,
@@ -115,7 +115,7 @@ SINK = {"Previous Token": 0.0, "Duplicate Token": 6.0, "Induction": 6.0, "S-Inhi
 DECOY_STRENGTH = {
     "io_low_gain": {"gain": 0.005},
     "s_anti_copier": {"gain": -0.1},
-    "s_copier": {"gain": 0.1},  # the same gain as s_anti_copier, opposite sign: they cancel
+    "s_copier": {"gain": 0.16},  # outweighs s_anti_copier: S sits above the other names (IO probability)
     "io_position_writer": {"gain": 0.6},
     "s2_junk": {"gain": 0.5},
     "flag_writer": {"score": 8.0, "flag": 0.6},
