@@ -66,7 +66,7 @@ def test_shape_is_gpt2_small_and_truth_sits_at_the_paper_heads(model):
     assert not models.is_gpt2_small(model)
     assert {c: sorted(h) for c, h in model.planted.items()} == {c: _paper(c) for c in CLASSES}
     decoys = set(model.planted_decoys.values())
-    assert len(decoys) == len(planted_gpt2.DECOY_LAYERS)
+    assert len(decoys) == len(planted_gpt2.DECOY_LAYERS) + len(planted_gpt2.PARTNERED)
     assert not decoys & {h for hs in model.planted.values() for h in hs}
 
 

@@ -96,7 +96,7 @@ STRENGTH = {
     "Previous Token": {"score": [6.0, 5.0], "gain": [1.0, 0.045]},
     "Duplicate Token": {"score": [9.0, 8.0, 7.5], "gain": [0.4, 0.32, 0.16], "flag": [0.22, 0.17, 0.14],
                         "pos": [0.4, 0.32, 0.16]},
-    "Induction": {"score": [8.0, 7.6, 7.3, 7.0], "gain": [0.9, 0.76, 0.6, 0.35],
+    "Induction": {"score": [8.0, 7.6, 7.3, 7.0], "gain": [0.9, 0.76, 0.6, 0.3],
                   "flag": [0.2, 0.16, 0.14, 0.12], "pos": [0.36, 0.3, 0.26, 0.22]},
     "S-Inhibition": {"flag": [3.2, 3.1, 3.0, 2.9], "name": [2.5] * 4, "gain": [1.0, 0.9, 0.75, 0.4]},
     "Name Mover": {**{k: [v] * 3 for k, v in _MOVER.items()}, "gain": [1.0, 0.7, 0.125]},
@@ -105,7 +105,7 @@ STRENGTH = {
     "Backup Name Mover": {"name": [_MOVER["name"]] * 2 + [7.5, 7.4, 7.3, 7.2, 7.1, 7.0],
                           "inhibit": [_MOVER["inhibit"]] * 2 + [0.6] * 6,
                           "pos": [_MOVER["pos"]] * 2 + [1.0] * 6, "written": [0.0] * 2 + [8.0] * 6,
-                          "gain": [0.05, 0.045, 0.205, 0.18, 0.165, 0.145, 0.175, 0.155],
+                          "gain": [0.05, 0.045, 0.18, 0.16, 0.145, 0.13, 0.155, 0.135],
                           # layer 9 attends like the Name Movers; the others wait for the IO to be missing
                           "sink": [4.0] * 2 + [8.5] * 6},
 }
