@@ -97,7 +97,7 @@ STRENGTH = {
     "Duplicate Token": {"score": [9.0, 8.0, 7.5], "gain": [0.4, 0.32, 0.16], "flag": [0.22, 0.17, 0.14],
                         "pos": [0.4, 0.32, 0.16]},
     "Induction": {"score": [8.0, 7.6, 7.3, 7.0], "gain": [0.9, 0.76, 0.6, 0.3],
-                  "flag": [0.2, 0.16, 0.14, 0.12], "pos": [0.36, 0.3, 0.26, 0.22]},
+                  "flag": [0.2, 0.16, 0.14, 0.12], "pos": [0.36, 0.3, 0.26, 0.17]},
     "S-Inhibition": {"flag": [3.2, 3.1, 3.0, 2.9], "name": [2.5] * 4, "gain": [1.0, 0.9, 0.75, 0.4]},
     "Name Mover": {**{k: [v] * 3 for k, v in _MOVER.items()}, "gain": [1.0, 0.7, 0.125]},
     "Negative Name Mover": {**{k: [v] * 2 for k, v in _MOVER.items()}, "gain": [-0.22, -0.12]},
