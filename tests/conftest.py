@@ -101,4 +101,5 @@ def unexecuted_book(tmp_path_factory) -> Path:
     from ioi_helpers import notebooks, pipeline
 
     out = tmp_path_factory.mktemp("unexecuted")
-    return pipeline.build_book([notebooks.notebook_path(p) for p in pipeline.chapter_paths()], out)
+    return pipeline.build_book([notebooks.notebook_path(p) for p in pipeline.chapter_paths()], out,
+                               unexecuted=True)
