@@ -208,7 +208,7 @@ behaviour_table(planted_model, planted_behaviour, n_prompts, "planted.")
 #   planted heads. Every comparison of a discovered class with the paper's heads, head by head,
 #   therefore runs here as it will on GPT-2 small; a match shows that the method recovers heads
 #   planted there, and nothing about GPT-2 small.
-# * **Backups that take over.** The Name Movers also write the name they moved into a
+# * **Backup Name Movers in three layers.** The Name Movers also write the name they moved into a
 #   feature of their own that only the backups read, and a backup attends the names that are
 #   *not* written there. While the Name Movers work the backups stay quiet; when the Name Movers
 #   are knocked out at END, each backup in a later layer takes over. Backups write only to the
@@ -224,11 +224,8 @@ behaviour_table(planted_model, planted_behaviour, n_prompts, "planted.")
 #   in pairs of opposite sign.
 #
 # **Calibrated, not reproduced:** as for `ioi-planted`, the unembedding's gain and a constant
-# name logit are set per seed on prompts of a dataset seed no measurement uses: the mean logit
-# difference is set to the paper's, and the mean IO probability aimed at it (the table below
-# shows how near it gets).
-#
-# The planted circuit, drawn as for `ioi-planted`:
+# name logit are set per seed on prompts of a dataset seed no measurement uses, so that the
+# mean logit difference is the paper's and the mean IO probability close to it.
 
 # %%
 plots.show(plots.circuit_diagram(gpt2_model.planted, f"The circuit planted in {GPT2P}"))
