@@ -36,7 +36,6 @@ def _paper(cls: str) -> list:
 @pytest.fixture(scope="module")
 def model():
     print(f"\ngpt2-planted model seed {MODEL_SEED} (set IOI_GPT2_PLANTED_SEED to pin it)")
-    torch.set_grad_enabled(False)
     return models.load_model("gpt2-planted", device=DEVICE, seed=MODEL_SEED)
 
 
