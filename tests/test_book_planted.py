@@ -97,12 +97,13 @@ def test_chapter_recovers_exactly_the_planted_heads(built_book, chapter):
         assert found == sorted(map(tuple, truth[name])), f"{chapter}: {name}"
 
 
-@pytest.mark.parametrize("chapter", list(CHAPTER_CLASSES))
-def test_chapter_took_its_main_path(built_book, chapter):
-    values = _values(built_book, chapter)
+def main_path_failures(book, chapter: str) -> list[str]:
+    """The MAIN_PATH_CHECKS claims of ``chapter`` that its recorded values in ``book`` fail
+    (asserting first that no fallback result was recorded)."""
+    values = _values(book, chapter)
     assert not [k for k in values if k.startswith("exploratory.")], "a fallback (exploratory) result was recorded"
     v = {k: e["value"] for k, e in values.items()}
-    base = _values(built_book, "01_task")["baseline.logit_diff"]["value"]
+    base = _values(book, "01_task")["baseline.logit_diff"]["value"]
     failed = []
     for claim, holds in MAIN_PATH_CHECKS[chapter].items():
         try:
@@ -111,6 +112,12 @@ def test_chapter_took_its_main_path(built_book, chapter):
             ok, claim = False, f"{claim} ({type(err).__name__}: {err})"
         if not ok:
             failed.append(claim)
+    return failed
+
+
+@pytest.mark.parametrize("chapter", list(CHAPTER_CLASSES))
+def test_chapter_took_its_main_path(built_book, chapter):
+    failed = main_path_failures(built_book, chapter)
     assert not failed, f"{chapter}: {failed}"
     nb = nbformat.read(built_book / "executed" / f"{chapter}.ipynb", as_version=4)
     shown = "\n".join(str(o.get("data", {}).get("text/markdown", "")) + str(o.get("text", ""))
