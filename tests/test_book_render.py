@@ -9,9 +9,7 @@ uncaught exception, ``console.error`` or failed load. Without Chromium these tes
 
 from __future__ import annotations
 
-import json
 import os
-import select
 import shutil
 import subprocess
 import time
@@ -23,6 +21,7 @@ import pandas as pd
 import pytest
 
 from conftest import REPO
+from devtools import DevTools
 from ioi_helpers import plots
 
 BROWSERS = ("chromium", "chromium-browser")
@@ -58,94 +57,25 @@ def rendered_dom(browser: str, page: Path, tmp_path: Path) -> str:
     return proc.stdout
 
 
-class Console:
-    """Headless Chromium driven over the DevTools protocol on a pipe (``--remote-debugging-pipe``:
-    JSON messages on file descriptors 3 and 4), the network off; :meth:`errors` loads a page and
-    returns what its console logged as an error."""
+class Console(DevTools):
+    """Headless Chromium (:class:`devtools.DevTools`) with the page's console, runtime and log
+    events on; :meth:`errors` loads a page and returns what its console logged as an error."""
 
     def __init__(self, executable: str, profile: Path) -> None:
-        to_chrome_r, self._w = os.pipe()
-        self._r, from_chrome_w = os.pipe()
-
-        def child() -> None:  # the protocol lives on fds 3 (commands) and 4 (answers, events)
-            a, b = os.dup(to_chrome_r), os.dup(from_chrome_w)
-            os.dup2(a, 3)
-            os.dup2(b, 4)
-            os.closerange(5, 4096)
-
-        self.proc = subprocess.Popen(
-            [executable, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-             "--remote-debugging-pipe", "--no-first-run", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}",
-             "--host-resolver-rules=MAP * ~NOTFOUND", "about:blank"],
-            close_fds=False, preexec_fn=child, stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        os.close(to_chrome_r)
-        os.close(from_chrome_w)
-        self._buf, self._id, self.events = b"", 0, []
-        target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
-        self.session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
-        for domain in ("Page", "Runtime", "Log"):
-            self.send(f"{domain}.enable", page=True)
-
-    def _read(self, until: float) -> bool:
-        """Read what Chromium wrote until the deadline; False once it passed."""
-        left = until - time.monotonic()
-        if left <= 0:
-            return False
-        if select.select([self._r], [], [], left)[0]:
-            chunk = os.read(self._r, 1 << 20)
-            if not chunk:
-                raise RuntimeError("Chromium closed the DevTools pipe")
-            self._buf += chunk
-        return True
-
-    def _messages(self):
-        while b"\0" in self._buf:
-            raw, self._buf = self._buf.split(b"\0", 1)
-            yield json.loads(raw)
-
-    def send(self, method: str, params: dict | None = None, page: bool = False,
-             timeout: float = 60) -> dict:
-        """Send a command and return its answer; events read meanwhile go to ``events``."""
-        self._id += 1
-        msg = {"id": self._id, "method": method, "params": params or {}}
-        if page:
-            msg["sessionId"] = self.session
-        os.write(self._w, json.dumps(msg).encode() + b"\0")
-        deadline = time.monotonic() + timeout
-        while True:
-            for answer in self._messages():
-                if answer.get("id") == self._id:
-                    if "error" in answer:
-                        raise RuntimeError(f"{method}: {answer['error']}")
-                    return answer["result"]
-                if "method" in answer:
-                    self.events.append(answer)
-            if not self._read(deadline):
-                raise TimeoutError(f"Chromium did not answer {method} within {timeout}s")
+        super().__init__(executable, profile, enable=("Page", "Runtime", "Log"))
 
     def errors(self, page: Path, settle: float = 1.0, timeout: float = 60) -> list[str]:
         """Load ``page``; every error its console logged until ``settle`` s after the load event."""
         self.events = []
-        self.send("Page.navigate", {"url": page.resolve().as_uri()}, page=True)
+        self.navigate(page)
         deadline, loaded = time.monotonic() + timeout, None
         while loaded is None or time.monotonic() < loaded + settle:
             if loaded is None and any(e["method"] == "Page.loadEventFired" for e in self.events):
                 loaded = time.monotonic()
-            if not self._read(min(deadline, (loaded or deadline) + settle)) and loaded is None:
+            if not self.read(min(deadline, (loaded or deadline) + settle)) and loaded is None:
                 raise TimeoutError(f"{page.name} did not load within {timeout}s")
-            self.events += [m for m in self._messages() if "method" in m]
+            self.events += [m for m in self.messages() if "method" in m]
         return [text for text in map(console_error, self.events) if text]
-
-    def close(self) -> None:
-        try:
-            self.send("Browser.close", timeout=10)
-        except (RuntimeError, TimeoutError, OSError):
-            self.proc.kill()
-        self.proc.wait(timeout=30)
-        os.close(self._w)
-        os.close(self._r)
 
 
 def console_error(event: dict) -> str | None:

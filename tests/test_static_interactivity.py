@@ -11,10 +11,7 @@ skip, unless ``CI`` is set: then they fail (the ``chromium`` fixture of test_boo
 from __future__ import annotations
 
 import json
-import os
-import select
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -23,6 +20,7 @@ import pytest
 import yaml
 
 from conftest import REPO
+from devtools import DevTools
 from ioi_helpers import pipeline, plots
 from test_book_render import chromium  # noqa: F401  (the fixture: skip or fail without Chromium)
 
@@ -34,70 +32,15 @@ TOKENS = [["When", " Mary", " and", " John", " went", " to"],
 # ----------------------------------------------------------------------------- a DevTools client
 
 
-class Browser:
-    """Headless Chromium with the DevTools protocol on a pipe; one page, the network off."""
+class Browser(DevTools):
+    """Headless Chromium (:class:`devtools.DevTools`) with a 1300 x 1000 window."""
 
     def __init__(self, executable: str, profile: Path) -> None:
-        to_chrome_r, self._w = os.pipe()
-        self._r, from_chrome_w = os.pipe()
-
-        def child() -> None:  # the protocol lives on fds 3 (commands) and 4 (answers)
-            a, b = os.dup(to_chrome_r), os.dup(from_chrome_w)
-            os.dup2(a, 3)
-            os.dup2(b, 4)
-            os.closerange(5, 4096)
-
-        self.proc = subprocess.Popen(
-            [executable, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-             "--remote-debugging-pipe", "--no-first-run", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}",
-             "--host-resolver-rules=MAP * ~NOTFOUND", "about:blank"],
-            close_fds=False, preexec_fn=child, stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        os.close(to_chrome_r)
-        os.close(from_chrome_w)
-        self._buf, self._id = b"", 0
-        target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
-        self.session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
-        self.send("Emulation.setDeviceMetricsOverride",
-                  {"width": 1300, "height": 1000, "deviceScaleFactor": 1, "mobile": False}, page=True)
-
-    def send(self, method: str, params: dict | None = None, page: bool = False,
-             timeout: float = 60) -> dict:
-        self._id += 1
-        msg = {"id": self._id, "method": method, "params": params or {}}
-        if page:
-            msg["sessionId"] = self.session
-        os.write(self._w, json.dumps(msg).encode() + b"\0")
-        deadline = time.monotonic() + timeout
-        while True:
-            while b"\0" in self._buf:
-                raw, self._buf = self._buf.split(b"\0", 1)
-                answer = json.loads(raw)
-                if answer.get("id") == self._id:
-                    if "error" in answer:
-                        raise RuntimeError(f"{method}: {answer['error']}")
-                    return answer["result"]
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"Chromium did not answer {method} within {timeout}s")
-            if select.select([self._r], [], [], left)[0]:
-                chunk = os.read(self._r, 1 << 20)
-                if not chunk:
-                    raise RuntimeError("Chromium closed the DevTools pipe")
-                self._buf += chunk
-
-    def js(self, expression: str):
-        """Evaluate in the page (promises awaited) and return the value."""
-        r = self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True,
-                                           "awaitPromise": True}, page=True)
-        if "exceptionDetails" in r:
-            raise RuntimeError(f"page script failed: {r['exceptionDetails']}")
-        return r["result"].get("value")
+        super().__init__(executable, profile, width=1300, height=1000)
 
     def open(self, page: Path, timeout: float = 60) -> list[str]:
         """Load a page and wait until every chart drew (or failed); their states."""
-        self.send("Page.navigate", {"url": page.resolve().as_uri()}, page=True)
+        self.navigate(page)
         deadline = time.monotonic() + timeout
         while True:
             states = self.js("document.readyState === 'complete' ? Array.from("
@@ -112,15 +55,6 @@ class Browser:
 
     def mouse_to(self, x: float, y: float) -> None:
         self.send("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": x, "y": y}, page=True)
-
-    def close(self) -> None:
-        try:
-            self.send("Browser.close", timeout=10)
-        except (RuntimeError, TimeoutError, OSError):
-            self.proc.kill()
-        self.proc.wait(timeout=30)
-        os.close(self._w)
-        os.close(self._r)
 
 
 # What a chart drew: every rect's fill and every text, in document order.
