@@ -37,3 +37,16 @@ def test_ci_starts_from_an_empty_cache_and_says_what_it_deselects():
     ci = (REPO / ".ci" / "run").read_text()
     assert re.search(r'export IOI_CACHE_DIR="\$work/cache"', ci) and 'work="$(mktemp -d)"' in ci
     assert "all tests included" not in ci and "slow" in ci
+
+
+def test_the_front_page_lists_every_model_and_the_readmes_offline_command():
+    """book/intro.md's model table has a row for GPT-2 small and for every offline model
+    ``load_model`` accepts, and its offline command is one the README gives."""
+    from ioi_helpers import models
+
+    intro = (REPO / "book" / "intro.md").read_text()
+    rows = set(re.findall(r"^\| `([\w-]+)` \|", intro, flags=re.M))
+    assert rows == {"gpt2", *models.OFFLINE_MODELS}, rows
+    readme = (REPO / "README.md").read_text()
+    commands = re.findall(r"^(IOI_MODEL=[\w-]+ python -m ioi_helpers\.pipeline)", intro, flags=re.M)
+    assert commands and all(c in readme for c in commands), commands
