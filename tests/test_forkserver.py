@@ -15,6 +15,7 @@ needs_fork = pytest.mark.skipif(forkserver.usable() is not None, reason=f"no for
 PROBE = """
 import json, os, signal, sys, torch
 from ioi_helpers import models
+from ipykernel.kernelapp import IPKernelApp
 a = torch.randn(1500, 1500)
 for _ in range(3):
     (a @ a).sum()  # OpenMP on every thread: hangs in a child forked after the parent used a pool
@@ -26,6 +27,7 @@ print(json.dumps({
     "stdin": os.path.realpath("/proc/self/fd/0"), "imported": "transformer_lens.model_bridge" in sys.modules,
     "slot": None if slot is None else [slot["request"][0], slot["pid"]],
     "handler": signal.getsignal(signal.SIGCHLD) == signal.SIG_DFL,
+    "polls": getattr(getattr(IPKernelApp.instance(), "poller", None), "parent_pid", None),
 }))
 """
 
@@ -70,6 +72,7 @@ def test_a_forked_kernel_is_a_kernel_like_a_launched_one(tmp_path, monkeypatch):
                 assert seen["threads"] == torch.get_num_threads()
                 assert seen["sid"] == seen["pid"] == km.provisioner.pid  # its own session, as launched
                 assert seen["ppid"] == server.process.pid
+                assert seen["polls"] == server.process.pid  # it exits when the server does
                 assert seen["stdin"] == "/dev/null" and seen["handler"]
                 assert seen["imported"]  # the server's imports came with the fork
                 assert seen["slot"] == ["ioi-tiny", server.process.pid]  # and the model it built
@@ -152,3 +155,52 @@ def test_chapters_on_cuda_get_launched_kernels(tmp_path, monkeypatch):
         assert kernels.take(0) is None  # the first chapter: papermill's own kernel
     finally:
         kernels.close()
+
+
+ORPHAN = """
+import sys, time
+from jupyter_core.utils import run_sync
+from ioi_helpers import forkserver, pipeline
+server = forkserver.ForkServer()
+km = forkserver.kernel_manager(server, pipeline.ensure_kernel())
+run_sync(km.start_kernel)()
+print(server.process.pid, km.provisioner.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def gone(pid: int, within: float) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().split(") ", 1)[1].startswith("Z"):
+                    return True  # a zombie has exited
+        except FileNotFoundError:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+@needs_fork
+def test_killing_the_pipeline_leaves_no_server_or_kernel_behind():
+    """A pipeline killed outright (SIGKILL: no clean-up runs) takes its fork server and the
+    kernels forked from it along: none is left running as an orphan."""
+    import subprocess
+    import sys
+
+    pipe = subprocess.Popen([sys.executable, "-c", ORPHAN], stdout=subprocess.PIPE, text=True)
+    try:
+        server_pid, kernel_pid = map(int, pipe.stdout.readline().split())
+        os.kill(pipe.pid, signal.SIGKILL)
+        pipe.wait()
+        assert gone(server_pid, 15), "the fork server outlived its pipeline"
+        assert gone(kernel_pid, 15), "a forked kernel outlived its fork server"
+    finally:
+        pipe.kill()
+        for pid in locals().get("server_pid", None), locals().get("kernel_pid", None):
+            if pid:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass

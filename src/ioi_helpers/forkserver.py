@@ -273,8 +273,11 @@ def _kernel(request: dict, threads: int, disconnect) -> None:
         os.close(devnull)
         os.environ.clear()
         os.environ.update(request["env"])
-        # the kernel's parent poller exits when its parent (this server) goes away
-        os.environ["JPY_PARENT_PID"] = str(os.getppid())
+        # the kernel exits when its parent (this server) goes away: ipykernel's parent poller.
+        # JPY_PARENT_PID alone does not reach it here (ipykernel read it into parent_handle's
+        # default when the server imported it), so it is also passed on the command line below.
+        server_pid = os.getppid()
+        os.environ["JPY_PARENT_PID"] = str(server_pid)
         os.chdir(request["cwd"])
         sys.path[0] = os.getcwd()  # as `python -m ipykernel_launcher` run in that folder
         import torch
@@ -284,7 +287,7 @@ def _kernel(request: dict, threads: int, disconnect) -> None:
         sys.argv = [ipykernel_launcher_path(), *argv[3:]]
         from ipykernel.kernelapp import IPKernelApp
 
-        IPKernelApp.launch_instance(argv=argv[3:])
+        IPKernelApp.launch_instance(argv=[*argv[3:], f"--IPKernelApp.parent_handle={server_pid}"])
         code = 0
     except SystemExit as stop:
         code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
