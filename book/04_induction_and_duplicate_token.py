@@ -283,8 +283,7 @@ else:
 # changing only the outputs of the Induction and Duplicate Token heads (instead of everything
 # the variant changes) reproduces most of that change when the position changes and little of
 # it when only the token changes: these heads carry the *position* of the duplicate, not its
-# identity. (Earlier versions of this page quoted "at least 88%" and "under 8%"; neither number
-# is in our reference copy of the paper or in the authors' code, so they are not used here.)
+# identity. The paper gives no number for "most" and "little" here, so none is quoted.
 #
 # **Ours.** For each variant (built by `dataset.signal_variant` as the authors' code builds
 # them, chapter 3: the names are rewritten in place, every token keeps its position, the

@@ -121,9 +121,9 @@ if EXPLORATORY:
 # prompts, of the largest attention from S1+1 to another position before it). The paper
 # (Sec. 3.3) describes these heads as attending to the previous token, S1, and the authors'
 # check of the class scores attention to the previous token on repeated random tokens
-# (`experiments.py`, "Validation outside of IOI"). An earlier version compared S1+1 -> S1 with
-# S1+1 -> IO, which says nothing on BABA prompts ("Then, [B] and [A] ..."), where the IO comes
-# after S1+1 and cannot be attended to. The paper names the two heads that stand out without a
+# (`experiments.py`, "Validation outside of IOI"). Comparing S1+1 -> S1 with S1+1 -> IO alone
+# would say nothing on BABA prompts ("Then, [B] and [A] ..."), where the IO comes after S1+1
+# and cannot be attended to. The paper names the two heads that stand out without a
 # numeric cut-off; 3% is the threshold of chapter 4, for an effect just as far from the logits.
 
 # %%

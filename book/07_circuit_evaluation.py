@@ -336,7 +336,7 @@ display(Markdown(f"Across these choices faithfulness ranges from "
 # authors' code knocks them out **only at their kept positions** (END, S2 or S1+1: it removes
 # the circuit's (head, position) nodes). That is the default here; the table also gives
 # F(M ∖ K) and the incompleteness with K knocked out of the model at every position, the
-# construction this book used before (the paper's text does not say which).
+# other reading of the paper's text (which does not say which).
 
 # %%
 display(Markdown(f"Greedy search: **{greedy_n_sets} run(s) x {greedy_n_steps} steps x {greedy_candidates} "
