@@ -27,17 +27,30 @@
 # * **`ioi-tiny`**: a small GPT-2 this project *trained* on the task. It learned IOI with a
 #   circuit of its own (a shortcut), which most of the paper's classes are absent from; the
 #   second half of this page shows the evidence.
+# * **`gpt2-planted`**: the same construction in GPT-2 small's exact shape, with the paper's heads
+#   planted at the paper's positions among decoys. It rehearses the GPT-2 book offline: every
+#   comparison with the paper's heads runs on it as it will on GPT-2 small.
 # * `gpt2-random` (GPT-2 small's shapes, random weights) is only a scale check: it does not do
 #   the task, and the chapters say so when they run on it.
 #
-# Neither stand-in is GPT-2 small, and their head indices mean nothing in GPT-2's numbering.
+# None of them is GPT-2 small. The head indices of `ioi-planted` and `ioi-tiny` mean nothing in
+# GPT-2's numbering; those of `gpt2-planted` are the paper's by construction, and say nothing
+# about GPT-2 small's own heads.
 
 # %% tags=["parameters"]
 model_name = None  # the book's model: the last section lists the classes its chapters recorded
-planted_seed = 0  # which ioi-planted is described (the seed chooses the heads of each class)
-n_prompts = 200  # prompts per measurement below
-seed = 1  # dataset seed (ioi-planted is calibrated on another one)
+planted_seed = 0  # which planted models are described (ioi-planted: the heads of each class;
+#                   gpt2-planted: the decoys' heads, codes and noise)
+n_prompts = 100  # prompts per measurement below (the chapters' N)
+seed = 0  # dataset seed, the chapters' (the planted models are calibrated on another one)
 prepend_bos = False  # the paper's choice: no <|endoftext|> at the start
+# shared by every chapter (discovery.setup_from): templates and the classes' rule thresholds
+template_set = "mixed"
+name_mover_threshold = 0.05
+s_inhibition_threshold = 0.05
+induction_threshold = 0.03
+previous_threshold = 0.03
+backup_threshold = 0.02
 
 # %% tags=["hide-input"]
 import json
@@ -47,7 +60,10 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
+from myst_nb import glue
+
 from ioi_helpers import ablation, dataset, discovery, evaluate_tiny, metrics, models, paper, plots, results, truth
+from ioi_helpers import planted_gpt2
 
 torch.set_grad_enabled(False)
 CHAPTER = "appendix_stand_in_model"
@@ -55,12 +71,15 @@ BOOK_MODEL = models.default_model_name() if model_name is None else model_name
 record = json.loads((models.TINY_DIR / "training.json").read_text())
 planted_model = models.load_model("ioi-planted", seed=planted_seed)
 PLANTED = planted_model.ioi_model_name
-results.start(CHAPTER, BOOK_MODEL, {"n_prompts": n_prompts, "seed": seed, "prepend_bos": prepend_bos,
-                                    "planted_seed": planted_seed},
+gpt2_model = models.load_model("gpt2-planted", seed=planted_seed)  # built once, then read from disk
+GPT2P = gpt2_model.ioi_model_name
+results.start(CHAPTER, BOOK_MODEL, {k: globals()[k] for k in discovery.SETUP_PARAMETERS}
+              | {"planted_seed": planted_seed},
               calibrated=planted_model.calibrated)
 tokenizer = models.get_tokenizer()
-display(Markdown(f"**Models on this page:** {models.describe_model(planted_model)}; ioi-tiny (loaded below). "
-                 f"Settings: N = {n_prompts} prompts, dataset seed {seed}, templates 'mixed', BOS "
+display(Markdown(f"**Models on this page:** {models.describe_model(planted_model)}; "
+                 f"{models.describe_model(gpt2_model)}; ioi-tiny (loaded below). "
+                 f"Settings: N = {n_prompts} prompts, dataset seed {seed}, templates '{template_set}', BOS "
                  f"{'prepended' if prepend_bos else 'not prepended'}."))
 
 # %% [markdown]
@@ -130,35 +149,240 @@ plots.show(plots.circuit_diagram(planted_model.planted, f"The circuit planted in
 # calibration one.
 
 # %%
-ioi = dataset.make_ioi_dataset(tokenizer, n_prompts, "mixed", seed=seed, prepend_bos=prepend_bos)
-abc = dataset.make_abc_dataset(tokenizer, ioi)
-base = metrics.summarize(metrics.end_logits(planted_model, ioi), ioi)
-abc_ld = metrics.mean_logit_diff(metrics.end_logits(planted_model, abc), abc)
-values = ablation.ablation_values(planted_model, ioi, abc, "mean")
-movers = planted_model.planted["Name Mover"]
-ko_ld = ablation.ablated_logit_diff(
-    planted_model, ioi, ablation.knockout_mask(planted_model, ioi, {h: ["END"] for h in movers}), values).mean().item()
-kept = {h: [paper.KEPT_AT[c]] for c, heads in planted_model.planted.items() for h in heads}
-faith = ablation.faithfulness(planted_model, ioi, values, kept)
+def behaviour(model, ioi, abc):
+    """Chapter 1's, 6's and 7's measurements on a model with a planted circuit."""
+    base = metrics.summarize(metrics.end_logits(model, ioi), ioi)
+    abc_ld = metrics.mean_logit_diff(metrics.end_logits(model, abc), abc)
+    values = ablation.ablation_values(model, ioi, abc, "mean")
+    knockout = {h: ["END"] for h in model.planted["Name Mover"]}
+    mask = ablation.knockout_mask(model, ioi, knockout)
+    ko_ld = ablation.ablated_logit_diff(model, ioi, mask, values).mean().item()
+    kept = {h: [paper.KEPT_AT[c]] for c, heads in model.planted.items() for h in heads}
+    faith = ablation.faithfulness(model, ioi, values, kept)
+    return base, abc_ld, ko_ld, faith.ratio
+
+
+planted_setup = discovery.setup_from(planted_model, globals())
+planted_behaviour = behaviour(planted_model, planted_setup.ioi, planted_setup.abc)
 
 # %% tags=["hide-input"]
-behaviour = [
-    ("mean logit diff", base["logit diff"], paper.NUMBERS["baseline.logit_diff"]["value"], "calibrated"),
-    ("IO above S", base["IO > S"], paper.NUMBERS["baseline.io_above_s"]["value"], ""),
-    ("mean IO probability", base["IO prob"], paper.NUMBERS["baseline.io_prob"]["value"], ""),
-    ("logit diff on p_ABC", abc_ld, None, "no name is repeated: near 0 expected"),
-    ("logit diff, Name Movers mean-ablated at END", ko_ld, None, ""),
-    ("drop when the Name Movers are knocked out", 1 - ko_ld / base["logit diff"],
-     paper.NUMBERS["backup.name_mover_knockout_drop"]["value"], "the backups repair most of it"),
-    ("faithfulness F(C) / F(M)", faith.ratio,
-     paper.NUMBERS["circuit.faithfulness"]["value"], "planted circuit, each head kept at its class's position"),
-]
-settings = {"model": PLANTED, "N": n_prompts, "seed": seed, "prepend_bos": prepend_bos,
-            "ablation": "mean over p_ABC per template group and position"}
-for label, ours, _, _ in behaviour:
-    results.record(CHAPTER, "planted." + label.replace(" ", "_"), ours, settings)
-pd.DataFrame([{"measure": l, PLANTED: round(o, 3), "paper (GPT-2 small)": p if p is not None else "-", "note": n}
-              for l, o, p, n in behaviour]).set_index("measure")
+def behaviour_table(model, measured, n, prefix):
+    """The behaviour table of a planted model; each row recorded as ``prefix + label``. A paper
+    number the model's calibration sets is marked "calibrated" (``model.calibrated``)."""
+    base, abc_ld, ko_ld, faith = measured
+    rows = [
+        ("mean logit diff", base["logit diff"], "baseline.logit_diff", ""),
+        ("IO above S", base["IO > S"], "baseline.io_above_s", ""),
+        ("mean IO probability", base["IO prob"], "baseline.io_prob", ""),
+        ("logit diff on p_ABC", abc_ld, None, "no name is repeated: near 0 expected"),
+        ("logit diff, Name Movers mean-ablated at END", ko_ld, None, ""),
+        ("drop when the Name Movers are knocked out", 1 - ko_ld / base["logit diff"],
+         "backup.name_mover_knockout_drop", "small when the backups repair the knockout"),
+        ("faithfulness F(C) / F(M)", faith, "circuit.faithfulness",
+         "planted circuit, each head kept at its class's position"),
+    ]
+    settings = {"model": model.ioi_model_name, "N": n, "seed": seed, "prepend_bos": prepend_bos,
+                "ablation": "mean over p_ABC per template group and position"}
+    table = []
+    for label, ours, key, note in rows:
+        calibrated = key in model.calibrated
+        note = "; ".join(x for x in ("calibrated" if calibrated else "", note) if x)
+        results.record(CHAPTER, prefix + label.replace(" ", "_"), ours, settings,
+                       note=paper.CALIBRATED if calibrated else "")
+        table.append({"measure": label, model.ioi_model_name: round(ours, 3),
+                      "paper (GPT-2 small)": paper.NUMBERS[key]["value"] if key else "-", "note": note})
+    return pd.DataFrame(table).set_index("measure")
+
+
+behaviour_table(planted_model, planted_behaviour, n_prompts, "planted.")
+
+# %% [markdown]
+# ## `gpt2-planted`: the paper's heads at the paper's positions
+#
+# `gpt2-planted` is the offline rehearsal of the GPT-2 book. It has GPT-2 small's exact shape
+# ({glue:text}`gp_shape`, GPT-2's tokenizer), so it goes through the same code path as GPT-2
+# small itself, and its weights are written by formula with the construction of `ioi-planted`:
+# the same features, the same kinds of head, the same calibration. Nothing is trained. It
+# differs from `ioi-planted` in three ways (the docstring of `ioi_helpers.planted_gpt2` gives
+# every constant):
+#
+# * **Where the heads sit.** Every class sits at the paper's heads, {glue:text}`gp_n_heads`
+#   heads in all ({glue:text}`gp_at_paper`). The seed moves everything else (the name codes, the
+#   residual basis, the positions of the decoys and background heads, the noise), never the
+#   planted heads. Every comparison of a discovered class with the paper's heads, head by head,
+#   therefore runs here as it will on GPT-2 small; a match shows that the method recovers heads
+#   planted there, and nothing about GPT-2 small.
+# * **Backups that take over.** The Name Movers also write the name they moved into a
+#   feature of their own that only the backups read, and a backup attends the names that are
+#   *not* written there. While the Name Movers work the backups stay quiet; when the Name Movers
+#   are knocked out at END, each backup in a later layer takes over. Backups write only to the
+#   answer, so none silences another. The two paper backups in the Name Movers' own layer are
+#   the exception, shown below.
+# * **Decoys and background.** For every condition of every discovery rule, at least one decoy
+#   meets the rule's other conditions and fails that one, so each condition of the book's rules
+#   has a head it must turn away. A decoy whose mean-ablation the circuit would miss has a
+#   *partner* with the same attention and the opposite output: the two cancel on the clean run,
+#   so the model's behaviour stays the circuit's, while each alone has the effect its condition
+#   tests. Around them, {glue:text}`gp_n_background` background heads in layers
+#   {glue:text}`gp_background_layers` copy the names with small gains of a heavy-tailed size,
+#   in pairs of opposite sign.
+#
+# **Calibrated, not reproduced:** as for `ioi-planted`, the unembedding's gain and a constant
+# name logit are set per seed on prompts of a dataset seed no measurement uses: the mean logit
+# difference is set to the paper's, and the mean IO probability aimed at it (the table below
+# shows how near it gets).
+#
+# The planted circuit, drawn as for `ioi-planted`:
+
+# %%
+plots.show(plots.circuit_diagram(gpt2_model.planted, f"The circuit planted in {GPT2P}"))
+
+# %% [markdown]
+# The decoys of this seed, each with the rule conditions it tests: it meets every other condition
+# of that rule and fails the one named. Of the {glue:text}`gp_n_decoys` decoy heads,
+# {glue:text}`gp_n_partners` are partners.
+
+# %% tags=["hide-input"]
+def decoy_role(name):
+    if name.endswith("~"):
+        return f"partner of {name[:-1]}, cancels it on the clean run"
+    return "; ".join(planted_gpt2.DECOY_FOR[name])
+
+
+shape = gpt2_model.cfg
+glue("gp_shape", f"{shape.n_layers} layers x {shape.n_heads} heads, d_model {shape.d_model}, "
+     f"d_head {shape.d_head}, d_mlp {shape.d_mlp}, {shape.n_ctx} positions, {shape.d_vocab} tokens",
+     display=False)
+glue("gp_n_heads", sum(len(h) for h in gpt2_model.planted.values()), display=False)
+at_paper = all(sorted(gpt2_model.planted[c]) == sorted(map(tuple, paper.CIRCUIT[c])) for c in paper.CIRCUIT)
+glue("gp_at_paper", "every class equals the paper's list exactly" if at_paper else
+     "NOT every class equals the paper's list: see the figure", display=False)
+glue("gp_n_background", planted_gpt2.N_BACKGROUND, display=False)
+glue("gp_background_layers", "{}-{}".format(*planted_gpt2.BACKGROUND_LAYERS), display=False)
+decoys = gpt2_model.planted_decoys
+glue("gp_n_decoys", len(decoys), display=False)
+glue("gp_n_partners", sum(n.endswith("~") for n in decoys), display=False)
+pd.DataFrame([{"decoy": n, "head": paper.head_name(h), "the condition it fails (it meets the rest)": decoy_role(n)}
+              for n, h in sorted(decoys.items(), key=lambda kv: kv[1])]).set_index("decoy")
+
+# %% [markdown]
+# ### Does it do the task, and do the backups repair a knockout?
+#
+# The same measurements as for `ioi-planted`, on {glue:text}`gp_n_prompts` prompts of the same
+# dataset seed (not the calibration one).
+
+# %%
+gp_setup = discovery.setup_from(gpt2_model, globals())
+gpt2_behaviour = behaviour(gpt2_model, gp_setup.ioi, gp_setup.abc)
+
+# %% tags=["hide-input"]
+glue("gp_n_prompts", n_prompts, display=False)
+behaviour_table(gpt2_model, gpt2_behaviour, n_prompts, "gpt2_planted.")
+
+# %% [markdown]
+# ### The backups in the Name Movers' own layer
+#
+# The paper's Backup Name Movers {glue:text}`gp_same_layer_backups` sit in layer
+# {glue:text}`gp_mover_layer`, with the Name Movers {glue:text}`gp_same_layer_movers`. A head
+# reads only what earlier layers wrote, so these backups cannot read the Name Movers' output,
+# and no construction can make them react to a knockout of it. They are planted as weak copying
+# heads, meant to stay between the Backup rule's {glue:text}`gp_backup_threshold` of the logit
+# diff and the Name Mover rule's {glue:text}`gp_mover_threshold`, with or without the knockout.
+#
+# Chapter 6's experiment shows it: each head's path-patching effect on the logits at END (a
+# fraction of the logit diff; negative when the head pushes the IO), once on the clean model and
+# once with the Name Movers mean-ablated at END, on the same prompts as the table above.
+
+# %%
+planted = gpt2_model.planted
+others = [h for c, heads in planted.items() if c != "Backup Name Mover" for h in heads]
+backup = discovery.backup_name_movers(gp_setup, planted["Name Mover"], others)
+
+# %% tags=["hide-input"]
+def backups_table(model, backup):
+    """Each planted backup's effect before and after the knockout, and whether the rule classes it."""
+    first = min(l for l, _ in model.planted["Name Mover"])
+    rows = []
+    for h in model.planted["Backup Name Mover"]:
+        before, after = float(backup.extra["before"][h]), float(backup.effect[h])
+        rows.append({"head": paper.head_name(h), "layer": h[0], "effect before": before,
+                     "effect after the knockout": after, "change": after - before,
+                     "can read a Name Mover's output": h[0] > first,
+                     "classed as a backup by the rule": tuple(h) in backup.heads})
+    return pd.DataFrame(rows).set_index("head")
+
+
+def heads_list(index):
+    names = list(index)
+    return " and ".join(names) if len(names) < 3 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+bt = backups_table(gpt2_model, backup)
+reads = bt["can read a Name Mover's output"]
+early, late = bt[~reads], bt[reads]  # in the first Name Movers' layer, or after it
+glue("gp_same_layer_backups", heads_list(early.index), display=False)
+glue("gp_mover_layer", ", ".join(map(str, sorted(set(early["layer"])))), display=False)
+glue("gp_same_layer_movers", heads_list(paper.head_name(h) for h in sorted(gpt2_model.planted["Name Mover"])
+                                        if h[0] in set(early["layer"])), display=False)
+glue("gp_backup_threshold", f"{backup_threshold:.0%}", display=False)
+glue("gp_mover_threshold", f"{name_mover_threshold:.0%}", display=False)
+settings = {"model": GPT2P, "N": n_prompts, "seed": seed, "prepend_bos": prepend_bos,
+            "knockout": "Name Movers mean-ablated at END"}
+for head, row in bt.iterrows():
+    results.record(CHAPTER, f"gpt2_planted.backup.{head}.effect_before", row["effect before"], settings)
+    results.record(CHAPTER, f"gpt2_planted.backup.{head}.effect_after", row["effect after the knockout"],
+                   settings)
+results.record(CHAPTER, "gpt2_planted.backup.classed", [list(h) for h in backup.heads], settings)
+yes_no = lambda v: "yes" if v else "no"  # noqa: E731
+fmt = {"effect before": "{:+.1%}", "effect after the knockout": "{:+.1%}", "change": "{:+.2%}",
+       "can read a Name Mover's output": yes_no, "classed as a backup by the rule": yes_no}
+bt.drop(columns="layer").style.format(fmt)
+
+# %% tags=["hide-input"]
+STILL = 0.005  # a change below half a percent of the logit diff counts as none
+after = late["effect after the knockout"]
+grows = (after < late["effect before"] - STILL) & (after <= -backup_threshold)
+if grows.all():
+    span = lambda col: f"{late[col].min():+.1%} to {late[col].max():+.1%}"  # noqa: E731
+    late_text = (f"Every backup in a later layer ({heads_list(late.index)}) takes over once the Name "
+                 f"Movers are knocked out: their effects, {span('effect before')} of the logit diff "
+                 f"on the clean model, become {span('effect after the knockout')}.")
+else:
+    late_text = (f"Not every backup in a later layer takes over with the knockout: "
+                 f"{heads_list(late.index[~grows])} grows by less than {STILL:.1%} of the logit diff, "
+                 f"or stays short of the rule's {backup_threshold:.0%}.")
+still = early["change"].abs().max()
+early_text = (f"The effect of {heads_list(early.index)} " + (
+    f"does not change (by {still:.2%} of the logit diff at most): with the Name Movers gone they do "
+    f"what they did before." if still < STILL else
+    f"changes by up to {still:.2%} of the logit diff, more than the construction intends."))
+classed = early["classed as a backup by the rule"]
+which = (("both" if len(classed) == 2 else "all") + " of them" if classed.all() else "neither of them" if not classed.any()
+         else "only " + heads_list(early.index[classed]))
+rule_text = (f"The book's rule, the paper's (an effect beyond {backup_threshold:.0%} of the logit "
+             f"diff once the Name Movers are knocked out, with the Name Movers' attention condition), "
+             f"classes {which} as Backup Name Movers.")
+exception = classed.all() and still < STILL
+rule_text += (" They are this model's one planted exception: at the paper's positions and recovered "
+              "by the rule, they do not take over the Name Movers' job." if exception else
+              " On this seed they are not the exception the construction intends (recovered by the "
+              "rule without taking over).")
+found = set(backup.heads)
+planted_backups = set(gpt2_model.planted["Backup Name Mover"])
+glue("gp_late_text", late_text, display=False)
+glue("gp_early_text", early_text, display=False)
+glue("gp_rule_text", rule_text, display=False)
+glue("gp_backups_found", f"{len(found & planted_backups)} of the {len(planted_backups)}", display=False)
+glue("gp_backups_extra", ", ".join(paper.head_name(h) for h in sorted(found - planted_backups)) or "none",
+     display=False)
+results.record(CHAPTER, "gpt2_planted.backup.same_layer_classed", int(classed.sum()), settings)
+_ = results.record(CHAPTER, "gpt2_planted.backup.same_layer_max_change", float(still), settings)
+
+# %% [markdown]
+# {glue:text}`gp_late_text` {glue:text}`gp_early_text`
+#
+# {glue:text}`gp_rule_text` In all, the rule finds {glue:text}`gp_backups_found` planted backups
+# (other heads it classes: {glue:text}`gp_backups_extra`).
 
 # %% [markdown]
 # ## `ioi-tiny`: a trained stand-in with a circuit of its own
@@ -338,11 +562,12 @@ pd.DataFrame([{"property": k, "holds": "yes" if v else "NO"} for k, v in verdict
 # The head classes are not decided here: the discovery chapters (2-6) derive them from their own
 # path-patching experiments and record them. This cell only **reads what those chapters
 # recorded** in this build (the entries `classes.<class>`, matched by exact class name) and sets
-# them beside the planted heads, when the book ran on `ioi-planted`, and beside the paper's GPT-2
-# small heads for reference. Until those chapters have run, it says so.
+# them beside the planted heads, when the book ran on a planted model (`ioi-planted` or
+# `gpt2-planted`, with the seed the chapters used), and beside the paper's GPT-2 small heads for
+# reference. Until those chapters have run, it says so.
 
 # %% tags=["hide-input"]
-recorded, where = {}, {}
+recorded, where, ran_on = {}, {}, set()
 loaded = results.load_all(one_run=True, exclude=[CHAPTER])  # one run's chapters; the others set aside
 if loaded.notes:
     display(Markdown("**Set aside:**\n\n" + "\n".join(f"- {n}" for n in loaded.notes)))
@@ -354,13 +579,20 @@ for chapter, data in loaded.items():
         if key.startswith("classes.") and name in paper.CIRCUIT and isinstance(entry.get("value"), list):
             recorded[name] = [tuple(h) for h in entry["value"]]
             where[name] = chapter
+            ran_on.add(str(data.get("model")))
 if not recorded:
     display(Markdown(
         "**Pending:** no chapter in this build has recorded a head class yet. Once the discovery "
         "chapters run before this page, the heads they find appear here."))
 else:
     names = [c for c in paper.CIRCUIT if c in recorded]
-    build_model = models.load_model(BOOK_MODEL) if BOOK_MODEL.startswith("ioi-planted") else None
+    # a planted model: the one the chapters ran on, same name and seed ("gpt2-planted(seed=0)")
+    ran, _, seed_part = min(ran_on, default=BOOK_MODEL).partition("(seed=")
+    build_seed = int(seed_part.rstrip(")") or 0)
+    build_model = None
+    if ran in models.PLANTED_MODELS:
+        on_page = {m.ioi_model_name: m for m in (planted_model, gpt2_model)}
+        build_model = on_page.get(f"{ran}(seed={build_seed})") or models.load_model(ran, seed=build_seed)
     if build_model is not None:
         table = truth.compare(recorded, build_model.planted, names)
         exact = int(table["exact"].sum())

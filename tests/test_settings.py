@@ -45,7 +45,7 @@ def test_every_chapter_declares_the_shared_settings_with_the_shared_defaults(pat
 def test_every_chapter_builds_its_setup_from_the_shared_settings(path):
     code = code_of(path)
     assert "discovery.Setup(" not in code, f"{path.stem} builds a Setup by hand"
-    assert "discovery.setup_from(model, globals()" in code
+    assert re.search(r"discovery\.setup_from\(\w+, globals\(\)", code), path.stem
     # no step is given a threshold of its own: the Setup carries the shared ones
     steps = "name_movers|s_inhibition|induction_and_duplicate|previous_token|backup_name_movers"
     assert not re.search(rf"discovery\.({steps})\([^)]*threshold=", code), path.stem
