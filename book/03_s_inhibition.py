@@ -312,8 +312,8 @@ else:
 # clean logit difference (the paper's 3.55 is GPT-2 small's), and N, templates and model are
 # those stated above.
 #
-# **Variant** (`construction="keep-io"`): this book's earlier construction, which kept the IO's
-# name in the random variants (A C C, C A C). It is not the paper's text (which does not list
+# **Variant** (`construction="keep-io"`): the random variants keep the IO's name (A C C,
+# C A C). It is not the paper's text (which does not list
 # the slots); it is shown beside the code's so the effect of replacing the IO is visible. Only
 # the two *random* cells differ.
 

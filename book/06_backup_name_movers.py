@@ -93,8 +93,7 @@ def knockout_spec(heads, at=KO_AT):
 # its mean over the p_ABC prompts of the same template group, as the authors' code does
 # (`experiments.py`, "Backup NM results": the Name Movers are removed at their kept position,
 # "end", only). MLPs, LayerNorms and the other heads run normally. The variant, the Name Movers
-# knocked out at every position (this book's earlier choice; the paper's text does not say
-# which), is shown beside it.
+# knocked out at every position (the paper's text does not say which), is shown beside it.
 
 # %%
 values = ablation.ablation_values(model, ioi, abc, "mean")
