@@ -304,7 +304,13 @@ def test_discovery_recovers_the_planted_heads(model):
     _check_recovery(model, 0)
 
 
+def test_discovery_recovers_the_planted_heads_on_a_second_seed(cache_dir):
+    """Exact recovery on one seed could be luck of the layout: a second model seed (other heads
+    for every class) and a second dataset seed, by default."""
+    _check_recovery(models.load_model("ioi-planted", device="cpu", seed=1), 101)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("seed", [2, 3, 4, 5, 6])
 def test_discovery_recovers_the_planted_heads_other_seeds(seed, cache_dir):
     _check_recovery(models.load_model("ioi-planted", device="cpu", seed=seed), 100 + seed)
