@@ -1,0 +1,162 @@
+"""Oracles for the chapters' headline numbers: after the book runs on ioi-planted (the
+``built_book`` fixture), each test reads what a chapter recorded and computes the same number
+again here, with a plain forward pass, hand-written hooks and hand indexing, never through the
+package function that produced it. Only the inputs are shared: the model (``load_model``) and the
+prompts (``dataset``), rebuilt from the settings the chapter recorded."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import torch
+
+from ioi_helpers import dataset, models, paper
+
+pytestmark = pytest.mark.book
+TOL = 1e-3  # relative (plus 1e-5 absolute): batching and hook order change float sums in the last digits
+
+
+def _values(built_book, chapter: str) -> dict:
+    return json.loads((built_book / "results" / f"{chapter}.json").read_text())["values"]
+
+
+def _model(name: str):
+    """The model a chapter names in its settings: ``ioi-planted(seed=0)`` or ``ioi-planted``."""
+    m = re.fullmatch(r"([\w-]+)(?:\(seed=(\d+)\))?", name)
+    assert m, name
+    seed = int(m.group(2) or 0)
+    return models.load_model(m.group(1), seed=seed) if m.group(2) else models.load_model(m.group(1))
+
+
+def _prompts(settings: dict):
+    tok = models.get_tokenizer()
+    ioi = dataset.make_ioi_dataset(tok, settings["N"], settings["template_set"], seed=settings["seed"],
+                                   prepend_bos=settings["prepend_bos"])
+    return ioi, dataset.make_abc_dataset(tok, ioi)
+
+
+def _end(logits: torch.Tensor, ds) -> torch.Tensor:
+    """Each prompt's logits at its END position, by hand indexing."""
+    return torch.stack([logits[i, int(ds.pos["END"][i])] for i in range(len(ds))])
+
+
+def _close(ours: float, recorded: float) -> bool:
+    return abs(ours - recorded) <= TOL * abs(recorded) + 1e-5
+
+
+@torch.no_grad()
+def test_chapter_1_baseline_numbers_by_hand(built_book):
+    v = _values(built_book, "01_task")
+    s = v["baseline.logit_diff"]["settings"]
+    model = _model(s["model"])
+    ioi, abc = _prompts(s | {"N": s["N"]})
+    end = _end(model(ioi.tokens), ioi)
+    io, sub = end[range(len(ioi)), ioi.io_tokens], end[range(len(ioi)), ioi.s_tokens]
+    ld = io - sub
+    prob = torch.softmax(end.double(), dim=-1)[range(len(ioi)), ioi.io_tokens]
+    abc_end = _end(model(abc.tokens), abc)  # the clean IO and S tokens, read on p_ABC
+    abc_ld = abc_end[range(len(ioi)), ioi.io_tokens] - abc_end[range(len(ioi)), ioi.s_tokens]
+    mine = {"baseline.logit_diff": ld.mean().item(), "baseline.io_prob": prob.mean().item(),
+            "baseline.io_above_s": (ld > 0).double().mean().item(),
+            "baseline.abc_logit_diff": abc_ld.mean().item()}
+    wrong = {k: (x, v[k]["value"]) for k, x in mine.items() if not _close(x, v[k]["value"])}
+    assert not wrong, f"(by hand, recorded): {wrong}"
+
+
+def _kept_circuit(built_book) -> dict[tuple[int, int], set[str]]:
+    """The circuit chapter 7 evaluated on ioi-planted, read from what chapters 2-6 recorded:
+    each class's heads, kept at the class's position (the paper's table of positions)."""
+    circuit: dict[tuple[int, int], set[str]] = {}
+    for chapter in ("02_name_movers", "03_s_inhibition", "04_induction_and_duplicate_token",
+                    "05_previous_token", "06_backup_name_movers"):
+        for key, entry in _values(built_book, chapter).items():
+            if key.startswith("classes.") and entry["value"]:
+                cls = key.removeprefix("classes.")
+                for head in entry["value"]:
+                    circuit.setdefault(tuple(head), set()).add(paper.KEPT_AT[cls])
+    return circuit
+
+
+def _mean_ablated_logit_diff(model, ioi, abc, ablated) -> float:
+    """The mean logit difference with head (l, h)'s output at prompt i, position p replaced by
+    its mean over the p_ABC prompts of the same template, at that position, wherever
+    ``ablated[l, i, p, h]``; hooks on ``hook_z`` written here."""
+    L = model.cfg.n_layers
+    z_abc = {}
+    model.run_with_hooks(abc.tokens, fwd_hooks=[
+        (f"blocks.{l}.attn.hook_z", lambda z, hook, l=l: z_abc.__setitem__(l, z.clone())) for l in range(L)])
+    means = {l: torch.zeros_like(z_abc[l][:len(ioi)]) for l in range(L)}
+    for g in set(ioi.groups):
+        ref = [i for i, x in enumerate(abc.groups) if x == g]
+        for l in range(L):
+            m = z_abc[l][ref].mean(0)
+            for i in (i for i, x in enumerate(ioi.groups) if x == g):
+                means[l][i] = m
+
+    def replace(z, hook, l):
+        where = ablated[l].to(z.device)[..., None]
+        return torch.where(where, means[l].to(z.dtype), z)
+
+    logits = model.run_with_hooks(ioi.tokens, fwd_hooks=[
+        (f"blocks.{l}.attn.hook_z", lambda z, hook, l=l: replace(z, hook, l)) for l in range(L)])
+    end = _end(logits, ioi)
+    rows = range(len(ioi))
+    return (end[rows, ioi.io_tokens] - end[rows, ioi.s_tokens]).mean().item()
+
+
+def _mask(model, ioi, heads_at: dict, everywhere_else: bool = False) -> torch.Tensor:
+    """``[layer, prompt, position, head]``: True at each listed head's named positions, by a
+    loop over prompts; ``everywhere_else`` flips it (ablate all but those)."""
+    cfg = model.cfg
+    mask = torch.zeros(cfg.n_layers, len(ioi), ioi.tokens.shape[1], cfg.n_heads, dtype=torch.bool)
+    for (l, h), names in heads_at.items():
+        for i in range(len(ioi)):
+            for name in names:
+                mask[l, i, int(ioi.pos[name][i]), h] = True
+    return ~mask if everywhere_else else mask
+
+
+def _clean_logit_diff(model, ioi) -> float:
+    end = _end(model(ioi.tokens), ioi)
+    rows = range(len(ioi))
+    return (end[rows, ioi.io_tokens] - end[rows, ioi.s_tokens]).mean().item()
+
+
+@torch.no_grad()
+def test_chapter_7_faithfulness_by_hand(built_book):
+    """F(M), F(C) and F(C)/F(M): every head outside the circuit, and every circuit head away from
+    its kept position, mean-ablated (p_ABC, per template and position)."""
+    v = _values(built_book, "07_circuit_evaluation")
+    s = v["circuit.F_C"]["settings"]
+    assert s["ablation"].startswith("mean"), s
+    circuit = _kept_circuit(built_book)
+    assert sorted(circuit) == sorted(map(tuple, v["circuit.heads"]["value"]))
+    model = _model(s["model"])
+    ioi, abc = _prompts(s)
+    f_c = _mean_ablated_logit_diff(model, ioi, abc, _mask(model, ioi, circuit, everywhere_else=True))
+    f_m = _clean_logit_diff(model, ioi)
+    mine = {"circuit.F_M": f_m, "circuit.F_C": f_c, "circuit.faithfulness": f_c / f_m}
+    wrong = {k: (x, v[k]["value"]) for k, x in mine.items() if not _close(x, v[k]["value"])}
+    assert not wrong, f"(by hand, recorded): {wrong}"
+
+
+@torch.no_grad()
+def test_chapters_2_and_6_name_mover_knockout_by_hand(built_book):
+    """The Name Movers (as chapter 2 recorded them) mean-ablated at END: chapter 2's logit
+    difference and chapter 6's drop, 1 - knocked out / clean."""
+    v2, v6 = _values(built_book, "02_name_movers"), _values(built_book, "06_backup_name_movers")
+    movers = {tuple(h): ["END"] for h in v2["classes.Name Mover"]["value"]}
+    assert movers, "no Name Movers recorded on ioi-planted"
+    mine, rec = {}, {}
+    for chapter, v, key in (("02", v2, "knockout.name_mover.at_end.logit_diff"),
+                            ("06", v6, "backup.name_mover_knockout_drop")):
+        s = v[key]["settings"]
+        model = _model(s["model"])
+        ioi, abc = _prompts(s)
+        ko = _mean_ablated_logit_diff(model, ioi, abc, _mask(model, ioi, movers))
+        mine[chapter, key] = ko if chapter == "02" else 1 - ko / _clean_logit_diff(model, ioi)
+        rec[chapter, key] = v[key]["value"]
+    wrong = {k: (x, rec[k]) for k, x in mine.items() if not _close(x, rec[k])}
+    assert not wrong, f"(by hand, recorded): {wrong}"
