@@ -160,3 +160,27 @@ def test_chapters_2_and_6_name_mover_knockout_by_hand(built_book):
         rec[chapter, key] = v[key]["value"]
     wrong = {k: (x, rec[k]) for k, x in mine.items() if not _close(x, rec[k])}
     assert not wrong, f"(by hand, recorded): {wrong}"
+
+
+@torch.no_grad()
+def test_chapter_8_adversarial_numbers_by_hand(built_book):
+    """The logit difference, IO probability and S-above-IO fraction with the extra sentence
+    naming IO (the adversarial case) and naming S (the control), by a plain forward pass."""
+    from ioi_helpers import methods
+
+    v = _values(built_book, "08_adversarial_examples")
+    s = v["adversarial.io.logit_diff"]["settings"]
+    model = _model(s["model"])
+    tok = models.get_tokenizer()
+    base = dataset.make_ioi_dataset(tok, s["N"], s["template_set"], seed=s["seed"], prepend_bos=s["prepend_bos"])
+    wrong = {}
+    for key, name in (("io", "IO"), ("s", "S")):
+        ds = dataset.make_adversarial_dataset(tok, base, name, construction=methods.default("adversarial")["construction"])
+        end = _end(model(ds.tokens), ds)
+        rows = range(len(ds))
+        ld = end[rows, ds.io_tokens] - end[rows, ds.s_tokens]
+        prob = torch.softmax(end.double(), dim=-1)[rows, ds.io_tokens]
+        mine = {f"adversarial.{key}.logit_diff": ld.mean().item(), f"adversarial.{key}.io_prob": prob.mean().item(),
+                f"adversarial.{key}.s_above_io": (ld <= 0).double().mean().item()}
+        wrong |= {k: (x, v[k]["value"]) for k, x in mine.items() if not _close(x, v[k]["value"])}
+    assert not wrong, f"(by hand, recorded): {wrong}"
