@@ -145,11 +145,13 @@ results.record("01_task", "baseline.io_above_s", clean["IO > S"], settings)
 results.record("01_task", "baseline.abc_logit_diff", corrupt["logit diff"], settings)
 
 rows = [
-    ("mean logit diff", clean["logit diff"], corrupt["logit diff"], paper.NUMBERS["baseline.logit_diff"]["value"]),
-    ("mean IO probability", clean["IO prob"], corrupt["IO prob"], paper.NUMBERS["baseline.io_prob"]["value"]),
-    ("IO above S", clean["IO > S"], corrupt["IO > S"], paper.NUMBERS["baseline.io_above_s"]["value"]),
+    ("mean logit diff", clean["logit diff"], corrupt["logit diff"], "baseline.logit_diff"),
+    ("mean IO probability", clean["IO prob"], corrupt["IO prob"], "baseline.io_prob"),
+    ("IO above S", clean["IO > S"], corrupt["IO > S"], "baseline.io_above_s"),
 ]
-baseline = pd.DataFrame(rows, columns=["metric", f"{MODEL}, p_IOI", f"{MODEL}, p_ABC", "paper (GPT-2 small, p_IOI)"])
+rows = [(m, c, a, PAPER[k], paper.CALIBRATED if k in model.calibrated else "") for m, c, a, k in rows]
+baseline = pd.DataFrame(rows, columns=["metric", f"{MODEL}, p_IOI", f"{MODEL}, p_ABC", "paper (GPT-2 small, p_IOI)",
+                                       "note"])
 display(Markdown(
     f"Settings: model **{MODEL}**, N = {len(ioi)} prompts, templates '{template_set}' "
     f"({len(set(ioi.groups))} groups), BOS {'prepended' if prepend_bos else 'not prepended'}, "
@@ -194,13 +196,24 @@ pd.DataFrame(bos_rows).round(3)
 
 # %% tags=["hide-input"]
 gpt2_ld = paper.NUMBERS["baseline.logit_diff"]["value"]
+
+
+def cal(key):
+    """'; calibrated' after a paper number this model's construction sets (model.calibrated)."""
+    return "; calibrated, not reproduced" if key in model.calibrated else ""
+
+
 verdict = (
     f"On {len(ioi)} prompts, **{MODEL}** puts the IO above the subject on "
     f"**{clean['IO > S']:.1%}** of prompts (paper, GPT-2 small: {PAPER['baseline.io_above_s']:.1%}), with a mean logit "
-    f"difference of **{clean['logit diff']:.2f}** (paper: {gpt2_ld}) and a mean IO probability of "
-    f"**{clean['IO prob']:.2f}** (paper: {PAPER['baseline.io_prob']}). On p_ABC the logit difference is "
-    f"{corrupt['logit diff']:.2f}."
+    f"difference of **{clean['logit diff']:.2f}** (paper: {gpt2_ld}{cal('baseline.logit_diff')}) and a mean IO "
+    f"probability of **{clean['IO prob']:.2f}** (paper: {PAPER['baseline.io_prob']}{cal('baseline.io_prob')}). "
+    f"On p_ABC the logit difference is {corrupt['logit diff']:.2f}."
 )
+if model.calibrated & {"baseline.logit_diff", "baseline.io_prob"}:
+    verdict += (" A *calibrated* number was set to the paper's by the stand-in's construction (its "
+                "unembedding's scale), on prompts of another dataset seed: its closeness to the "
+                "paper's shows nothing.")
 if not metrics.does_task(metrics.logit_diff(clean_logits, ioi)):
     verdict += (f" This model does **not** do the task ({metrics.task_criterion()} fails), so the "
                 f"circuit chapters will find no IOI circuit in it (the expected outcome for random weights).")
