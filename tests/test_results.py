@@ -66,7 +66,7 @@ def test_two_chapters_on_different_models_are_not_mixed(in_book):
     assert note.startswith("02_name_movers: set aside") and "gpt2-random(seed=0), not ioi-tiny" in note
     # ioi-planted and ioi-planted(seed=0) are one model (load_model's default seed)
     results.start("04_induction_and_duplicate_token", "ioi-planted(seed=0)", {"N": 100})
-    results.start("appendix_stand_in_model", "ioi-planted", {"n_prompts": 200})
+    results.start("appendix_stand_in_model", "ioi-planted", {"n_prompts": 100})  # both at their default N
     assert set(results.load_all(one_run=True)) == {"04_induction_and_duplicate_token", "appendix_stand_in_model"}
 
 
