@@ -210,6 +210,11 @@ settings = setup.settings() | {"acdc N": n_acdc, "ablation": "none (patching fro
 for r in METHODS:
     results.record(CHAPTER, f"autodiscovery.{KEYS[r.method]}.seconds", r.seconds, settings)
     results.record(CHAPTER, f"autodiscovery.{KEYS[r.method]}.cpu_seconds", r.cpu_seconds, settings)
+    results.record(CHAPTER, f"autodiscovery.{KEYS[r.method]}.head_scores", r.scores.tolist(), settings,
+                   note="[layer][head], the score every AUC of this method is computed from")
+for ref, ref_classes in refs.items():
+    results.record(CHAPTER, f"autodiscovery.reference.{ref}", [list(h) for h in autodiscovery.union(ref_classes)],
+                   settings)
 for row in table.to_dict("records"):
     for col in ("AUC", "precision", "recall"):
         results.record(CHAPTER, f"autodiscovery.{KEYS[row['method']]}.{row['reference']}.{col.lower()}",

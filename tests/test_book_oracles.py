@@ -184,3 +184,34 @@ def test_chapter_8_adversarial_numbers_by_hand(built_book):
                 f"adversarial.{key}.s_above_io": (ld <= 0).double().mean().item()}
         wrong |= {k: (x, v[k]["value"]) for k, x in mine.items() if not _close(x, v[k]["value"])}
     assert not wrong, f"(by hand, recorded): {wrong}"
+
+
+def _auc_by_pairs(scores: list[float], positive: list[bool]) -> float:
+    """ROC AUC as the Mann-Whitney statistic: over every (positive, negative) pair, 1 when the
+    positive scores higher, 1/2 on a tie; their mean."""
+    pos = [x for x, y in zip(scores, positive) if y]
+    neg = [x for x, y in zip(scores, positive) if not y]
+    wins = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p in pos for n in neg)
+    return wins / (len(pos) * len(neg))
+
+
+def test_chapter_9_every_methods_auc_by_pairs(built_book):
+    """Every method's AUC against every reference, recomputed from the head scores the chapter
+    recorded by counting pairs; the ACDC-style walk is among the methods scored."""
+    v = _values(built_book, "09_automated_discovery")
+    methods = {k.split(".")[1] for k in v if k.endswith(".head_scores")}
+    assert {"attribution", "eap_heads", "acdc"} <= methods, methods
+    refs = {k.removeprefix("autodiscovery.reference."): {tuple(h) for h in e["value"]}
+            for k, e in v.items() if k.startswith("autodiscovery.reference.")}
+    assert refs
+    checked = 0
+    for m in methods:
+        grid = v[f"autodiscovery.{m}.head_scores"]["value"]
+        heads = [(l, h) for l in range(len(grid)) for h in range(len(grid[l]))]
+        scores = [grid[l][h] for l, h in heads]
+        for ref, truth in refs.items():
+            recorded = v[f"autodiscovery.{m}.{ref}.auc"]["value"]
+            mine = _auc_by_pairs(scores, [hd in truth for hd in heads])
+            assert abs(mine - recorded) < 1e-9, (m, ref, mine, recorded)
+            checked += 1
+    assert checked == len(methods) * len(refs)
