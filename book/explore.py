@@ -124,23 +124,34 @@ display(Markdown(f"{len(effects)} experiment(s) shown. " + (
 # the paper: F(C)/F(M) = 0.87 for the full circuit on GPT-2 small). In the circuit run every
 # head outside the circuit is mean-ablated (its output replaced by its mean over p_ABC, per
 # template), and each circuit head is kept only at its class's position. Untick a class to
-# remove its heads from the circuit. Every combination was computed when the page was built
-# (for at most the six largest classes found).
+# remove its heads from the circuit. Every class found has a checkbox, and every combination
+# was computed when the page was built; with every box ticked the circuit is the full one.
 
 # %%
 ablation_explorer = widgets.AblationExplorer(setup, classes)
 kept, rows = ablation_explorer.subsets()
 plots.show(plots.ablation_explorer_chart(
     rows, kept, title=f"F(C) against F(M) ({MODEL}, N={n_prompts}, mean ablation)"))
-full = ablation_explorer.faithfulness(kept)
-if not kept:
-    display(Markdown("No class was found on this model, so there is nothing to tick: the figure "
-                     "shows the circuit with every head ablated."))
-display(Markdown(
-    f"With {'the classes ' + ', '.join(kept) if kept else 'no class found (every head ablated)'}"
-    f" in the circuit, F(C) = {full.F_C:.3f} and F(M) = {full.F_M:.3f}: F(C)/F(M) = "
-    f"**{full.ratio:.3f}** (paper, GPT-2 small, its full circuit: "
-    f"{paper.NUMBERS['circuit.faithfulness']['value']})."))
+
+# %% tags=["remove-input"]
+from myst_nb import glue
+
+full = ablation_explorer.faithfulness()  # every class found: the live explorer's default view
+fixed = ablation_explorer.always_kept()
+found = ablation_explorer.selected()
+glue("explore_full", (
+    f"With every box ticked (the classes {', '.join(found)}) the circuit is the full one"
+    + (f" ({', '.join(fixed)} have no box and stay in it)" if fixed else "")
+    + f": F(C) = {full.F_C:.3f} and F(M) = {full.F_M:.3f}, so F(C)/F(M) = {full.ratio:.3f}"
+    if found else "No class was found on this model, so there is nothing to tick: the figure shows "
+    f"the circuit with every head ablated, F(C) = {full.F_C:.3f} and F(M) = {full.F_M:.3f}, so "
+    f"F(C)/F(M) = {full.ratio:.3f}"), display=False)
+glue("explore_paper_faithfulness", paper.NUMBERS["circuit.faithfulness"]["value"], display=False)
+
+# %% [markdown]
+# {glue:text}`explore_full` (paper, GPT-2 small, its full circuit:
+# {glue:text}`explore_paper_faithfulness`). The live ablation explorer at the bottom of the
+# page starts from the same full circuit.
 
 # %% [markdown]
 # ## Live explorers (need a running kernel)

@@ -222,3 +222,41 @@ def test_ablation_subsets_cover_every_combination(model, classes, setup, values)
     assert all(r["F(M)"] == pytest.approx(model_ld, abs=1e-4) for r in rows)
     assert len({round(r["F(C)"], 4) for r in rows}) > 1  # the subsets differ
     plots.ablation_explorer_chart(rows, names)  # every subset present: it builds
+
+
+@pytest.fixture(scope="module")
+def seven_classes():
+    """All seven of the paper's classes found, each at its kept position (disjoint heads)."""
+    return {"Name Mover": _class("Name Mover", [(2, 1), (2, 3)], "END"),
+            "Negative Name Mover": _class("Negative Name Mover", [(2, 0)], "END"),
+            "S-Inhibition": _class("S-Inhibition", [(1, 0), (1, 1)], "END"),
+            "Induction": _class("Induction", [(0, 2), (1, 2)], "S2"),
+            "Duplicate Token": _class("Duplicate Token", [(0, 0)], "S2"),
+            "Previous Token": _class("Previous Token", [(0, 1)], "S1+1"),
+            "Backup Name Mover": _class("Backup Name Mover", [(2, 2)], "END")}
+
+
+def test_every_box_ticked_is_the_full_circuit(model, seven_classes, setup, values):
+    """The static chart's default view (every checkbox ticked) and the live widget's both give
+    F(C) of the whole circuit: no found class is left out of the circuit for want of a box."""
+    ex = widgets.AblationExplorer(setup, seven_classes, values)
+    full = ablation.faithfulness(model, setup.ioi, values, discovery.circuit(seven_classes.values()))
+    assert ex.faithfulness().F_C == pytest.approx(full.F_C, abs=1e-4)  # the live widget
+    names, rows = ex.subsets()
+    assert names == list(seven_classes)  # every class has a checkbox
+    (all_ticked,) = [r for r in rows if set(r["classes"]) == set(names)]
+    assert all_ticked["F(C)"] == pytest.approx(full.F_C, abs=1e-4)
+    # a class that matters: leaving one out changes F(C), so the check above has teeth
+    without_pt = ablation.faithfulness(model, setup.ioi, values, discovery.circuit(
+        [c for n, c in seven_classes.items() if n != "Previous Token"]))
+    assert without_pt.F_C != pytest.approx(full.F_C, abs=1e-3)
+
+
+def test_classes_beyond_the_checkbox_limit_stay_in_the_circuit(model, seven_classes, setup, values):
+    ex = widgets.AblationExplorer(setup, seven_classes, values)
+    names, rows = ex.subsets(limit=2)
+    assert names == ["Name Mover", "S-Inhibition"] and len(rows) == 4  # the two largest, in order
+    full = ablation.faithfulness(model, setup.ioi, values, discovery.circuit(seven_classes.values()))
+    (all_ticked,) = [r for r in rows if set(r["classes"]) == set(names)]
+    assert all_ticked["F(C)"] == pytest.approx(full.F_C, abs=1e-4)
+    assert ex.always_kept(limit=2) == [n for n in seven_classes if n not in names]

@@ -40,7 +40,9 @@ LIVE_ONLY = ("Interactive explorer: it needs a running Python kernel. Open this 
              "notebook (the launch buttons at the top: Colab, Binder, or download) and run it "
              "to use the controls; the figure shows its default view.")
 PROMPT_CHOICES = 20  # dataset prompts offered by the prompt explorer
-MAX_ABLATION_CLASSES = 6  # 2^6 = 64 circuit runs for the static ablation chart
+# checkboxes of the static ablation chart: one per class of the paper (2^7 = 128 circuit runs);
+# a found class beyond it has no box and stays in the circuit in every view
+MAX_ABLATION_CLASSES = len(paper.CIRCUIT)
 # Where a receiver class is patched by default in the patching explorer: its queries where
 # the class is kept (paper.KEPT_AT), its keys/values where its queries attend in the paper (Name Movers END->IO, S-Inhibition END->S2, Induction
 # S2->S1+1, Duplicate Token S2->S1, Previous Token S1+1->S1).
@@ -479,16 +481,28 @@ class AblationExplorer(Explorer):
                 self._model_ld, ablation.circuit_logit_diff(s.model, s.ioi, self.values, circuit))
         return self._memo[names]
 
-    def subsets(self, limit: int = MAX_ABLATION_CLASSES) -> tuple[list[str], list[dict]]:
-        """F(C) and F(M) for every subset of the (at most ``limit`` largest) non-empty classes:
-        the rows of ``plots.ablation_explorer_chart``."""
+    def _boxed(self, limit: int) -> list[str]:
+        """The (at most ``limit`` largest) non-empty classes, in the classes' own order."""
         found = sorted((n for n, c in self.classes.items() if c.heads),
                        key=lambda n: -len(self.classes[n].heads))[:limit]
-        found = [n for n in self.classes if n in found]  # the classes' own order
+        return [n for n in self.classes if n in found]
+
+    def always_kept(self, limit: int = MAX_ABLATION_CLASSES) -> list[str]:
+        """The non-empty classes beyond ``limit``: no checkbox in the static chart, and in the
+        circuit of every one of its rows."""
+        boxed = self._boxed(limit)
+        return [n for n, c in self.classes.items() if c.heads and n not in boxed]
+
+    def subsets(self, limit: int = MAX_ABLATION_CLASSES) -> tuple[list[str], list[dict]]:
+        """F(C) and F(M) for every subset of the (at most ``limit`` largest) non-empty classes:
+        the rows of ``plots.ablation_explorer_chart``. The classes of :meth:`always_kept` are in
+        every row's circuit (its ``"classes"`` lists the ticked ones only), so the row with every
+        box ticked is the full circuit."""
+        found, fixed = self._boxed(limit), self.always_kept(limit)
         rows = []
         for k in range(len(found) + 1):
             for kept in itertools.combinations(found, k):
-                f = self.faithfulness(kept)
+                f = self.faithfulness([*fixed, *kept])
                 rows.append({"classes": list(kept), "F(C)": f.F_C, "F(M)": f.F_M})
         return found, rows
 
