@@ -378,35 +378,67 @@ display(Markdown(
     f"matched p_ABC prompts. Paper: GPT-2 small, the sign of the logit difference reverses."))
 pd.DataFrame(mlp0).T[["logit diff", "IO prob", "IO > S"]].round(3)
 
-# %% [markdown]
-# ## Takeaway
+# %% tags=["remove-input"]
+from myst_nb import glue
 
-# %% tags=["hide-input"]
 o, a, c = (summary[n] for n in DISTS)
 PO = paper.QUOTED["adversarial.original.logit_diff"]["value"]  # the paper's numbers (ioi_helpers.paper)
 PA, PS = ({k: paper.NUMBERS[f"adversarial.{who}.{k}"]["value"] for k in ("logit_diff", "s_above_io")}
           for who in ("io", "s"))
-drop = 1 - a["logit diff"] / o["logit diff"] if o["logit diff"] else float("nan")
-lines = [
-    f"On **{MODEL}** (N = {len(base)} per distribution), adding a sentence that names the IO moves the "
-    f"logit difference from **{o['logit diff']:.2f}** to **{a['logit diff']:.2f}** "
-    f"({drop:.0%} lower; paper, GPT-2 small: {PO:.2f} → {PA['logit_diff']:.2f}, "
-    f"{1 - PA['logit_diff'] / PO:.0%} lower) and makes S win on "
-    f"**{a['S above IO']:.1%}** of prompts (paper: {PA['s_above_io']:.1%}). The control sentence naming S gives "
-    f"{c['logit diff']:.2f} (paper: {PS['logit_diff']:.2f}), S winning on {c['S above IO']:.1%} "
-    f"(paper: {PS['s_above_io']:.1%}).",
-]
-if not metrics.does_task(metrics.logit_diff(runs["original"][0], base)):
-    lines.append(f"{MODEL} does not do the task on the original prompts (IO above S on "
-                 f"{o['IO > S']:.0%}), so these comparisons say nothing about an IOI circuit.")
-elif a["logit diff"] < c["logit diff"] - 0.5 and a["logit diff"] < o["logit diff"] - 0.5:
-    lines.append("As the circuit predicts, repeating the IO hurts and repeating S does not.")
+BARELY = 0.10  # a control whose logit diff moves by less than this fraction "barely moves"
+
+
+def change(before, after):
+    """'x% lower' or 'x% higher': the relative change from before to after."""
+    rel = after / before - 1 if before else float("nan")
+    return f"{abs(rel):.0%} {'lower' if rel < 0 else 'higher'}" + (", past zero" if before > 0 > after else "")
+
+
+control_rel = c["logit diff"] / o["logit diff"] - 1 if o["logit diff"] else float("nan")
+control_barely = abs(control_rel) < BARELY
+does_task = metrics.does_task(metrics.logit_diff(runs["original"][0], base))
+glue("adv_io", f"On {MODEL} (N = {len(base)} per distribution), adding the sentences that name the IO "
+     f"moves the logit difference from {o['logit diff']:.2f} to {a['logit diff']:.2f} "
+     f"({change(o['logit diff'], a['logit diff'])}; paper, GPT-2 small: {PO:.2f} to {PA['logit_diff']:.2f}, "
+     f"{change(PO, PA['logit_diff'])}) and makes S win on {a['S above IO']:.1%} of prompts "
+     f"(paper: {PA['s_above_io']:.1%}).", display=False)
+if control_barely:
+    control = (f"The control sentences naming S barely move it: {o['logit diff']:.2f} to {c['logit diff']:.2f} "
+               f"({change(o['logit diff'], c['logit diff'])}), S winning on {c['S above IO']:.1%}, as in the "
+               f"paper ({PO:.2f} to {PS['logit_diff']:.2f}, S winning on {PS['s_above_io']:.1%}).")
 else:
-    lines.append("Unlike GPT-2 small, this model is not clearly hurt by the repeated IO more than by "
-                 "the repeated S: the prediction the paper derives from its circuit does not hold here.")
+    control = (f"The control sentences naming S move it too: {o['logit diff']:.2f} to {c['logit diff']:.2f} "
+               f"({change(o['logit diff'], c['logit diff'])}), S winning on {c['S above IO']:.1%}. That differs "
+               f"from the paper's control, which barely moves ({PO:.2f} to {PS['logit_diff']:.2f}, S winning on "
+               f"{PS['s_above_io']:.1%}).")
+glue("adv_control", control, display=False)
+io_worse = a["logit diff"] < c["logit diff"] - 0.5 and a["logit diff"] < o["logit diff"] - 0.5
+if not does_task:
+    verdict = (f"{MODEL} does not do the task on the original prompts (IO above S on {o['IO > S']:.0%}), "
+               f"so these comparisons say nothing about an IOI circuit.")
+elif io_worse and control_rel > -BARELY:
+    verdict = "As the circuit predicts, repeating the IO hurts and repeating S does not."
+elif io_worse:
+    verdict = (f"Repeating the IO hurts more than repeating S ({a['logit diff']:.2f} against "
+               f"{c['logit diff']:.2f}), as the circuit predicts; but repeating S hurts as well, "
+               f"which the paper's control on GPT-2 small does not show.")
+else:
+    verdict = ("Unlike GPT-2 small, this model is not clearly hurt by the repeated IO more than by the "
+               "repeated S: the prediction the paper derives from its circuit does not hold here.")
+glue("adv_verdict", verdict, display=False)
 k = mlp0["MLP0 knocked out"]["logit diff"]
-lines.append(f"Knocking out MLP0 takes the logit difference from {mlp0['clean']['logit diff']:.2f} to "
-             f"**{k:.2f}**: the sign " + ("**reverses**, as the paper reports for GPT-2 small." if k < 0 <
-                                            mlp0["clean"]["logit diff"] else
-                                            "does **not** reverse (the paper reports that it does for GPT-2 small)."))
-display(Markdown(" ".join(lines[:1]) + "\n\n" + " ".join(lines[1:])))
+glue("adv_mlp0", f"Knocking out MLP0 takes the logit difference from {mlp0['clean']['logit diff']:.2f} to "
+     f"{k:.2f}: the sign " + ("reverses, as the paper reports for GPT-2 small." if k < 0 < mlp0["clean"]["logit diff"]
+                              else "does not reverse (the paper reports that it does for GPT-2 small)."),
+     display=False)
+
+# %% [markdown]
+# ## Takeaway
+#
+# **The adversarial prompts.** {glue:text}`adv_io`
+#
+# **The control.** {glue:text}`adv_control`
+#
+# **The circuit's prediction.** {glue:text}`adv_verdict`
+#
+# **MLP0.** {glue:text}`adv_mlp0`
