@@ -229,6 +229,27 @@ def test_behaviour_on_held_out_prompts(model):
     assert ablation.faithfulness(model, ioi, values, kept).ratio >= 0.8
 
 
+def test_adversarial_prompts_lower_the_logit_difference_as_in_the_paper(model):
+    """Chapter 8's construction (the authors' advex.py: two extra sentences naming IO) on N = 500
+    held-out prompts: logit difference and S-above-IO rate within the paper's tolerance bands.
+    The control (the same sentences naming S) stays well above the adversarial case; it does
+    drop (about 2.5 against the paper's 3.64), which the stand-in appendix and chapter 8 state."""
+    from ioi_helpers import dataset
+    from ioi_helpers.models import get_tokenizer
+
+    tok = get_tokenizer()
+    ioi = dataset.make_ioi_dataset(tok, 500, "mixed", seed=DATA_SEED + 2, prepend_bos=False)
+    measured = {}
+    for name in ("IO", "S"):
+        adv = dataset.make_adversarial_dataset(tok, ioi, name)
+        measured[name] = metrics.summarize(metrics.end_logits(model, adv), adv)
+    for key, value in (("adversarial.io.logit_diff", measured["IO"]["logit diff"]),
+                       ("adversarial.io.s_above_io", 1 - measured["IO"]["IO > S"])):
+        lo, hi = paper.tolerance_band(paper.NUMBERS[key])
+        assert lo <= value <= hi, (key, value, (lo, hi))
+    assert measured["S"]["logit diff"] > measured["IO"]["logit diff"] + 1.0, measured
+
+
 # ----------------------------------------------------------------------------- more seeds
 
 
