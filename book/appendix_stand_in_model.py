@@ -145,12 +145,13 @@ plots.show(plots.circuit_diagram(planted_model.planted, f"The circuit planted in
 # The same measurements as chapter 1 (logit difference, IO probability, IO above S, and the
 # logit difference on p_ABC, where no name is repeated), chapter 6 (mean-ablating the Name
 # Movers at END, the authors' knockout) and chapter 7 (the faithfulness of the planted circuit,
-# each head kept at its class's position), on prompts of a dataset seed other than the
-# calibration one.
+# each head kept at its class's position) and chapter 8 (the authors' extra sentences naming
+# the IO, and as a control naming S), on prompts of a dataset seed other than the calibration
+# one.
 
 # %%
 def behaviour(model, ioi, abc):
-    """Chapter 1's, 6's and 7's measurements on a model with a planted circuit."""
+    """Chapter 1's, 6's, 7's and 8's measurements on a model with a planted circuit."""
     base = metrics.summarize(metrics.end_logits(model, ioi), ioi)
     abc_ld = metrics.mean_logit_diff(metrics.end_logits(model, abc), abc)
     values = ablation.ablation_values(model, ioi, abc, "mean")
@@ -159,7 +160,9 @@ def behaviour(model, ioi, abc):
     ko_ld = ablation.ablated_logit_diff(model, ioi, mask, values).mean().item()
     kept = {h: [paper.KEPT_AT[c]] for c, heads in model.planted.items() for h in heads}
     faith = ablation.faithfulness(model, ioi, values, kept)
-    return base, abc_ld, ko_ld, faith.ratio
+    adv = {who: dataset.make_adversarial_dataset(tokenizer, ioi, who) for who in ("IO", "S")}
+    adv = {who: metrics.summarize(metrics.end_logits(model, ds), ds) for who, ds in adv.items()}
+    return base, abc_ld, ko_ld, faith.ratio, adv
 
 
 planted_setup = discovery.setup_from(planted_model, globals())
@@ -169,7 +172,7 @@ planted_behaviour = behaviour(planted_model, planted_setup.ioi, planted_setup.ab
 def behaviour_table(model, measured, n, prefix):
     """The behaviour table of a planted model; each row recorded as ``prefix + label``. A paper
     number the model's calibration sets is marked "calibrated" (``model.calibrated``)."""
-    base, abc_ld, ko_ld, faith = measured
+    base, abc_ld, ko_ld, faith, adv = measured
     rows = [
         ("mean logit diff", base["logit diff"], "baseline.logit_diff", ""),
         ("IO above S", base["IO > S"], "baseline.io_above_s", ""),
@@ -180,6 +183,11 @@ def behaviour_table(model, measured, n, prefix):
          "backup.name_mover_knockout_drop", "small when the backups repair the knockout"),
         ("faithfulness F(C) / F(M)", faith, "circuit.faithfulness",
          "planted circuit, each head kept at its class's position"),
+        ("logit diff, extra sentences naming IO", adv["IO"]["logit diff"], "adversarial.io.logit_diff",
+         "chapter 8's adversarial prompts (the authors' construction)"),
+        ("S above IO, extra sentences naming IO", 1 - adv["IO"]["IO > S"], "adversarial.io.s_above_io", ""),
+        ("logit diff, extra sentences naming S", adv["S"]["logit diff"], "adversarial.s.logit_diff",
+         "the control"),
     ]
     settings = {"model": model.ioi_model_name, "N": n, "seed": seed, "prepend_bos": prepend_bos,
                 "ablation": "mean over p_ABC per template group and position"}
@@ -277,7 +285,32 @@ gpt2_behaviour = behaviour(gpt2_model, gp_setup.ioi, gp_setup.abc)
 
 # %% tags=["hide-input"]
 glue("gp_n_prompts", n_prompts, display=False)
+gp_adv = gpt2_behaviour[4]
+gp_base_ld = gpt2_behaviour[0]["logit diff"]
+glue("gp_adv_io_ld", f"{gp_adv['IO']['logit diff']:.2f}", display=False)
+glue("gp_adv_io_s_above", f"{1 - gp_adv['IO']['IO > S']:.1%}", display=False)
+glue("gp_adv_s_ld", f"{gp_adv['S']['logit diff']:.2f}", display=False)
+glue("gp_base_ld", f"{gp_base_ld:.2f}", display=False)
+glue("paper_adv_io_ld", f"{paper.NUMBERS['adversarial.io.logit_diff']['value']:.2f}", display=False)
+glue("paper_adv_io_s_above", f"{paper.NUMBERS['adversarial.io.s_above_io']['value']:.1%}", display=False)
+glue("paper_adv_s_ld", f"{paper.NUMBERS['adversarial.s.logit_diff']['value']:.2f}", display=False)
+control_drop = 1 - gp_adv["S"]["logit diff"] / gp_base_ld
+glue("gp_control_reading",
+     "barely moves it, as GPT-2 small's does" if abs(control_drop) < 0.1 else
+     f"lowers it by {control_drop:.0%}, where GPT-2 small's control does not: this part of chapter 8 "
+     "the construction does not reproduce", display=False)
 behaviour_table(gpt2_model, gpt2_behaviour, n_prompts, "gpt2_planted.")
+
+# %% [markdown]
+# Chapter 8's adversarial prompts repeat a name twice more. The Duplicate Token and Induction
+# heads are built to read a name's earliest occurrence and the S-Inhibition heads to attend the
+# latest flagged name (`planted_gpt2.FIRST_OCCURRENCE`, `planted_gpt2.RECENCY`), so a repeated IO
+# is inhibited partly, as in GPT-2 small: the logit difference falls from
+# {glue:text}`gp_base_ld` to {glue:text}`gp_adv_io_ld` with S above IO on
+# {glue:text}`gp_adv_io_s_above` of prompts (paper: {glue:text}`paper_adv_io_ld` and
+# {glue:text}`paper_adv_io_s_above`). The control, the same sentences naming S, gives
+# {glue:text}`gp_adv_s_ld` (paper: {glue:text}`paper_adv_s_ld`): it
+# {glue:text}`gp_control_reading`.
 
 # %% [markdown]
 # ### The backups in the Name Movers' own layer
