@@ -215,3 +215,73 @@ def test_chapter_9_every_methods_auc_by_pairs(built_book):
             assert abs(mine - recorded) < 1e-9, (m, ref, mine, recorded)
             checked += 1
     assert checked == len(methods) * len(refs)
+
+
+def _attention_from_end(model, ioi, to: str) -> torch.Tensor:
+    """``[layer, head]``: the mean over prompts of the attention from END to position ``to``,
+    read from ``hook_pattern`` by hand indexing."""
+    L = model.cfg.n_layers
+    pats = {}
+    model.run_with_hooks(ioi.tokens, fwd_hooks=[
+        (f"blocks.{l}.attn.hook_pattern", lambda p, hook, l=l: pats.__setitem__(l, p.detach().clone()))
+        for l in range(L)])
+    out = torch.zeros(L, model.cfg.n_heads)
+    for l in range(L):
+        for i in range(len(ioi)):
+            out[l] += pats[l][i, :, int(ioi.pos["END"][i]), int(ioi.pos[to][i])].float().cpu()
+    return out / len(ioi)
+
+
+@torch.no_grad()
+def test_chapters_2_and_3_attention_of_the_found_heads_by_hand(built_book):
+    """Chapter 2's mean attention END->IO of its Name Movers and chapter 3's END->S2 of its
+    S-Inhibition heads, from the attention patterns of one plain forward pass."""
+    mine, rec = {}, {}
+    for chapter, cls, key, to in (("02_name_movers", "Name Mover", "name_movers.attention_to_io", "IO"),
+                                  ("03_s_inhibition", "S-Inhibition", "s_inhibition.attention_to_s2", "S2")):
+        v = _values(built_book, chapter)
+        heads = [tuple(h) for h in v[f"classes.{cls}"]["value"]]
+        assert heads, f"no {cls} recorded on the book's model"
+        s = v[key]["settings"]
+        model = _model(s["model"])
+        ioi, _ = _prompts(s)
+        att = _attention_from_end(model, ioi, to)
+        mine[key] = sum(float(att[l, h]) for l, h in heads) / len(heads)
+        rec[key] = v[key]["value"]
+    wrong = {k: (x, rec[k]) for k, x in mine.items() if not _close(x, rec[k])}
+    assert not wrong, f"(by hand, recorded): {wrong}"
+
+
+@torch.no_grad()
+def test_chapters_3_to_5_knockouts_by_hand(built_book):
+    """Each class mean-ablated as its chapter knocks it out: chapter 3's S-Inhibition heads at
+    END; chapter 4's Induction, Duplicate Token and both, and chapter 5's Previous Token heads,
+    at every position."""
+    v3, v4, v5 = (_values(built_book, c) for c in
+                  ("03_s_inhibition", "04_induction_and_duplicate_token", "05_previous_token"))
+    heads = lambda v, cls: [tuple(h) for h in v[f"classes.{cls}"]["value"]]  # noqa: E731
+    every = lambda hs: {h: None for h in hs}  # noqa: E731
+    cases = [(v3, "knockout.s_inhibition.at_end.logit_diff", {h: ["END"] for h in heads(v3, "S-Inhibition")}),
+             (v4, "knockout.induction.logit_diff", every(heads(v4, "Induction"))),
+             (v4, "knockout.duplicate_token.logit_diff", every(heads(v4, "Duplicate Token"))),
+             (v4, "knockout.induction_and_duplicate_token.logit_diff",
+              every(heads(v4, "Induction") + heads(v4, "Duplicate Token"))),
+             (v5, "knockout.previous_token.logit_diff", every(heads(v5, "Previous Token")))]
+    mine, rec = {}, {}
+    for v, key, spec in cases:
+        assert spec and key in v, f"{key}: no heads or nothing recorded on the book's model"
+        s = v[key]["settings"]
+        model = _model(s["model"])
+        ioi, abc = _prompts(s)
+        mask = torch.zeros(model.cfg.n_layers, len(ioi), ioi.tokens.shape[1], model.cfg.n_heads, dtype=torch.bool)
+        for (l, h), names in spec.items():
+            if names is None:
+                mask[l, :, :, h] = True
+            else:
+                for i in range(len(ioi)):
+                    for name in names:
+                        mask[l, i, int(ioi.pos[name][i]), h] = True
+        mine[key] = _mean_ablated_logit_diff(model, ioi, abc, mask)
+        rec[key] = v[key]["value"]
+    wrong = {k: (x, rec[k]) for k, x in mine.items() if not _close(x, rec[k])}
+    assert not wrong, f"(by hand, recorded): {wrong}"
