@@ -50,6 +50,7 @@ import altair as alt
 import pandas as pd
 import torch
 from IPython.display import Markdown, display
+from myst_nb import glue
 
 from ioi_helpers import ablation, discovery, methods, models, paper, plots, results, signals, truth
 
@@ -70,6 +71,43 @@ if not models.is_gpt2_small(model):
 display(Markdown(f"Settings: N = {n_prompts} p_IOI prompts with matched p_ABC prompts, templates "
                  f"'{template_set}', BOS {BOS}, seed {seed}."))
 
+
+# %% tags=["hide-input"]
+# The chapter's figures: plots.bar_chart with the encodings of each experiment.
+def attention_bars(att, heads):
+    """Attention from END to IO, S1 and S2 of each patched head."""
+    att_df = pd.DataFrame([{"head": paper.head_name(h), "to": k, "attention": float(att[k][h])}
+                           for h in heads for k in ("IO", "S1", "S2")])
+    return plots.bar_chart(att_df, x="head", y="attention", color="to",
+                           title=f"{P_LABEL}Attention from END ({MODEL}, N={n_prompts})").encode(
+        xOffset=alt.XOffset("to:N"))
+
+
+def name_mover_attention_bars(shift):
+    """Each Name Mover's attention from END, clean and with the patched heads from p_ABC."""
+    long = shift.melt(id_vars=["head", "run", "logit diff"], var_name="to", value_name="attention")
+    long["to"] = long["to"].str.removeprefix("attn END->")
+    runs = ["clean", "S-Inh outputs from p_ABC"]
+    long["run"] = long["run"].map(dict(zip(["clean", "patched"], runs)))
+    return plots.bar_chart(long, x="to", y="attention", color="run",
+                           title=f"{P_LABEL}Name Mover attention from END ({MODEL}, N={n_prompts})",
+                           tooltip=["head", "run", "to", "attention"]).encode(
+        color=alt.Color("run:N", sort=runs, title="run"), xOffset=alt.XOffset("run:N", sort=runs),
+        column=alt.Column("head:N", title="Name Mover"))
+
+
+def token_position_bars(tp):
+    """The logit difference for each variant, ours beside the paper's (Fig. 9)."""
+    bars = pd.concat([tp.drop(columns="logit diff").assign(source=MODEL, **{"logit diff": tp["logit diff"]}),
+                      tp.drop(columns="logit diff").assign(source="paper (GPT-2 small)",
+                                                           **{"logit diff": tp["paper (GPT-2 small)"]})])
+    bars["token / position"] = bars["token"] + " / " + bars["position"]
+    return plots.bar_chart(bars, x="token / position", y="logit diff", color="source", horizontal=True,
+                           title=f"{P_LABEL}S-Inhibition outputs at END from each variant",
+                           tooltip=["token / position", "source", "logit diff"]).encode(
+        yOffset=alt.YOffset("source:N"))
+
+
 # %% [markdown]
 # ## The prerequisite: the Name Movers
 #
@@ -79,12 +117,9 @@ display(Markdown(f"Settings: N = {n_prompts} p_IOI prompts with matched p_ABC pr
 # %%
 nm, nnm = discovery.name_movers(setup)
 print(nm.describe())
-TASK = setup.does_task  # metrics.does_task, as in every chapter
 classes = {"Name Mover": nm}
-movers = discovery.receivers_for(setup, "Name Mover", k=exploratory_k, classes=classes)
-EXPLORATORY = movers.exploratory
-LABEL = "EXPLORATORY: " if EXPLORATORY else ""
-RUN = bool(movers.heads) and TASK
+movers = discovery.receivers_for(setup, "Name Mover", k=exploratory_k,
+                                 classes=classes)  # the Name Movers, or a stand-in
 
 # %% [markdown]
 # If the model has no Name Movers there are no queries to patch into, and this chapter **cannot
@@ -95,6 +130,10 @@ RUN = bool(movers.heads) and TASK
 # numbers.
 
 # %% tags=["hide-input"]
+TASK = setup.does_task  # metrics.does_task, as in every chapter
+EXPLORATORY = movers.exploratory
+LABEL = "EXPLORATORY: " if EXPLORATORY else ""
+RUN = bool(movers.heads) and TASK
 if not EXPLORATORY:
     display(Markdown(f"Receivers: **{movers.how}**: {', '.join(map(paper.head_name, movers.heads))}."))
 elif not TASK:
@@ -129,14 +168,20 @@ else:
 # when the clean logit difference is positive.
 
 # %%
+sin = discovery.s_inhibition(setup, movers.heads if RUN else [])
 if RUN:
-    sin = discovery.s_inhibition(setup, movers.heads)
-    print(("[exploratory receivers; not a discovery]\n" if EXPLORATORY else "") + sin.describe())
+    print(("[exploratory receivers; not a discovery]\n" if EXPLORATORY else "")
+          + sin.describe())
+    title = (f"{LABEL}Path patching -> Name Mover queries at END "
+             f"({MODEL}, N={n_prompts})")
+    plots.show(plots.head_heatmap(
+        100 * sin.effect, title,
+        "change in logit diff (% of clean)", highlight=sin.heads))
+
+# %% tags=["hide-input"]
+if RUN:
     display(Markdown(f"Receivers: {sin.receivers}. Clean logit diff {sin.clean:.3f}, on p_ABC "
                      f"{sin.corrupted:.3f}."))
-    plots.show(plots.head_heatmap(
-        100 * sin.effect, f"{LABEL}Path patching -> Name Mover queries at END ({MODEL}, N={n_prompts})",
-        "change in logit diff (% of clean)", highlight=sin.heads))
     if not (sin.effect != 0).any():
         last = max(l for l, _ in movers.heads)
         display(Markdown(
@@ -148,7 +193,6 @@ if RUN:
     display(Markdown("The heads with the largest drops and the attention the rule looks at:"))
     display(top.round(3).set_index("head"))
 else:
-    sin = discovery.s_inhibition(setup, [])
     display(Markdown(f"**Not run:** {sin.rule.removeprefix('not run: ')}."))
 classes["S-Inhibition"] = sin
 s_heads = [] if EXPLORATORY else sin.heads  # the class, as recorded
@@ -157,7 +201,7 @@ s_heads = [] if EXPLORATORY else sin.heads  # the class, as recorded
 # The heads the next experiments patch: the S-Inhibition heads, or, if none were found on a
 # model that does the task, an exploratory stand-in (the heads with the largest drops above).
 
-# %%
+# %% tags=["hide-input"]
 if RUN:
     if sin.heads:
         patched = sin.heads
@@ -189,7 +233,7 @@ else:
 PATCH = bool(patched)
 P_LABEL = "EXPLORATORY: " if P_EXPL else ""
 
-# %%
+# %% tags=["hide-input"]
 if RUN and sin.heads and not EXPLORATORY:  # does the selection hold on a second sample of prompts?
     sin2 = discovery.s_inhibition(discovery.setup_from(model, globals() | {"seed": seed + 1}),
                                   movers.heads)
@@ -209,18 +253,18 @@ if RUN and sin.heads and not EXPLORATORY:  # does the selection hold on a second
 # %%
 att = {k: discovery.attention(setup, "END", k) for k in ("IO", "S1", "S2")}
 if PATCH:
-    att_df = pd.DataFrame([{"head": paper.head_name(h), "to": k, "attention": float(att[k][h])}
-                           for h in patched for k in ("IO", "S1", "S2")])
-    plots.show(plots.bar_chart(att_df, x="head", y="attention", color="to",
-                               title=f"{P_LABEL}Attention from END ({MODEL}, N={n_prompts})").encode(
-        xOffset=alt.XOffset("to:N")))
+    plots.show(attention_bars(att, patched))
+
+# %% tags=["remove-input"]
 att_s2 = float(torch.stack([att["S2"][h] for h in s_heads]).mean()) if s_heads else None
 results.record(CHAPTER, "s_inhibition.attention_to_s2", att_s2, settings,
                note="" if s_heads else "no S-Inhibition heads on this model")
-display(Markdown(f"S-Inhibition heads' mean attention END→S2: **{att_s2:.2f}** (paper: "
-                 f"{PAPER['s_inhibition.attention_to_s2']})." if s_heads
-                 else f"S-Inhibition heads' mean attention END→S2: **n/a** (no S-Inhibition heads; paper: "
-                      f"{PAPER['s_inhibition.attention_to_s2']})."))
+glue("s_inh_att_s2", f"{att_s2:.2f}" if s_heads else "n/a (no S-Inhibition heads)", display=False)
+glue("s_inh_att_s2_paper", PAPER["s_inhibition.attention_to_s2"], display=False)
+
+# %% [markdown]
+# The S-Inhibition heads' mean attention END→S2: **{glue:text}`s_inh_att_s2`** (paper, GPT-2
+# small: {glue:text}`s_inh_att_s2_paper`).
 
 # %% [markdown]
 # ## What they do to the Name Movers' attention (Fig. 4c)
@@ -234,31 +278,32 @@ display(Markdown(f"S-Inhibition heads' mean attention END→S2: **{att_s2:.2f}**
 # %%
 if PATCH:
     shift = signals.attention_shift(model, setup.ioi, setup.abc, patched, movers.heads)
-    long = shift.melt(id_vars=["head", "run", "logit diff"], var_name="to", value_name="attention")
-    long["to"] = long["to"].str.removeprefix("attn END->")
-    runs = ["clean", "S-Inh outputs from p_ABC"]
-    long["run"] = long["run"].map(dict(zip(["clean", "patched"], runs)))
-    plots.show(plots.bar_chart(long, x="to", y="attention", color="run",
-                               title=f"{P_LABEL}Name Mover attention from END ({MODEL}, N={n_prompts})",
-                               tooltip=["head", "run", "to", "attention"]).encode(
-        color=alt.Color("run:N", sort=runs, title="run"), xOffset=alt.XOffset("run:N", sort=runs),
-        column=alt.Column("head:N", title="Name Mover")))
+    plots.show(name_mover_attention_bars(shift))
+else:
+    shift = None
+
+# %% tags=["hide-input"]
+if PATCH:
     wide = shift.pivot(index="head", columns="run", values=["attn END->IO", "attn END->S1"])
     display(wide.round(3))
     mean = shift.groupby("run")[["attn END->IO", "attn END->S1", "attn END->S2", "logit diff"]].mean()
     d_io = float(mean.loc["patched", "attn END->IO"] - mean.loc["clean", "attn END->IO"])
     d_s1 = float(mean.loc["patched", "attn END->S1"] - mean.loc["clean", "attn END->S1"])
-    display(Markdown(
-        f"Averaged over the Name Movers: attention to IO {mean.loc['clean', 'attn END->IO']:.3f} → "
-        f"{mean.loc['patched', 'attn END->IO']:.3f}, to S1 {mean.loc['clean', 'attn END->S1']:.3f} → "
-        f"{mean.loc['patched', 'attn END->S1']:.3f}; logit diff {mean.loc['clean', 'logit diff']:.3f} → "
-        f"{mean.loc['patched', 'logit diff']:.3f}."))
+    glue("s_inh_shift",
+         f"attention to IO {mean.loc['clean', 'attn END->IO']:.3f} → "
+         f"{mean.loc['patched', 'attn END->IO']:.3f}, to S1 {mean.loc['clean', 'attn END->S1']:.3f} → "
+         f"{mean.loc['patched', 'attn END->S1']:.3f}; logit diff {mean.loc['clean', 'logit diff']:.3f} → "
+         f"{mean.loc['patched', 'logit diff']:.3f}", display=False)
     prefix = "exploratory." if P_EXPL else ""
     results.record(CHAPTER, f"{prefix}s_inhibition.name_mover_attention_io_change", d_io, settings)
     results.record(CHAPTER, f"{prefix}s_inhibition.name_mover_attention_s1_change", d_s1, settings)
 else:
-    shift, d_io, d_s1 = None, None, None
+    d_io, d_s1 = None, None
     display(Markdown("**Not run:** there are no S-Inhibition heads (or stand-ins) to patch on this model."))
+    glue("s_inh_shift", "not run (no S-Inhibition heads or stand-ins to patch)", display=False)
+
+# %% [markdown]
+# Averaged over the Name Movers (clean → patched): {glue:text}`s_inh_shift`.
 
 # %% [markdown]
 # ### Knocking them out
@@ -272,6 +317,9 @@ if s_heads:
     base_ld = float(ablation.model_logit_diff(model, setup.ioi, values).mean())
     mask = ablation.knockout_mask(model, setup.ioi, {h: ["END"] for h in s_heads})
     ko_ld = float(ablation.ablated_logit_diff(model, setup.ioi, mask, values).mean())
+
+# %% tags=["hide-input"]
+if s_heads:
     results.record(CHAPTER, "knockout.s_inhibition.at_end.logit_diff", ko_ld,
                    settings | {"ablation": "mean over p_ABC per template group"})
     display(Markdown(f"Logit difference {base_ld:.3f} → **{ko_ld:.3f}** with the S-Inhibition heads "
@@ -319,11 +367,19 @@ else:
 
 # %%
 if PATCH:
-    tp = signals.token_position(model, setup.ioi, patched, **methods.default("token_position"))
-    tp_keep_io = signals.token_position(model, setup.ioi, patched, **methods.variant("token_position"))
+    tp = signals.token_position(model, setup.ioi, patched,
+                                **methods.default("token_position"))  # authors' code
+    tp_keep_io = signals.token_position(model, setup.ioi, patched,
+                                        **methods.variant("token_position"))  # keep-io
     tp["IO kept (variant)"] = tp_keep_io["logit diff"].values
     tp["paper (GPT-2 small)"] = [paper.NUMBERS[f"token_position.{t}_{p}"]["value"]
                                  for t, p in zip(tp["token"], tp["position"])]
+    plots.show(token_position_bars(tp))
+else:
+    tp = None
+
+# %% tags=["hide-input"]
+if PATCH:
     display(Markdown(f"{P_LABEL}Patched heads: {', '.join(map(paper.head_name, patched))}; "
                      f"N = {n_prompts}. One example prompt per variant (the same original prompt):"))
     with pd.option_context("display.max_colwidth", None):
@@ -340,16 +396,7 @@ if PATCH:
                      "four variants are the same in both."))
     display(tp[["token", "position", "logit diff", "IO kept (variant)", "paper (GPT-2 small)"]]
             .rename(columns={"logit diff": "authors' code (default)"}).set_index(["token", "position"]).round(3))
-    bars = pd.concat([tp.drop(columns="logit diff").assign(source=MODEL, **{"logit diff": tp["logit diff"]}),
-                      tp.drop(columns="logit diff").assign(source="paper (GPT-2 small)",
-                                                           **{"logit diff": tp["paper (GPT-2 small)"]})])
-    bars["token / position"] = bars["token"] + " / " + bars["position"]
-    plots.show(plots.bar_chart(bars, x="token / position", y="logit diff", color="source", horizontal=True,
-                               title=f"{P_LABEL}S-Inhibition outputs at END from each variant",
-                               tooltip=["token / position", "source", "logit diff"]).encode(
-        yOffset=alt.YOffset("source:N")))
 else:
-    tp = None
     display(Markdown("**Not run:** there are no S-Inhibition heads (or stand-ins) to patch on this model."))
 
 # %% tags=["hide-input"]
