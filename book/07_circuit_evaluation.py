@@ -401,6 +401,14 @@ plots.show(plots.scatter_with_diagonal(
     tooltip=["K", "heads", "F(C∖K)", "F(M∖K)", "incompleteness"]))
 display(comp.sort_values("incompleteness", ascending=False).head(10).style.format(precision=3).hide(axis="index"))
 
+# %% tags=["hide-input"]
+# every set K of the full circuit and its scores, as the table above has them (for the oracle tests)
+results.record(CHAPTER, "completeness.sets", [
+    {"K": r["K"], "kind": r["kind"], "heads": [[int(x) for x in n.split(".")] for n in r["heads"].split()],
+     "F_C_minus_K": r["F(C∖K)"], "F_M_minus_K": r["F(M∖K)"], "incompleteness": r["incompleteness"],
+     "F_M_minus_K_everywhere": r["F(M∖K), K everywhere"]} for r in comp.to_dict("records")],
+    comp_settings | {"k_positions": K_POSITIONS})
+
 # %% [markdown]
 # ## Minimality
 #
@@ -447,6 +455,8 @@ results.record(CHAPTER, "minimality.k_sets", methods.default("minimality_k")["k_
                settings_k)
 for v, r in mini.items():
     results.record(CHAPTER, f"minimality.ours.{paper.head_name(v)}", r["score"], settings_k)
+results.record(CHAPTER, "minimality.ours_k",  # each head's K (for the oracle tests)
+               {paper.head_name(v): [list(h) for h in r["K"]] for v, r in mini.items()}, settings_k)
 smallest = float(mini_df["fraction of F(M)"].min()) if len(mini_df) else None
 results.record(CHAPTER, "minimality.smallest_fraction", smallest, settings_k,
                note="" if len(mini_df) else "empty circuit: no head to score")

@@ -79,10 +79,9 @@ def _kept_circuit(built_book) -> dict[tuple[int, int], set[str]]:
     return circuit
 
 
-def _mean_ablated_logit_diff(model, ioi, abc, ablated) -> float:
-    """The mean logit difference with head (l, h)'s output at prompt i, position p replaced by
-    its mean over the p_ABC prompts of the same template, at that position, wherever
-    ``ablated[l, i, p, h]``; hooks on ``hook_z`` written here."""
+def _abc_means(model, ioi, abc) -> dict[int, torch.Tensor]:
+    """Per layer, ``[prompt, position, head, d_head]``: each head's ``hook_z`` averaged over the
+    p_ABC prompts of prompt i's template group, position by position."""
     L = model.cfg.n_layers
     z_abc = {}
     model.run_with_hooks(abc.tokens, fwd_hooks=[
@@ -94,6 +93,16 @@ def _mean_ablated_logit_diff(model, ioi, abc, ablated) -> float:
             m = z_abc[l][ref].mean(0)
             for i in (i for i, x in enumerate(ioi.groups) if x == g):
                 means[l][i] = m
+    return means
+
+
+def _mean_ablated_logit_diff(model, ioi, abc, ablated, means=None) -> float:
+    """The mean logit difference with head (l, h)'s output at prompt i, position p replaced by
+    its mean over the p_ABC prompts of the same template, at that position, wherever
+    ``ablated[l, i, p, h]``; hooks on ``hook_z`` written here (``means``: :func:`_abc_means`,
+    computed here when not given)."""
+    L = model.cfg.n_layers
+    means = _abc_means(model, ioi, abc) if means is None else means
 
     def replace(z, hook, l):
         where = ablated[l].to(z.device)[..., None]
@@ -138,6 +147,102 @@ def test_chapter_7_faithfulness_by_hand(built_book):
     f_c = _mean_ablated_logit_diff(model, ioi, abc, _mask(model, ioi, circuit, everywhere_else=True))
     f_m = _clean_logit_diff(model, ioi)
     mine = {"circuit.F_M": f_m, "circuit.F_C": f_c, "circuit.faithfulness": f_c / f_m}
+    wrong = {k: (x, v[k]["value"]) for k, x in mine.items() if not _close(x, v[k]["value"])}
+    assert not wrong, f"(by hand, recorded): {wrong}"
+
+
+def _found_classes(built_book) -> dict[str, list[tuple[int, int]]]:
+    """Each non-empty class, as chapters 2-6 recorded it."""
+    out = {}
+    for chapter in ("02_name_movers", "03_s_inhibition", "04_induction_and_duplicate_token",
+                    "05_previous_token", "06_backup_name_movers"):
+        for key, entry in _values(built_book, chapter).items():
+            if key.startswith("classes.") and entry["value"]:
+                out[key.removeprefix("classes.")] = [tuple(h) for h in entry["value"]]
+    return out
+
+
+def _without(model, ioi, circuit, removed) -> torch.Tensor:
+    """The mask of the run C \\ removed: every head knocked out everywhere except the circuit's
+    heads outside ``removed``, each at its kept positions."""
+    return _mask(model, ioi, {h: p for h, p in circuit.items() if h not in set(removed)}, everywhere_else=True)
+
+
+@torch.no_grad()
+def test_chapter_7_incompleteness_by_hand(built_book):
+    """|F(C \\ K) - F(M \\ K)| for every class set K, every greedy set, the empty set and three
+    random sets chapter 7 recorded: K knocked out of the circuit everywhere, and out of the
+    model at its kept positions (the authors' completeness.py) and, as the variant, everywhere.
+    The class sets must be the classes of chapters 2-6, the Backup Name Movers folded into the
+    Name Movers (the authors' 6 groups), and the recorded maxima must come from these rows."""
+    v = _values(built_book, "07_circuit_evaluation")
+    entry = v["completeness.sets"]
+    s, rows = entry["settings"], entry["value"]
+    assert s["ablation"].startswith("mean") and s["k_positions"] == "kept", s
+    circuit = _kept_circuit(built_book)
+    classes = _found_classes(built_book)
+    groups = {frozenset(classes.get("Name Mover", []) + classes.get("Backup Name Mover", []))}
+    groups |= {frozenset(hs) for c, hs in classes.items() if c not in ("Name Mover", "Backup Name Mover")}
+    assert {frozenset(map(tuple, r["heads"])) for r in rows if r["kind"] == "class"} - {frozenset()} == groups
+    for kind, key in (("greedy", "circuit.greedy_incompleteness"), ("class", "circuit.class_incompleteness_max"),
+                      ("random", "circuit.random_incompleteness_max")):
+        assert max(r["incompleteness"] for r in rows if r["kind"] == kind) == v[key]["value"], kind
+    chosen = [r for r in rows if r["kind"] != "random"]  # class, 7-class grouping, empty and greedy sets
+    chosen += [r for r in rows if r["kind"] == "random" and r["heads"]][:3]
+    assert sum(bool(r["heads"]) for r in chosen) >= 3, chosen
+    model = _model(s["model"])
+    ioi, abc = _prompts(s)
+    means = _abc_means(model, ioi, abc)
+    wrong = {}
+    for r in chosen:
+        k = [tuple(h) for h in r["heads"]]
+        assert set(k) <= set(circuit), (r["K"], k)
+        f_c = _mean_ablated_logit_diff(model, ioi, abc, _without(model, ioi, circuit, k), means)
+        f_m = _mean_ablated_logit_diff(model, ioi, abc, _mask(model, ioi, {h: circuit[h] for h in k}), means)
+        everywhere = _mask(model, ioi, {})  # K at every position
+        for l, h in k:
+            everywhere[l, :, :, h] = True
+        f_m_all = _mean_ablated_logit_diff(model, ioi, abc, everywhere, means)
+        mine = {"F_C_minus_K": f_c, "F_M_minus_K": f_m, "incompleteness": abs(f_c - f_m),
+                "F_M_minus_K_everywhere": f_m_all}
+        wrong |= {(r["K"], x): (y, r[x]) for x, y in mine.items() if not _close(y, r[x])}
+    assert not wrong, f"(by hand, recorded): {wrong}"
+
+
+@torch.no_grad()
+def test_chapter_7_minimality_by_hand(built_book):
+    """|F(C \\ (K u {v})) - F(C \\ K)| for every circuit head v, with the K chapter 7 recorded for
+    v, and the smallest as a fraction of F(M). K must follow the authors' rule on the classes of
+    chapters 2-6: the other heads of v's class, except among the Name Movers (Backup Name
+    Movers after them), where K(v) is the heads ordered before v."""
+    v = _values(built_book, "07_circuit_evaluation")
+    ks = {tuple(int(x) for x in name.split(".")): [tuple(h) for h in k]
+          for name, k in v["minimality.ours_k"]["value"].items()}
+    s = v["minimality.ours_k"]["settings"]
+    assert s["ablation"].startswith("mean"), s
+    circuit = _kept_circuit(built_book)
+    assert sorted(ks) == sorted(circuit)
+    classes = _found_classes(built_book)
+    movers = classes.get("Name Mover", []) + classes.get("Backup Name Mover", [])
+    for c, hs in classes.items():
+        if c not in ("Name Mover", "Backup Name Mover"):
+            assert all(sorted(ks[h]) == sorted(set(hs) - {h}) for h in hs), (c, {h: ks[h] for h in hs})
+    chain = sorted(movers, key=lambda h: len(ks[h]))  # K(v) = the movers before v, Backup after the Name Movers
+    assert all(ks[h] == chain[:i] for i, h in enumerate(chain)), {h: ks[h] for h in movers}
+    assert set(chain[:len(classes.get("Name Mover", []))]) == set(classes.get("Name Mover", []))
+    model = _model(s["model"])
+    ioi, abc = _prompts(s)
+    means = _abc_means(model, ioi, abc)
+    memo: dict[frozenset, float] = {}
+
+    def f_c(removed):
+        key = frozenset(removed)
+        if key not in memo:
+            memo[key] = _mean_ablated_logit_diff(model, ioi, abc, _without(model, ioi, circuit, removed), means)
+        return memo[key]
+
+    mine = {f"minimality.ours.{l}.{h}": abs(f_c(ks[l, h] + [(l, h)]) - f_c(ks[l, h])) for l, h in circuit}
+    mine["minimality.smallest_fraction"] = min(mine.values()) / abs(_clean_logit_diff(model, ioi))
     wrong = {k: (x, v[k]["value"]) for k, x in mine.items() if not _close(x, v[k]["value"])}
     assert not wrong, f"(by hand, recorded): {wrong}"
 
