@@ -60,6 +60,7 @@ import altair as alt
 import pandas as pd
 import torch
 from IPython.display import Markdown, display
+from myst_nb import glue
 
 from ioi_helpers import ablation, discovery, methods, models, paper, plots, results, scores, truth
 
@@ -77,6 +78,50 @@ if not models.is_gpt2_small(model):
 BOS = "prepended" if prepend_bos else "not prepended"
 display(Markdown(f"Settings: N = {n_prompts} p_IOI prompts with matched p_ABC prompts, templates "
                  f"'{template_set}', BOS {BOS}, seed {seed}."))
+rep_note = f"{n_rep_seq} sequences of {rep_seq_len} random tokens x 2, BOS {BOS}"
+
+
+# %% tags=["hide-input"]
+# The chapter's figures: plots' charts with the encodings of each experiment, and the sets
+# of heads the knockout removes.
+def attention_split_scatter(ind, dup):
+    """Each head's attention from S2 to S1 and to S1+1, coloured by the class it was kept in."""
+    att = ind.table[["head", "effect", "attn S2->S1", "attn S2->S1+1"]].copy()
+    att["class"] = "other"
+    att.loc[ind.table["selected"], "class"] = "Induction"
+    att.loc[dup.table["selected"], "class"] = "Duplicate Token"
+    return plots.scatter_with_diagonal(
+        att, "attn S2->S1", "attn S2->S1+1", color="class",
+        title=f"{LABEL}Attention from S2 ({MODEL})", tooltip=["head", "effect", "class"])
+
+
+def repeated_token_heatmaps(rep, ind_heads, dup_heads):
+    """Every head's induction and duplicate-token scores side by side, the kept heads outlined."""
+    return alt.hconcat(
+        plots.head_heatmap(rep["induction"], f"Induction score ({MODEL})", "induction score",
+                           highlight=ind_heads, vmax=1.0),
+        plots.head_heatmap(rep["duplicate"], f"Duplicate-token score ({MODEL})", "duplicate score",
+                           highlight=dup_heads, vmax=1.0),
+    ).properties(title=f"Repeated random tokens: {rep_note}; outlined: {LABEL or ''}heads kept above")
+
+
+def knockout_sets(ind, dup):
+    """(record key, label, heads) for each class that has heads, and both classes together."""
+    sets = [(cls.name.lower().replace(" ", "_"), cls.name, cls.heads) for cls in (ind, dup) if cls.heads]
+    if ind.heads and dup.heads:
+        sets.append(("induction_and_duplicate_token", "both classes", ind.heads + dup.heads))
+    return sets
+
+
+def share_bars(share):
+    """The share of the S-Inhibition heads' change that the senders explain, per variant."""
+    bars = share.melt(id_vars=["variant", "changes"], value_vars=["share", "share of heads"],
+                      var_name="ratio", value_name="fraction")
+    return plots.bar_chart(bars.dropna(), x="variant", y="fraction", color="ratio", horizontal=True,
+                           title=f"{LABEL}Share of the S-Inhibition change explained by "
+                                 f"Induction + Duplicate Token heads ({MODEL})",
+                           tooltip=["variant", "changes", "ratio", "fraction"])
+
 
 # %% [markdown]
 # ## The prerequisite: the S-Inhibition heads
@@ -89,8 +134,8 @@ display(Markdown(f"Settings: N = {n_prompts} p_IOI prompts with matched p_ABC pr
 classes = discovery.circuit_classes(setup)
 for name in ("Name Mover", "S-Inhibition"):
     print(classes[name].describe(), end="\n\n")
-receivers = discovery.receivers_for(setup, "S-Inhibition", k=exploratory_k, classes=classes)
-EXPLORATORY = receivers.exploratory
+receivers = discovery.receivers_for(setup, "S-Inhibition", k=exploratory_k,
+                                    classes=classes)  # the class, or a stand-in
 
 # %% [markdown]
 # If the model has no S-Inhibition heads, the step that finds Induction and Duplicate Token
@@ -101,6 +146,9 @@ EXPLORATORY = receivers.exploratory
 # them is labelled *exploratory* and nothing of it is recorded as a head class.
 
 # %% tags=["hide-input"]
+EXPLORATORY = receivers.exploratory
+LABEL = "EXPLORATORY: " if EXPLORATORY else ""
+RAN = len(receivers.heads) > 0
 if not EXPLORATORY:
     display(Markdown(f"Receivers: **{receivers.how}**: "
                      f"{', '.join(paper.head_name(h) for h in receivers.heads)}."))
@@ -143,17 +191,21 @@ if EXPLORATORY:
 # they attend more to S1+1 than to S1, **Duplicate Token** otherwise.
 
 # %%
-ind, dup = discovery.induction_and_duplicate(setup, receivers.heads, **methods.default("induction_receivers"))
-LABEL = "EXPLORATORY: " if EXPLORATORY else ""
-RAN = len(receivers.heads) > 0
-print(("[exploratory receivers; not a discovery]\n" if EXPLORATORY and RAN else "") + ind.describe())
+ind, dup = discovery.induction_and_duplicate(setup, receivers.heads,
+                                             **methods.default("induction_receivers"))
+print(("[exploratory receivers; not a discovery]\n" if EXPLORATORY and RAN else "")
+      + ind.describe())
 print(dup.describe())
+if RAN:
+    title = (f"{LABEL}Path patching -> S-Inhibition values at S2 "
+             f"({MODEL}, N={n_prompts})")
+    plots.show(plots.head_heatmap(ind.effect, title, "change / clean logit diff",
+                                  highlight=ind.heads + dup.heads))
+
+# %% tags=["hide-input"]
 if RAN:
     display(Markdown(f"Receivers: {ind.receivers}. Clean logit diff {ind.clean:.3f}, on p_ABC "
                      f"{ind.corrupted:.3f}."))
-    plots.show(plots.head_heatmap(
-        ind.effect, f"{LABEL}Path patching -> S-Inhibition values at S2 ({MODEL}, N={n_prompts})",
-        "change / clean logit diff", highlight=ind.heads + dup.heads))
 else:
     display(Markdown("**Not run:** there are no receivers, not even exploratory ones."))
 
@@ -161,7 +213,7 @@ else:
 # The heads with the largest drops, with the two attention numbers that split them
 # (heads outlined above and marked `selected` below passed the rule):
 
-# %%
+# %% tags=["hide-input"]
 if RAN:
     top = ind.table.drop(columns="selected").assign(
         Induction=ind.table["selected"], **{"Duplicate Token": dup.table["selected"]})
@@ -174,8 +226,12 @@ if RAN:
 # *what* they read there; the heads each version selects and their effects:
 
 # %%
+if RAN:  # the paper's text: keys and values
+    ind_kv, dup_kv = discovery.induction_and_duplicate(
+        setup, receivers.heads, **methods.variant("induction_receivers"))
+
+# %% tags=["hide-input"]
 if RAN:
-    ind_kv, dup_kv = discovery.induction_and_duplicate(setup, receivers.heads, **methods.variant("induction_receivers"))
     side = pd.DataFrame([{
         "receivers' inputs patched": label, "Induction": ", ".join(map(paper.head_name, i.heads)) or "none",
         "Duplicate Token": ", ".join(map(paper.head_name, d.heads)) or "none",
@@ -183,8 +239,16 @@ if RAN:
         for label, i, d in (("values (authors' code, default)", ind, dup), ("keys and values (paper's text)", ind_kv, dup_kv))])
     display(side.round(3).set_index("receivers' inputs patched"))
     moved = float((ind_kv.effect - ind.effect).abs().max())
-    display(Markdown(f"Largest change of any head's effect between the two: {moved:.3f} (fraction of the clean "
-                     f"logit diff); the classes are {'the same' if (ind.heads, dup.heads) == (ind_kv.heads, dup_kv.heads) else 'different'}."))
+    glue("induction_kv_change",
+         f"the largest change of any head's effect is {moved:.3f} (fraction of the clean logit diff), "
+         f"and the classes are {'the same' if (ind.heads, dup.heads) == (ind_kv.heads, dup_kv.heads) else 'different'}",
+         display=False)
+else:
+    glue("induction_kv_change", "not run (there are no receivers, not even exploratory ones)",
+         display=False)
+
+# %% [markdown]
+# Between the two versions: {glue:text}`induction_kv_change`.
 
 # %% [markdown]
 # ### Where the heads attend from S2
@@ -194,13 +258,7 @@ if RAN:
 
 # %%
 if RAN:
-    att = ind.table[["head", "effect", "attn S2->S1", "attn S2->S1+1"]].copy()
-    att["class"] = "other"
-    att.loc[ind.table["selected"], "class"] = "Induction"
-    att.loc[dup.table["selected"], "class"] = "Duplicate Token"
-    plots.show(plots.scatter_with_diagonal(
-        att, "attn S2->S1", "attn S2->S1+1", color="class",
-        title=f"{LABEL}Attention from S2 ({MODEL})", tooltip=["head", "effect", "class"]))
+    plots.show(attention_split_scatter(ind, dup))
 
 # %% [markdown]
 # ## Confirmation on repeated random tokens
@@ -218,34 +276,31 @@ if RAN:
 # 20-40 earlier tokens, so attention spread evenly would score about 0.035).
 
 # %%
-rep = scores.repeated_token_scores(model, n_seq=n_rep_seq, seq_len=rep_seq_len, seed=seed,
-                                   prepend_bos=prepend_bos)
-rep_note = f"{n_rep_seq} sequences of {rep_seq_len} random tokens x 2, BOS {BOS}"
-plots.show(alt.hconcat(
-    plots.head_heatmap(rep["induction"], f"Induction score ({MODEL})", "induction score",
-                       highlight=ind.heads, vmax=1.0),
-    plots.head_heatmap(rep["duplicate"], f"Duplicate-token score ({MODEL})", "duplicate score",
-                       highlight=dup.heads, vmax=1.0),
-).properties(title=f"Repeated random tokens: {rep_note}; outlined: {LABEL or ''}heads kept above"))
+rep = scores.repeated_token_scores(model, n_seq=n_rep_seq, seq_len=rep_seq_len,
+                                   seed=seed, prepend_bos=prepend_bos)
+plots.show(repeated_token_heatmaps(rep, ind.heads, dup.heads))
 
 # %%
 check_ind = discovery.repeated_token_check(ind.heads, rep, "induction", confirm_score)
 check_dup = discovery.repeated_token_check(dup.heads, rep, "duplicate", confirm_score)
+all_heads = [(l, h) for l in range(model.cfg.n_layers)
+             for h in range(model.cfg.n_heads)]
+behaving = {k: discovery.repeated_token_check(all_heads, rep, k, confirm_score)
+            .query("confirmed")["head"].tolist() for k in rep}
+
+# %% tags=["hide-input"]
 for cls, check in ((ind, check_ind), (dup, check_dup)):
     if len(check):
         display(Markdown(f"**{LABEL}{cls.name} heads** on repeated random tokens:"))
         display(check.round(3).set_index("head"))
-all_heads = [(l, h) for l in range(model.cfg.n_layers) for h in range(model.cfg.n_heads)]
-behaving = {k: discovery.repeated_token_check(all_heads, rep, k, confirm_score)
-            .query("confirmed")["head"].tolist() for k in rep}
 display(Markdown("Every head, whatever its path-patching effect: the heads that pass the same "
                  "test for each score, and the strongest scores."))
-pd.DataFrame([
+display(pd.DataFrame([
     {"score": k, "heads that behave so": ", ".join(behaving[k]) or "none",
      "strongest heads (score)": ", ".join(
          f"{paper.head_name(divmod(int(i), model.cfg.n_heads))} ({float(v.flatten()[i]):.2f})"
          for i in torch.argsort(v.flatten(), descending=True)[:5])}
-    for k, v in rep.items()]).set_index("score")
+    for k, v in rep.items()]).set_index("score"))
 
 # %% [markdown]
 # ## Knocking the classes out
@@ -259,13 +314,15 @@ knock, base_ld = [], None
 if not EXPLORATORY and (ind.heads or dup.heads):
     values = ablation.ablation_values(model, setup.ioi, setup.abc)
     base_ld = float(ablation.model_logit_diff(model, setup.ioi, values).mean())
-    sets = [(cls.name.lower().replace(" ", "_"), cls.name, cls.heads) for cls in (ind, dup) if cls.heads]
-    if ind.heads and dup.heads:
-        sets.append(("induction_and_duplicate_token", "both classes", ind.heads + dup.heads))
-    for key, what, heads in sets:
-        ld = float(ablation.model_logit_diff(model, setup.ioi, values, removed=heads).mean())
-        knock.append({"key": key, "knocked out": f"{what} ({', '.join(map(paper.head_name, heads))})",
-                      "logit diff": ld, "change": ld - base_ld})
+    for key, what, heads in knockout_sets(ind, dup):
+        ld = float(ablation.model_logit_diff(model, setup.ioi, values,
+                                             removed=heads).mean())
+        label = f"{what} ({', '.join(map(paper.head_name, heads))})"
+        knock.append({"key": key, "knocked out": label, "logit diff": ld,
+                      "change": ld - base_ld})
+
+# %% tags=["hide-input"]
+if base_ld is not None:
     display(Markdown(f"Model logit diff without knockout: **{base_ld:.3f}** (N = {n_prompts}, mean "
                      f"ablation over p_ABC per template group)."))
     display(pd.DataFrame(knock).drop(columns="key").round(3).set_index("knocked out"))
@@ -310,22 +367,22 @@ else:
 
 # %%
 senders = ind.heads + dup.heads
+share = None
 if senders and not EXPLORATORY:
     share = discovery.s_inhibition_share(setup, senders, receivers.heads)
     for ratio, denominator in (("share", "total"), ("share of heads", "via all heads")):
-        share.loc[share[denominator].abs() < 0.01 * share["clean"].abs(), ratio] = float("nan")  # not a paper number: a near-zero guard
+        cut = 0.01 * share["clean"].abs()  # not a paper number: a near-zero guard
+        near_zero = share[denominator].abs() < cut
+        share.loc[near_zero, ratio] = float("nan")
+    plots.show(share_bars(share))
+
+# %% tags=["hide-input"]
+if share is not None:
     display(Markdown(f"{LABEL}Senders: {', '.join(map(paper.head_name, senders))}; receivers: "
                      f"{', '.join(map(paper.head_name, receivers.heads))}. Clean logit diff "
                      f"{share['clean'][0]:.3f}; N = {n_prompts}; changes in logits."))
     display(share.drop(columns="clean").round(3).set_index("variant"))
-    bars = share.melt(id_vars=["variant", "changes"], value_vars=["share", "share of heads"],
-                      var_name="ratio", value_name="fraction")
-    plots.show(plots.bar_chart(bars.dropna(), x="variant", y="fraction", color="ratio", horizontal=True,
-                               title=f"{LABEL}Share of the S-Inhibition change explained by "
-                                     f"Induction + Duplicate Token heads ({MODEL})",
-                               tooltip=["variant", "changes", "ratio", "fraction"]))
 else:
-    share = None
     display(Markdown("**Not computed:** the share needs discovered S-Inhibition heads and "
                      "discovered Induction or Duplicate Token heads; "
                      + ("this model has no S-Inhibition heads (a ratio between stand-ins would "
@@ -341,7 +398,8 @@ else:
 # that were discovered). Any other model has no planted circuit, and this table is empty.
 
 # %%
-truth.against_planted(model, {cls.name: [] if EXPLORATORY else cls.heads for cls in (ind, dup)})
+discovered = {cls.name: [] if EXPLORATORY else cls.heads for cls in (ind, dup)}
+truth.against_planted(model, discovered)
 
 # %% [markdown]
 # ## Comparison with the paper
