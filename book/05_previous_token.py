@@ -46,6 +46,7 @@ backup_threshold = 0.02
 import pandas as pd
 import torch
 from IPython.display import Markdown, display
+from myst_nb import glue
 
 from ioi_helpers import ablation, discovery, models, paper, plots, results, scores, truth
 
@@ -63,6 +64,7 @@ if not models.is_gpt2_small(model):
 BOS = "prepended" if prepend_bos else "not prepended"
 display(Markdown(f"Settings: N = {n_prompts} p_IOI prompts with matched p_ABC prompts, templates "
                  f"'{template_set}', BOS {BOS}, seed {seed}."))
+rep_note = f"{n_rep_seq} sequences of {rep_seq_len} random tokens x 2, BOS {BOS}"
 
 # %% [markdown]
 # ## The prerequisite: the Induction heads
@@ -75,8 +77,8 @@ display(Markdown(f"Settings: N = {n_prompts} p_IOI prompts with matched p_ABC pr
 classes = discovery.circuit_classes(setup)
 for name in ("Name Mover", "S-Inhibition", "Induction"):
     print(classes[name].describe(), end="\n\n")
-receivers = discovery.receivers_for(setup, "Induction", k=exploratory_k, classes=classes)
-EXPLORATORY = receivers.exploratory
+receivers = discovery.receivers_for(setup, "Induction", k=exploratory_k,
+                                    classes=classes)  # the class, or a stand-in
 
 # %% [markdown]
 # If the model has no Induction heads, there are no keys to patch into and this chapter
@@ -86,6 +88,9 @@ EXPLORATORY = receivers.exploratory
 # computed on them is labelled *exploratory*; nothing of it is recorded as a head class.
 
 # %% tags=["hide-input"]
+EXPLORATORY = receivers.exploratory
+LABEL = "EXPLORATORY: " if EXPLORATORY else ""
+RAN = len(receivers.heads) > 0
 if not EXPLORATORY:
     display(Markdown(f"Receivers: **{receivers.how}**: "
                      f"{', '.join(paper.head_name(h) for h in receivers.heads)}."))
@@ -128,15 +133,18 @@ if EXPLORATORY:
 
 # %%
 prev = discovery.previous_token(setup, receivers.heads)
-LABEL = "EXPLORATORY: " if EXPLORATORY else ""
-RAN = len(receivers.heads) > 0
-print(("[exploratory receivers; not a discovery]\n" if EXPLORATORY and RAN else "") + prev.describe())
+print(("[exploratory receivers; not a discovery]\n" if EXPLORATORY and RAN else "")
+      + prev.describe())
+if RAN:
+    title = (f"{LABEL}Path patching -> Induction keys at S1+1 "
+             f"({MODEL}, N={n_prompts})")
+    plots.show(plots.head_heatmap(prev.effect, title, "change / clean logit diff",
+                                  highlight=prev.heads))
+
+# %% tags=["hide-input"]
 if RAN:
     display(Markdown(f"Receivers: {prev.receivers}. Clean logit diff {prev.clean:.3f}, on p_ABC "
                      f"{prev.corrupted:.3f}."))
-    plots.show(plots.head_heatmap(
-        prev.effect, f"{LABEL}Path patching -> Induction keys at S1+1 ({MODEL}, N={n_prompts})",
-        "change / clean logit diff", highlight=prev.heads))
     display(prev.table.drop(columns=["layer", "index"]).sort_values("effect").head(10).round(3).set_index("head"))
 else:
     display(Markdown("**Not run:** there are no receivers, not even exploratory ones."))
@@ -152,23 +160,33 @@ else:
 # the 20-40 earlier tokens would score about 0.035).
 
 # %%
-rep = scores.repeated_token_scores(model, n_seq=n_rep_seq, seq_len=rep_seq_len, seed=seed,
-                                   prepend_bos=prepend_bos)
-rep_note = f"{n_rep_seq} sequences of {rep_seq_len} random tokens x 2, BOS {BOS}"
-plots.show(plots.head_heatmap(rep["previous"], f"Previous-token score ({MODEL}; {rep_note})",
-                              "previous-token score", highlight=prev.heads, vmax=1.0))
+rep = scores.repeated_token_scores(model, n_seq=n_rep_seq, seq_len=rep_seq_len,
+                                   seed=seed, prepend_bos=prepend_bos)
+title = f"Previous-token score ({MODEL}; {rep_note})"
+plots.show(plots.head_heatmap(rep["previous"], title, "previous-token score",
+                              highlight=prev.heads, vmax=1.0))
+
+# %%
 check = discovery.repeated_token_check(prev.heads, rep, "previous", confirm_score)
+all_heads = [(l, h) for l in range(model.cfg.n_layers)
+             for h in range(model.cfg.n_heads)]
+behaving = (discovery.repeated_token_check(all_heads, rep, "previous", confirm_score)
+            .query("confirmed")["head"].tolist())
+
+# %% tags=["hide-input"]
 if len(check):
     display(Markdown(f"**{LABEL}Previous Token heads** on repeated random tokens:"))
     display(check.round(3).set_index("head"))
-all_heads = [(l, h) for l in range(model.cfg.n_layers) for h in range(model.cfg.n_heads)]
-behaving = discovery.repeated_token_check(all_heads, rep, "previous", confirm_score).query("confirmed")["head"].tolist()
 strongest = torch.argsort(rep["previous"].flatten(), descending=True)[:6]
-display(Markdown(
-    f"Every head, whatever its path-patching effect: {len(behaving)} pass the same test "
-    f"({', '.join(behaving) or 'none'}). Strongest previous-token scores: " + ", ".join(
-        f"{paper.head_name(divmod(int(i), model.cfg.n_heads))} ({float(rep['previous'].flatten()[i]):.2f})"
-        for i in strongest) + "."))
+glue("prev_behaving", f"{len(behaving)} pass the same test ({', '.join(behaving) or 'none'})",
+     display=False)
+glue("prev_strongest", ", ".join(
+    f"{paper.head_name(divmod(int(i), model.cfg.n_heads))} ({float(rep['previous'].flatten()[i]):.2f})"
+    for i in strongest), display=False)
+
+# %% [markdown]
+# Every head, whatever its path-patching effect: {glue:text}`prev_behaving`. Strongest
+# previous-token scores: {glue:text}`prev_strongest`.
 
 # %% [markdown]
 # ## Knocking the class out
@@ -183,13 +201,22 @@ base_ld = knock_ld = None
 if prev.heads and not EXPLORATORY:
     values = ablation.ablation_values(model, setup.ioi, setup.abc)
     base_ld = float(ablation.model_logit_diff(model, setup.ioi, values).mean())
-    knock_ld = float(ablation.model_logit_diff(model, setup.ioi, values, removed=prev.heads).mean())
-    display(Markdown(
-        f"Model logit diff: **{base_ld:.3f}**; with the Previous Token heads "
-        f"({', '.join(map(paper.head_name, prev.heads))}) knocked out: **{knock_ld:.3f}** "
-        f"(change {knock_ld - base_ld:+.3f}; N = {n_prompts}, mean ablation over p_ABC per template group)."))
+    knock_ld = float(ablation.model_logit_diff(model, setup.ioi, values,
+                                               removed=prev.heads).mean())
+
+# %% tags=["hide-input"]
+if knock_ld is not None:
+    glue("prev_knockout",
+         f"the model's logit diff is {base_ld:.3f}; with the Previous Token heads "
+         f"({', '.join(map(paper.head_name, prev.heads))}) knocked out it is {knock_ld:.3f} "
+         f"(change {knock_ld - base_ld:+.3f}; N = {n_prompts}, mean ablation over p_ABC per template group)",
+         display=False)
 else:
-    display(Markdown("**Not run:** no class was discovered, so there is nothing to knock out."))
+    glue("prev_knockout", "not run: no class was discovered, so there is nothing to knock out",
+         display=False)
+
+# %% [markdown]
+# Knockout: {glue:text}`prev_knockout`.
 
 # %% [markdown]
 # ## Against the planted circuit
