@@ -51,8 +51,10 @@ import altair as alt
 import pandas as pd
 import torch
 from IPython.display import Markdown, display
+from myst_nb import glue
 
-from ioi_helpers import ablation, dataset, discovery, methods, models, paper, plots, results, scores, truth
+from ioi_helpers import (ablation, dataset, discovery, methods, models, paper, plots, results,
+                         scores, truth)
 
 PAPER = {key: spec["value"] for key, spec in paper.NUMBERS.items()}  # the paper's numbers (ioi_helpers.paper)
 
@@ -71,6 +73,84 @@ if not models.is_gpt2_small(model):
     display(Markdown(paper.stand_in_note(MODEL)))
 display(Markdown(f"Settings: N = {n_prompts} p_IOI prompts with matched p_ABC prompts, templates "
                  f"'{template_set}', BOS {BOS}, seed {seed}."))
+
+
+# %% tags=["hide-input"]
+# The chapter's figures: plots' charts with the encodings of each experiment, and the heads
+# that stand in for an empty class.
+def effect_heatmap(direct, task, title, highlight=None):
+    """Each head's path-patching effect on the logits: as a % of the clean logit diff when
+    the model does the task (the unit then means something), else as a change in logits."""
+    if task:
+        return plots.head_heatmap(100 * direct.relative, title,
+                                  "change in logit diff (% of clean)", highlight=highlight)
+    return plots.head_heatmap(direct.delta, title, "change in logit diff (logits)",
+                              highlight=highlight)
+
+
+def shown_heads(direct, nm, nnm):
+    """(class, head) for the heads of both classes; an empty class gets an exploratory
+    stand-in, the head with the largest drop (Name Mover) or rise (Negative Name Mover)."""
+    shown = ([("Name Mover", h) for h in nm.heads]
+             or [("exploratory: largest drop", h)
+                 for h in discovery.top_heads(direct.relative, 1)])
+    shown += ([("Negative Name Mover", h) for h in nnm.heads]
+              or [("exploratory: largest rise", h)
+                  for h in discovery.top_heads(-direct.relative, 1)])
+    return shown
+
+
+def attention_bars(att, shown):
+    """Each shown head's mean attention from END to IO, S1 and S2, side by side."""
+    att_rows = [{"head": paper.head_name(h), "class": c, "to": k, "attention": float(att[k][h])}
+                for c, h in shown for k in ("IO", "S1", "S2")]
+    return plots.bar_chart(pd.DataFrame(att_rows), x="head", y="attention", color="to",
+                           title=f"Attention from END ({MODEL}, N={n_prompts})",
+                           tooltip=["head", "class", "to", "attention"]).encode(
+        xOffset=alt.XOffset("to:N"))
+
+
+def projection_correlations(pts):
+    """Per head, the correlation of attention and projection for IO, for S, and pooled over
+    both names (as the scatter plots them)."""
+    corr = {k: scores.pearson(pts[f"attn_{k}"], pts[f"proj_{k}"]) for k in ("IO", "S")}
+    corr["pooled"] = scores.pearson(torch.cat([pts["attn_IO"], pts["attn_S"]], -1),
+                                    torch.cat([pts["proj_IO"], pts["proj_S"]], -1))
+    return corr
+
+
+def projection_scatters(pts, corr, shown):
+    """Attention vs projection on the name's unembedding, for the first head of each kind."""
+    first = {}  # the first head of each kind gets a scatter
+    for c, h in shown:
+        first.setdefault(c, h)
+    charts = []
+    for c, (l, i) in first.items():
+        h = (l, i)
+        df = pd.concat([pd.DataFrame({"attention": pts[f"attn_{k}"][l, i].numpy(),
+                                      "projection": pts[f"proj_{k}"][l, i].numpy(),
+                                      "name": "IO" if k == "IO" else "S (S1 + S2)"})
+                        for k in ("IO", "S")])
+        charts.append(alt.Chart(df).mark_point(filled=True, size=25, opacity=0.6).encode(
+            x=alt.X("attention:Q", title="attention from END to the name"),
+            y=alt.Y("projection:Q", title="output · W_U[name]"),
+            color=alt.Color("name:N", title="name"), tooltip=["name", "attention", "projection"],
+        ).properties(title=f"{c}: {paper.head_name(h)} (r = {float(corr['pooled'][h]):.2f})",
+                     width=200, height=200))
+    return alt.hconcat(*charts).properties(
+        title=f"Attention vs projection on the name's unembedding ({MODEL}, N={n_projection})")
+
+
+def copy_heatmaps(cs, nm_heads, nnm_heads, n_names):
+    """Every head's copy and negative copy scores, one above the other, each class outlined."""
+    return alt.vconcat(
+        plots.head_heatmap(cs["copy"], f"Copy score ({MODEL})", "copy score",
+                           highlight=nm_heads, vmax=1.0),
+        plots.head_heatmap(cs["negative"], f"Negative copy score ({MODEL})",
+                           "negative copy score", highlight=nnm_heads, vmax=1.0),
+    ).properties(title=f"Top-{copy_k} copy scores over {n_names} names ({n_copy} prompts); "
+                       "outlined: Name Movers (top), Negative Name Movers (bottom)")
+
 
 # %% [markdown]
 # ## Path patching from every head to the logits (Fig. 3b)
@@ -106,20 +186,22 @@ display(Markdown(f"Settings: N = {n_prompts} p_IOI prompts with matched p_ABC pr
 direct = discovery.direct_effects(setup)
 clean_ld = direct.clean
 TASK = setup.does_task  # metrics.does_task: the one criterion every chapter uses
-display(Markdown(f"Clean logit diff (p_IOI): **{clean_ld:.3f}**; on p_ABC: {direct.corrupted:.3f}; "
-                 f"N = {n_prompts}."))
-if TASK:
-    plots.show(plots.head_heatmap(
-        100 * direct.relative, f"Path patching -> logits at END ({MODEL}, N={n_prompts})",
-        "change in logit diff (% of clean)"))
-else:
+title = f"Path patching -> logits at END ({MODEL}, N={n_prompts})"
+plots.show(effect_heatmap(direct, TASK, title))  # % of clean if TASK, else logits
+
+# %% tags=["hide-input"]
+glue("nm_clean_ld", clean_ld, display=False)
+glue("nm_abc_ld", direct.corrupted, display=False)
+glue("nm_n_prompts", n_prompts, display=False)
+if not TASK:
     display(Markdown(
         f"**The clean logit difference is {clean_ld:.3f} <= 0: this model does not prefer the IO "
         "over the subject**, so a change *as a fraction of it* means nothing. The heatmap shows "
         "the change in logits instead."))
-    plots.show(plots.head_heatmap(
-        direct.delta, f"Path patching -> logits at END ({MODEL}, N={n_prompts})",
-        "change in logit diff (logits)"))
+
+# %% [markdown]
+# Clean logit diff (p_IOI): {glue:text}`nm_clean_ld:.3f`; on p_ABC:
+# {glue:text}`nm_abc_ld:.3f`; N = {glue:text}`nm_n_prompts` prompts.
 
 # %% [markdown]
 # ## The rule that makes a head a Name Mover
@@ -146,11 +228,8 @@ else:
 nm, nnm = discovery.name_movers(setup)
 print(nm.describe(), end="\n\n")
 print(nnm.describe())
-plots.show(plots.head_heatmap(
-    100 * direct.relative if TASK else direct.delta,
-    f"Name Movers and Negative Name Movers outlined ({MODEL})",
-    "change in logit diff (% of clean)" if TASK else "change in logit diff (logits)",
-    highlight=nm.heads + nnm.heads))
+title = f"Name Movers and Negative Name Movers outlined ({MODEL})"
+plots.show(effect_heatmap(direct, TASK, title, highlight=nm.heads + nnm.heads))
 
 # %% [markdown]
 # The candidates closest to each side of the rule, with the numbers it looked at: the effect
@@ -195,8 +274,12 @@ if not nnm.heads:
 # sits at the edge of the rule, and the classes below should be read with that in mind.
 
 # %%
+if TASK:  # the rule on a second sample of prompts, seed + 1
+    nm2, nnm2 = discovery.name_movers(
+        discovery.setup_from(model, globals() | {"seed": seed + 1}))
+
+# %% tags=["hide-input"]
 if TASK:
-    nm2, nnm2 = discovery.name_movers(discovery.setup_from(model, globals() | {"seed": seed + 1}))
     robust = pd.DataFrame([{"class": a.name, f"seed {seed}": ", ".join(map(paper.head_name, a.heads)) or "none",
                             f"seed {seed + 1}": ", ".join(map(paper.head_name, b.heads)) or "none",
                             "same heads": a.heads == b.heads} for a, b in ((nm, nm2), (nnm, nnm2))])
@@ -222,25 +305,21 @@ else:
 
 # %%
 att = {k: discovery.attention(setup, "END", k) for k in ("IO", "S1", "S2")}
-# the heads of each class; for an empty class, an exploratory stand-in (largest drop / rise)
-shown = ([("Name Mover", h) for h in nm.heads]
-         or [("exploratory: largest drop", h) for h in discovery.top_heads(direct.relative, 1)])
-shown += ([("Negative Name Mover", h) for h in nnm.heads]
-          or [("exploratory: largest rise", h) for h in discovery.top_heads(-direct.relative, 1)])
-att_rows = [{"head": paper.head_name(h), "class": c, "to": k, "attention": float(att[k][h])}
-            for c, h in shown for k in ("IO", "S1", "S2")]
-att_df = pd.DataFrame(att_rows)
-plots.show(plots.bar_chart(att_df, x="head", y="attention", color="to",
-                           title=f"Attention from END ({MODEL}, N={n_prompts})",
-                           tooltip=["head", "class", "to", "attention"]).encode(
-    xOffset=alt.XOffset("to:N")))
-att_io_nm = float(torch.stack([att["IO"][h] for h in nm.heads]).mean()) if nm.heads else None
-results.record(CHAPTER, "name_movers.attention_to_io", att_io_nm, settings,
-               note="" if nm.heads else "no Name Movers on this model")
-display(Markdown(
-    f"Name Movers' mean attention END→IO: **{att_io_nm:.2f}** (paper: {PAPER['name_movers.attention_to_io']})."
-    if nm.heads else
-    f"Name Movers' mean attention END→IO: **n/a** (no Name Movers; paper: {PAPER['name_movers.attention_to_io']})."))
+shown = shown_heads(direct, nm, nnm)  # an empty class: an exploratory stand-in
+plots.show(attention_bars(att, shown))
+att_io_nm = (float(torch.stack([att["IO"][h] for h in nm.heads]).mean())
+             if nm.heads else None)
+_ = results.record(CHAPTER, "name_movers.attention_to_io", att_io_nm, settings,
+                   note="" if nm.heads else "no Name Movers on this model")
+
+# %% tags=["hide-input"]
+glue("nm_attention_io", f"{att_io_nm:.2f}" if nm.heads else "n/a (no Name Movers)",
+     display=False)
+glue("nm_paper_attention_io", PAPER["name_movers.attention_to_io"], display=False)
+
+# %% [markdown]
+# Name Movers' mean attention END→IO: {glue:text}`nm_attention_io` (paper:
+# {glue:text}`nm_paper_attention_io`).
 
 # %% [markdown]
 # ## What they write: attention vs projection on the name's unembedding (Fig. 3c)
@@ -256,35 +335,21 @@ display(Markdown(
 # correlations are in the last column of the table below (`s_position="S1"`).
 
 # %%
-proj_ds = dataset.make_ioi_dataset(tokenizer, n_projection, template_set=template_set, seed=seed,
-                                   prepend_bos=prepend_bos)
+proj_ds = dataset.make_ioi_dataset(tokenizer, n_projection, template_set=template_set,
+                                   seed=seed, prepend_bos=prepend_bos)
 proj_heads = [h for _, h in shown]
-pts = scores.attention_projection(model, proj_ds, proj_heads, **methods.default("attention_projection"))
-corr_s1 = scores.attention_projection_correlation(model, proj_ds, proj_heads, **methods.variant("attention_projection"))
-corr = {k: scores.pearson(pts[f"attn_{k}"], pts[f"proj_{k}"]) for k in ("IO", "S")}
-corr["pooled"] = scores.pearson(torch.cat([pts["attn_IO"], pts["attn_S"]], -1),  # both names, as plotted
-                                torch.cat([pts["proj_IO"], pts["proj_S"]], -1))
+pts = scores.attention_projection(model, proj_ds, proj_heads,
+                                  **methods.default("attention_projection"))
+corr_s1 = scores.attention_projection_correlation(  # ARENA's variant: S = S1 alone
+    model, proj_ds, proj_heads, **methods.variant("attention_projection"))
+corr = projection_correlations(pts)  # IO, S, and both names pooled
+plots.show(projection_scatters(pts, corr, shown))
+
+# %% tags=["hide-input"]
 corr_df = pd.DataFrame([{"head": paper.head_name(h), "class": c,
                          **{f"corr ({k})": float(corr[k][h]) for k in ("IO", "S", "pooled")},
                          "corr (pooled), S = S1 only (ARENA)": float(corr_s1["pooled"][h])}
                         for c, h in shown]).set_index("head")
-first = {}  # the first head of each kind gets a scatter
-for c, h in shown:
-    first.setdefault(c, h)
-charts = []
-for c, (l, i) in first.items():
-    h = (l, i)
-    df = pd.concat([pd.DataFrame({"attention": pts[f"attn_{k}"][l, i].numpy(),
-                                  "projection": pts[f"proj_{k}"][l, i].numpy(),
-                                  "name": "IO" if k == "IO" else "S (S1 + S2)"}) for k in ("IO", "S")])
-    charts.append(alt.Chart(df).mark_point(filled=True, size=25, opacity=0.6).encode(
-        x=alt.X("attention:Q", title="attention from END to the name"),
-        y=alt.Y("projection:Q", title="output · W_U[name]"),
-        color=alt.Color("name:N", title="name"), tooltip=["name", "attention", "projection"],
-    ).properties(title=f"{c}: {paper.head_name(h)} (r = {float(corr['pooled'][h]):.2f})",
-                 width=200, height=200))
-plots.show(alt.hconcat(*charts).properties(
-    title=f"Attention vs projection on the name's unembedding ({MODEL}, N={n_projection})"))
 display(corr_df.round(3))
 corr_nm = float(torch.stack([corr["pooled"][h] for h in nm.heads]).min()) if nm.heads else None
 _ = results.record(CHAPTER, "name_movers.attn_projection_corr", corr_nm,
@@ -304,16 +369,11 @@ _ = results.record(CHAPTER, "name_movers.attn_projection_corr", corr_nm,
 # each).
 
 # %%
-copy_ds = dataset.make_ioi_dataset(tokenizer, n_copy, template_set=template_set, seed=seed,
-                                   prepend_bos=prepend_bos)
+copy_ds = dataset.make_ioi_dataset(tokenizer, n_copy, template_set=template_set,
+                                   seed=seed, prepend_bos=prepend_bos)
 cs = scores.copy_score_pair(model, copy_ds, k=copy_k)
 n_names = 3 * len(copy_ds)
-plots.show(alt.vconcat(
-    plots.head_heatmap(cs["copy"], f"Copy score ({MODEL})", "copy score", highlight=nm.heads, vmax=1.0),
-    plots.head_heatmap(cs["negative"], f"Negative copy score ({MODEL})", "negative copy score",
-                       highlight=nnm.heads, vmax=1.0),
-).properties(title=f"Top-{copy_k} copy scores over {n_names} names ({n_copy} prompts); "
-                   "outlined: Name Movers (top), Negative Name Movers (bottom)"))
+plots.show(copy_heatmaps(cs, nm.heads, nnm.heads, n_names))
 
 # %% tags=["hide-input"]
 avg_copy, avg_neg = float(cs["copy"].mean()), float(cs["negative"].mean())
@@ -348,16 +408,25 @@ _ = results.record(CHAPTER, "negative_name_movers.negative_copy_score_average_he
 # at every position is shown beside it as a variant.
 
 # %%
-ko_rows = []
+knocked = {}  # class -> logit diff with it knocked out at END, and everywhere
 if nm.heads or nnm.heads:
     values = ablation.ablation_values(model, setup.ioi, setup.abc)
     base_ld = float(ablation.model_logit_diff(model, setup.ioi, values).mean())
+    for cls in (c for c in (nm, nnm) if c.heads):
+        at_end = ablation.knockout_mask(model, setup.ioi,
+                                        {h: ["END"] for h in cls.heads})
+        knocked[cls.name] = (
+            float(ablation.ablated_logit_diff(model, setup.ioi, at_end, values).mean()),
+            float(ablation.model_logit_diff(model, setup.ioi, values,
+                                            removed=cls.heads).mean()))
+
+# %% tags=["hide-input"]
+ko_rows = []
+if nm.heads or nnm.heads:
     for cls in (nm, nnm):
         if not cls.heads:
             continue
-        at_end = ablation.knockout_mask(model, setup.ioi, {h: ["END"] for h in cls.heads})
-        ld_end = float(ablation.ablated_logit_diff(model, setup.ioi, at_end, values).mean())
-        ld_all = float(ablation.model_logit_diff(model, setup.ioi, values, removed=cls.heads).mean())
+        ld_end, ld_all = knocked[cls.name]
         ko_rows.append({"class": cls.name, "heads": ", ".join(map(paper.head_name, cls.heads)),
                         "logit diff": base_ld, "knocked out at END": ld_end, "change (END)": ld_end - base_ld,
                         "knocked out everywhere": ld_all, "change (everywhere)": ld_all - base_ld})
