@@ -59,6 +59,7 @@ import altair as alt
 import pandas as pd
 import torch
 from IPython.display import Markdown, display
+from myst_nb import glue
 
 from ioi_helpers import dataset, discovery, hooks, methods, metrics, models, paper, plots, results, scores
 from ioi_helpers.hooks import hook_name
@@ -74,6 +75,124 @@ results.start(CHAPTER, MODEL, {"n_prompts": n_prompts, "seed": seed, "prepend_bo
 display(Markdown(f"**Model:** {models.describe_model(model)}"))
 if not models.is_gpt2_small(model):
     display(Markdown(paper.stand_in_note(MODEL)))
+
+
+# %% tags=["hide-input"]
+# The chapter's measurement and figures: one forward pass that keeps the END logits and the
+# attention from END, the paper's Fig. 8 rows, the charts' encodings, and the per-group means
+# that replace MLP0's output.
+n_layers = model.cfg.n_layers
+PATTERNS = [hook_name("pattern", l) for l in range(n_layers)]
+P = paper.NUMBERS
+paper_rows = {  # the paper's Fig. 8 table (GPT-2 small): logit diff, IO prob, S above IO
+    "original": (paper.QUOTED["adversarial.original.logit_diff"]["value"], P["baseline.io_prob"]["value"],
+                 1 - P["baseline.io_above_s"]["value"]),
+    "extra sentence naming IO (adversarial)": (P["adversarial.io.logit_diff"]["value"], P["adversarial.io.io_prob"]["value"],
+                                               P["adversarial.io.s_above_io"]["value"]),
+    "extra sentence naming S (control)": (P["adversarial.s.logit_diff"]["value"], P["adversarial.s.io_prob"]["value"],
+                                          P["adversarial.s.s_above_io"]["value"]),
+}
+
+
+def run_with_patterns(ds, batch_size=100):
+    """END logits and the mean attention from END to each named position (per head)."""
+    to = [k for k in ("IO", "extra", "S1", "S2") if k in ds.pos]
+    logits, att = [], {k: torch.zeros(n_layers, model.cfg.n_heads) for k in to}
+    for start in range(0, len(ds), batch_size):
+        part = ds[start:start + batch_size]
+        end_logits, store = hooks.run(model, part.tokens, part.pos["END"], cache=PATTERNS)
+        logits.append(end_logits.float().cpu())
+        for k in to:
+            for l in range(n_layers):
+                att[k][l] += scores.attention_at(store[PATTERNS[l]], part.pos["END"],
+                                                 part.pos[k]).sum(0).float().cpu()
+    return torch.cat(logits), {k: v / len(ds) for k, v in att.items()}
+
+
+def summary_table(summary):
+    """The three numbers per distribution, each beside the paper's."""
+    return pd.DataFrame([
+        {"distribution": name, "logit diff": s["logit diff"], "paper: logit diff": paper_rows[name][0],
+         "IO prob": s["IO prob"], "paper: IO prob": paper_rows[name][1],
+         "S above IO": s["S above IO"], "paper: S above IO": paper_rows[name][2]}
+        for name, s in summary.items()])
+
+
+def distributions_chart(table):
+    """Bars per distribution and metric: this model beside the paper's Fig. 8 table."""
+    long = table.melt(id_vars="distribution", value_vars=["logit diff", "IO prob", "S above IO"],
+                      var_name="metric", value_name="value")
+    long["source"] = MODEL
+    paper_long = pd.DataFrame([{"distribution": d, "metric": m, "value": v, "source": "paper (GPT-2 small)"}
+                               for d, vals in paper_rows.items()
+                               for m, v in zip(["logit diff", "IO prob", "S above IO"], vals)])
+    both = pd.concat([long, paper_long])
+    both["distribution"] = both["distribution"].str.replace(r" \(.*\)", "", regex=True)
+    chart = alt.Chart(both).mark_bar().encode(
+        x=alt.X("source:N", title=None, axis=alt.Axis(labelAngle=0, labels=False, ticks=False)),
+        y=alt.Y("value:Q", title=None),
+        color=alt.Color("source:N", title=None),
+        column=alt.Column("distribution:N", title=None, sort=list(d.split(" (")[0] for d in DISTS)),
+        row=alt.Row("metric:N", title=None),
+        tooltip=["distribution", "metric", "source", alt.Tooltip("value:Q", format=".3f")],
+    ).properties(width=110, height=110, title="The three distributions: ours beside the paper's Fig. 8 table")
+    return chart.resolve_scale(y="independent")
+
+
+def per_prompt_histogram(per_prompt):
+    """Overlaid (not stacked) histograms of the logit difference per prompt, per distribution."""
+    per_prompt = pd.DataFrame({name.split(" (")[0]: ld.numpy() for name, ld in per_prompt.items()})
+    per_prompt["group"] = base.groups
+    flat = per_prompt.melt(id_vars="group", var_name="distribution", value_name="logit diff")
+    return alt.Chart(flat).mark_bar(opacity=0.55, binSpacing=0).encode(  # overlaid, not stacked
+        x=alt.X("logit diff:Q", bin=alt.Bin(maxbins=40), title="logit diff"),
+        y=alt.Y("count():Q", stack=None, title="prompts"),
+        color=alt.Color("distribution:N", sort=list(per_prompt.columns[:3])),
+        tooltip=["distribution:N", alt.Tooltip("count():Q", title="prompts")],
+    ).properties(title=f"Logit difference per prompt ({MODEL}, N={len(base)} each)", width=420)
+
+
+def attention_rows(heads, cls):
+    """Each head's mean attention from END to IO, S2, S1 and the extra name, per distribution."""
+    rows = []
+    for l, h in heads:
+        for dist, att, label in (("original", att_0, None), ("naming IO", att_io, "second IO"),
+                                 ("naming S", att_s, "middle S")):
+            row = {"head": f"{l}.{h}", "class": cls, "distribution": dist,
+                   "END->IO": float(att["IO"][l, h]), "END->S2": float(att["S2"][l, h]),
+                   "END->S1": float(att["S1"][l, h])}
+            row["END->extra name"] = float(att["extra"][l, h]) if "extra" in att else float("nan")
+            rows.append(row)
+    return rows
+
+
+def attention_bars(att_table):
+    """Bars of the attention from END per head, target and distribution."""
+    shown = att_table.melt(id_vars=["head", "class", "distribution"],
+                           value_vars=["END->IO", "END->extra name", "END->S1", "END->S2"],
+                           var_name="attends to", value_name="attention").dropna()
+    return alt.Chart(shown).mark_bar().encode(
+        x=alt.X("attends to:N", title=None, sort=["END->IO", "END->extra name", "END->S1", "END->S2"],
+                axis=alt.Axis(labelAngle=-30)),
+        y=alt.Y("attention:Q", title="mean attention from END"),
+        color=alt.Color("distribution:N"),
+        xOffset="distribution:N",
+        column=alt.Column("head:N", title=None),
+        row=alt.Row("class:N", title=None),
+        tooltip=["head", "distribution", "attends to", alt.Tooltip("attention:Q", format=".3f")],
+    ).properties(width=160, height=140,
+                 title="Attention from END: S-Inhibition heads and Name Movers, on the three distributions")
+
+
+def group_means(out_abc, ioi, abc):
+    """out_abc averaged over the p_ABC prompts of each template group, one row per p_IOI prompt."""
+    mean_out = torch.zeros_like(out_abc[: len(ioi)])
+    for g in sorted(set(ioi.groups)):
+        rows_ioi = [i for i, x in enumerate(ioi.groups) if x == g]
+        rows_abc = [i for i, x in enumerate(abc.groups) if x == g]
+        mean_out[rows_ioi] = out_abc[rows_abc].mean(0, keepdim=True)  # same template: same length
+    return mean_out
+
 
 # %% [markdown]
 # ## The three distributions
@@ -96,13 +215,16 @@ if not models.is_gpt2_small(model):
 # %%
 ADV = methods.default("adversarial")  # construction "code", N = 500, mixed templates
 n_adversarial = ADV["n_prompts"] if n_adversarial is None else n_adversarial
-adv_templates = dataset.templates(template_set)
-base = dataset.make_ioi_dataset(tokenizer, n_adversarial, template_set=template_set, seed=seed,
-                                prepend_bos=prepend_bos)
-adv_io = dataset.make_adversarial_dataset(tokenizer, base, "IO", construction=ADV["construction"])
-adv_s = dataset.make_adversarial_dataset(tokenizer, base, "S", construction=ADV["construction"])
+base = dataset.make_ioi_dataset(tokenizer, n_adversarial, template_set=template_set,
+                                seed=seed, prepend_bos=prepend_bos)
+adv_io, adv_s = (dataset.make_adversarial_dataset(tokenizer, base, who,
+                                                  construction=ADV["construction"])
+                 for who in ("IO", "S"))
 DISTS = {"original": base, "extra sentence naming IO (adversarial)": adv_io,
          "extra sentence naming S (control)": adv_s}
+
+# %% tags=["hide-input"]
+adv_templates = dataset.templates(template_set)
 display(Markdown(
     f"Templates used: {len(adv_templates)} of the {len(dataset.templates(template_set))} groups of "
     f"'{template_set}' ({', '.join(t.group for t in adv_templates)})."))
@@ -116,51 +238,21 @@ pd.DataFrame([{"original": base.texts[i], "naming IO": adv_io.texts[i], "naming 
 # pattern (used in the next section).
 
 # %%
-n_layers = model.cfg.n_layers
-PATTERNS = [hook_name("pattern", l) for l in range(n_layers)]
-
-
-def run_with_patterns(ds, batch_size=100):
-    """END logits and the mean attention from END to each named position (per head)."""
-    to = [k for k in ("IO", "extra", "S1", "S2") if k in ds.pos]
-    logits, att = [], {k: torch.zeros(n_layers, model.cfg.n_heads) for k in to}
-    for start in range(0, len(ds), batch_size):
-        part = ds[start:start + batch_size]
-        end_logits, store = hooks.run(model, part.tokens, part.pos["END"], cache=PATTERNS)
-        logits.append(end_logits.float().cpu())
-        for k in to:
-            for l in range(n_layers):
-                att[k][l] += scores.attention_at(store[PATTERNS[l]], part.pos["END"],
-                                                 part.pos[k]).sum(0).float().cpu()
-    return torch.cat(logits), {k: v / len(ds) for k, v in att.items()}
-
-
 runs = {name: run_with_patterns(ds) for name, ds in DISTS.items()}
-summary = {name: metrics.summarize(logits, DISTS[name]) for name, (logits, _) in runs.items()}
+summary = {name: metrics.summarize(logits, DISTS[name])
+           for name, (logits, _) in runs.items()}
 for name in summary:
     summary[name]["S above IO"] = 1 - summary[name]["IO > S"]
+table = summary_table(summary)  # each number beside the paper's
+plots.show(distributions_chart(table))
 
+# %% tags=["hide-input"]
 settings = base.settings() | {"model": MODEL, "template_set": template_set,
                               "construction": methods.METHODS["adversarial"].construction}
 for key, name in (("io", "extra sentence naming IO (adversarial)"), ("s", "extra sentence naming S (control)")):
     results.record(CHAPTER, f"adversarial.{key}.logit_diff", summary[name]["logit diff"], settings)
     results.record(CHAPTER, f"adversarial.{key}.io_prob", summary[name]["IO prob"], settings)
     results.record(CHAPTER, f"adversarial.{key}.s_above_io", summary[name]["S above IO"], settings)
-
-P = paper.NUMBERS
-paper_rows = {
-    "original": (paper.QUOTED["adversarial.original.logit_diff"]["value"], P["baseline.io_prob"]["value"],
-                 1 - P["baseline.io_above_s"]["value"]),
-    "extra sentence naming IO (adversarial)": (P["adversarial.io.logit_diff"]["value"], P["adversarial.io.io_prob"]["value"],
-                                               P["adversarial.io.s_above_io"]["value"]),
-    "extra sentence naming S (control)": (P["adversarial.s.logit_diff"]["value"], P["adversarial.s.io_prob"]["value"],
-                                          P["adversarial.s.s_above_io"]["value"]),
-}
-table = pd.DataFrame([
-    {"distribution": name, "logit diff": s["logit diff"], "paper: logit diff": paper_rows[name][0],
-     "IO prob": s["IO prob"], "paper: IO prob": paper_rows[name][1],
-     "S above IO": s["S above IO"], "paper: S above IO": paper_rows[name][2]}
-    for name, s in summary.items()])
 display(Markdown(
     f"Settings: model **{MODEL}**, N = {len(base)} prompts per distribution, templates "
     f"'{template_set}' ({len(adv_templates)} groups), the authors' construction (two sentences), BOS "
@@ -175,56 +267,42 @@ table.round(3)
 # place, and the template subset.
 
 # %%
+VAR = methods.variant("adversarial")  # the paper's text: one sentence, before S2
 var_templates = dataset.adversarial_templates(template_set)
-var_base = dataset.make_ioi_dataset(tokenizer, n_prompts, template_set=var_templates, seed=seed,
-                                    prepend_bos=prepend_bos)
+var_base = dataset.make_ioi_dataset(tokenizer, n_prompts, template_set=var_templates,
+                                    seed=seed, prepend_bos=prepend_bos)
+var_dists = {"original": var_base} | {
+    f"one sentence naming {who}":
+        dataset.make_adversarial_dataset(tokenizer, var_base, who, **VAR)
+    for who in ("IO", "S")}
+var_summary = {name: metrics.summarize(metrics.end_logits(model, ds), ds)
+               for name, ds in var_dists.items()}
+
+# %% tags=["hide-input"]
 var_rows = []
-for name, ds in (("original", var_base),
-                 ("one sentence naming IO", dataset.make_adversarial_dataset(tokenizer, var_base, "IO", **methods.variant("adversarial"))),
-                 ("one sentence naming S", dataset.make_adversarial_dataset(tokenizer, var_base, "S", **methods.variant("adversarial")))):
-    sm = metrics.summarize(metrics.end_logits(model, ds), ds)
+for name, ds in var_dists.items():
+    sm = var_summary[name]
     var_rows.append({"distribution (paper's text)": name, "logit diff": sm["logit diff"], "IO prob": sm["IO prob"],
                      "S above IO": 1 - sm["IO > S"], "N": len(ds)})
     if name != "original":
         results.record(CHAPTER, f"adversarial.paper_text.{'io' if 'IO' in name else 's'}.logit_diff", sm["logit diff"],
                        settings | {"construction": "variant: the paper's one sentence", "N": len(ds)})
+    glue(f"adv_var_{name.split()[-1].lower()}", sm["logit diff"], display=False)
 display(Markdown(f"Example ({MODEL}): *{dataset.make_adversarial_dataset(tokenizer, var_base[:1], 'IO', **methods.variant('adversarial')).texts[0]}*"))
 pd.DataFrame(var_rows).round(3)
 
-# %%
-long = table.melt(id_vars="distribution", value_vars=["logit diff", "IO prob", "S above IO"],
-                  var_name="metric", value_name="value")
-long["source"] = MODEL
-paper_long = pd.DataFrame([{"distribution": d, "metric": m, "value": v, "source": "paper (GPT-2 small)"}
-                           for d, vals in paper_rows.items()
-                           for m, v in zip(["logit diff", "IO prob", "S above IO"], vals)])
-both = pd.concat([long, paper_long])
-both["distribution"] = both["distribution"].str.replace(r" \(.*\)", "", regex=True)
-chart = alt.Chart(both).mark_bar().encode(
-    x=alt.X("source:N", title=None, axis=alt.Axis(labelAngle=0, labels=False, ticks=False)),
-    y=alt.Y("value:Q", title=None),
-    color=alt.Color("source:N", title=None),
-    column=alt.Column("distribution:N", title=None, sort=list(d.split(" (")[0] for d in DISTS)),
-    row=alt.Row("metric:N", title=None),
-    tooltip=["distribution", "metric", "source", alt.Tooltip("value:Q", format=".3f")],
-).properties(width=110, height=110, title="The three distributions: ours beside the paper's Fig. 8 table")
-plots.show(chart.resolve_scale(y="independent"))
-
 # %% [markdown]
+# With one sentence the logit difference goes from {glue:text}`adv_var_original:.2f` to
+# {glue:text}`adv_var_io:.2f` when the sentence names the IO and to
+# {glue:text}`adv_var_s:.2f` when it names S.
+#
 # The logit difference per prompt, original vs adversarial, shows whether the drop is a shift
 # of every prompt or a subset of prompts flipping:
 
 # %%
-per_prompt = pd.DataFrame({name.split(" (")[0]: metrics.logit_diff(logits, DISTS[name]).numpy()
-                           for name, (logits, _) in runs.items()})
-per_prompt["group"] = base.groups
-flat = per_prompt.melt(id_vars="group", var_name="distribution", value_name="logit diff")
-plots.show(alt.Chart(flat).mark_bar(opacity=0.55, binSpacing=0).encode(  # overlaid, not stacked
-    x=alt.X("logit diff:Q", bin=alt.Bin(maxbins=40), title="logit diff"),
-    y=alt.Y("count():Q", stack=None, title="prompts"),
-    color=alt.Color("distribution:N", sort=list(per_prompt.columns[:3])),
-    tooltip=["distribution:N", alt.Tooltip("count():Q", title="prompts")],
-).properties(title=f"Logit difference per prompt ({MODEL}, N={len(base)} each)", width=420))
+per_prompt = {name: metrics.logit_diff(logits, DISTS[name])
+              for name, (logits, _) in runs.items()}
+plots.show(per_prompt_histogram(per_prompt))
 
 # %% [markdown]
 # ## Why it fails: the S-Inhibition heads attend to the second IO
@@ -248,41 +326,14 @@ print(nm.describe())
 print(sinh.describe())
 
 # %%
-att_io = runs["extra sentence naming IO (adversarial)"][1]
-att_s = runs["extra sentence naming S (control)"][1]
-att_0 = runs["original"][1]
-
-
-def attention_rows(heads, cls):
-    rows = []
-    for l, h in heads:
-        for dist, att, label in (("original", att_0, None), ("naming IO", att_io, "second IO"),
-                                 ("naming S", att_s, "middle S")):
-            row = {"head": f"{l}.{h}", "class": cls, "distribution": dist,
-                   "END->IO": float(att["IO"][l, h]), "END->S2": float(att["S2"][l, h]),
-                   "END->S1": float(att["S1"][l, h])}
-            row["END->extra name"] = float(att["extra"][l, h]) if "extra" in att else float("nan")
-            rows.append(row)
-    return rows
-
-
+att_0, att_io, att_s = (runs[name][1] for name in DISTS)  # in DISTS' order
 if sinh.heads:
-    att_table = pd.DataFrame(attention_rows(sinh.heads, "S-Inhibition") + attention_rows(nm.heads, "Name Mover"))
-    shown = att_table.melt(id_vars=["head", "class", "distribution"],
-                           value_vars=["END->IO", "END->extra name", "END->S1", "END->S2"],
-                           var_name="attends to", value_name="attention").dropna()
-    bars = alt.Chart(shown).mark_bar().encode(
-        x=alt.X("attends to:N", title=None, sort=["END->IO", "END->extra name", "END->S1", "END->S2"],
-                axis=alt.Axis(labelAngle=-30)),
-        y=alt.Y("attention:Q", title="mean attention from END"),
-        color=alt.Color("distribution:N"),
-        xOffset="distribution:N",
-        column=alt.Column("head:N", title=None),
-        row=alt.Row("class:N", title=None),
-        tooltip=["head", "distribution", "attends to", alt.Tooltip("attention:Q", format=".3f")],
-    ).properties(width=160, height=140,
-                 title="Attention from END: S-Inhibition heads and Name Movers, on the three distributions")
-    plots.show(bars)
+    att_table = pd.DataFrame(attention_rows(sinh.heads, "S-Inhibition")
+                             + attention_rows(nm.heads, "Name Mover"))
+    plots.show(attention_bars(att_table))
+
+# %% tags=["hide-input"]
+if sinh.heads:
     display(att_table.round(3))
 else:
     display(Markdown(
@@ -300,19 +351,23 @@ else:
 
 # %%
 plots.show(alt.hconcat(
-    plots.head_heatmap(att_io["extra"], "END -> second IO (adversarial)", "attention", highlight=sinh.heads),
-    plots.head_heatmap(att_io["S2"] - att_0["S2"], "END -> S2: adversarial - original", "change",
+    plots.head_heatmap(att_io["extra"], "END -> second IO (adversarial)", "attention",
                        highlight=sinh.heads),
-    plots.head_heatmap(att_io["IO"] - att_0["IO"], "END -> IO: adversarial - original", "change",
-                       highlight=nm.heads),
+    plots.head_heatmap(att_io["S2"] - att_0["S2"], "END -> S2: adversarial - original",
+                       "change", highlight=sinh.heads),
+    plots.head_heatmap(att_io["IO"] - att_0["IO"], "END -> IO: adversarial - original",
+                       "change", highlight=nm.heads),
 ))
 
 # %%
-if sinh.heads:
+if sinh.heads:  # the S-Inhibition heads' mean attention from END
     sel = tuple(zip(*sinh.heads))
-    to_io2 = float(att_io["extra"][sel].mean())
+    to_io2 = float(att_io["extra"][sel].mean())  # to the second IO (adversarial)
     to_s2_adv, to_s2_0 = float(att_io["S2"][sel].mean()), float(att_0["S2"][sel].mean())
-    to_s_extra = float(att_s["extra"][sel].mean())
+    to_s_extra = float(att_s["extra"][sel].mean())  # to the extra S (control)
+
+# %% tags=["hide-input"]
+if sinh.heads:
     results.record(CHAPTER, "adversarial.s_inhibition_attention_to_second_io", to_io2, settings)
     results.record(CHAPTER, "adversarial.s_inhibition_attention_to_s2", to_s2_adv, settings)
     mech = (f"The S-Inhibition heads ({', '.join(f'{l}.{h}' for l, h in sinh.heads)}) put on average "
@@ -353,21 +408,18 @@ display(Markdown(mech))
 # knockouts in chapters 6-7).
 
 # %%
-ioi = setup.ioi
-abc = setup.abc
+ioi, abc = setup.ioi, setup.abc
 MLP0 = hook_name("mlp_out", 0)
 _, store = hooks.run(model, abc.tokens, abc.pos["END"], cache=[MLP0])
-mlp0_abc = store[MLP0]
-mean_out = torch.zeros_like(mlp0_abc[: len(ioi)])
-for g in sorted(set(ioi.groups)):
-    rows_ioi = [i for i, x in enumerate(ioi.groups) if x == g]
-    rows_abc = [i for i, x in enumerate(abc.groups) if x == g]
-    mean_out[rows_ioi] = mlp0_abc[rows_abc].mean(0, keepdim=True)  # same template: same length
+mean_out = group_means(store[MLP0], ioi, abc)  # p_ABC mean per group and position
 seq = ioi.tokens.shape[1]
-knocked, _ = hooks.run(model, ioi.tokens, ioi.pos["END"],
-                       fwd_hooks=[(MLP0, lambda x, hook: mean_out[:, :seq].to(x.dtype))])
+knock_mlp0 = (MLP0, lambda x, hook: mean_out[:, :seq].to(x.dtype))
+knocked, _ = hooks.run(model, ioi.tokens, ioi.pos["END"], fwd_hooks=[knock_mlp0])
 clean_logits, _ = hooks.run(model, ioi.tokens, ioi.pos["END"])
-mlp0 = {"clean": metrics.summarize(clean_logits, ioi), "MLP0 knocked out": metrics.summarize(knocked, ioi)}
+mlp0 = {"clean": metrics.summarize(clean_logits, ioi),
+        "MLP0 knocked out": metrics.summarize(knocked, ioi)}
+
+# %% tags=["hide-input"]
 mlp0_settings = ioi.settings() | {"model": MODEL, "ablation": "mean over p_ABC per template group and position",
                                   "template_set": setup.template_set}
 results.record(CHAPTER, "mlp0.knockout_logit_diff", mlp0["MLP0 knocked out"]["logit diff"], mlp0_settings)
@@ -379,8 +431,6 @@ display(Markdown(
 pd.DataFrame(mlp0).T[["logit diff", "IO prob", "IO > S"]].round(3)
 
 # %% tags=["remove-input"]
-from myst_nb import glue
-
 o, a, c = (summary[n] for n in DISTS)
 PO = paper.QUOTED["adversarial.original.logit_diff"]["value"]  # the paper's numbers (ioi_helpers.paper)
 PA, PS = ({k: paper.NUMBERS[f"adversarial.{who}.{k}"]["value"] for k in ("logit_diff", "s_above_io")}
