@@ -49,6 +49,7 @@ import altair as alt
 import pandas as pd
 import torch
 from IPython.display import Markdown, display
+from myst_nb import glue
 
 from ioi_helpers import ablation, discovery, methods, models, paper, plots, results, truth
 
@@ -77,14 +78,48 @@ for c in classes.values():
     print(c.describe(), end="\n\n")
 nm, nnm = classes["Name Mover"], classes["Negative Name Mover"]
 ioi, abc = setup.ioi, setup.abc
+
+# %% tags=["hide-input"]
+# The knockouts and tables of this chapter: where the Name Movers are knocked out, the
+# logit difference with a set of heads knocked out, and the tables of effects before/after.
 KO_AT = methods.default("name_mover_knockout")["knockout_at"]  # "END": the authors' code
 settings = setup.settings() | {"ablation": f"mean over p_ABC per template group and position, at {KO_AT}",
                                "construction": methods.METHODS["name_mover_knockout"].construction}
+others = [h for c in classes.values() for h in c.heads]  # the heads of the other classes
 
 
 def knockout_spec(heads, at=KO_AT):
     """Heads -> the positions where they are mean-ablated (None: every position)."""
     return {h: None if at is None else [at] for h in heads}
+
+
+def ablated(spec):
+    """Per-prompt logit diff with the heads of ``spec`` mean-ablated (``values``)."""
+    return ablation.ablated_logit_diff(model, ioi, ablation.knockout_mask(model, ioi, spec), values)
+
+
+def knocked(heads):
+    """Mean logit diff with ``heads`` knocked out at KO_AT."""
+    return ablated(knockout_spec(heads)).mean().item()
+
+
+def change_table(before, after, selected):
+    """Every head's effect before and after the knockout, largest change first."""
+    change = pd.DataFrame([
+        {"head": paper.head_name((l, h)), "before": float(before[l, h]), "after": float(after[l, h]),
+         "change": float(after[l, h] - before[l, h]),
+         "class": next((c.name for c in classes.values() if (l, h) in c.heads), ""),
+         "Backup (selected)": (l, h) in selected}
+        for l in range(before.shape[0]) for h in range(before.shape[1])])
+    return change.reindex(change["change"].abs().sort_values(ascending=False).index)
+
+
+def sign_table(heads, before, after):
+    """Each head's effect before and after the knockout, and whether its sign changed."""
+    return pd.DataFrame([{"head": paper.head_name(h), "before": float(before[h]), "after": float(after[h]),
+                          "sign changed": bool(torch.sign(before[h]) != torch.sign(after[h]))}
+                         for h in heads])
+
 
 # %% [markdown]
 # ## Knocking out the Name Movers
@@ -97,13 +132,15 @@ def knockout_spec(heads, at=KO_AT):
 
 # %%
 values = ablation.ablation_values(model, ioi, abc, "mean")
-clean_ld = ablation.ablated_logit_diff(model, ioi, ablation.knockout_mask(model, ioi, []), values)
+clean_ld = ablated([])  # nothing knocked out: the model
 if nm.heads:
-    ko_ld = ablation.ablated_logit_diff(model, ioi, ablation.knockout_mask(model, ioi, knockout_spec(nm.heads)), values)
-    ko_all_ld = ablation.ablated_logit_diff(model, ioi, ablation.knockout_mask(model, ioi, knockout_spec(nm.heads, None)),
-                                            values)
+    ko_ld = ablated(knockout_spec(nm.heads))  # at END (the authors' code)
+    ko_all_ld = ablated(knockout_spec(nm.heads, None))  # at every position (variant)
     drop = 1 - ko_ld.mean().item() / clean_ld.mean().item()
     drop_all = 1 - ko_all_ld.mean().item() / clean_ld.mean().item()
+
+# %% tags=["hide-input"]
+if nm.heads:
     results.record(CHAPTER, "backup.name_mover_knockout_drop.every_position", drop_all,
                    settings | {"construction": "variant: knocked out at every position"})
     results.record(CHAPTER, "backup.name_mover_knockout_drop", drop, settings)
@@ -126,6 +163,15 @@ else:
         f"**No Name Movers were found on {MODEL}** (chapter 2's rule: {nm.rule}), so there is "
         f"nothing to knock out and no backup to look for. The evidence is the direct-effect map "
         f"below: no head passes the rule."))
+glue("backup_drop", f"{drop:.1%}" if nm.heads else "n/a (no Name Movers)", display=False)
+glue("backup_drop_all", f"{drop_all:.1%}" if nm.heads else "n/a", display=False)
+glue("backup_drop_paper", f"{paper.NUMBERS['backup.name_mover_knockout_drop']['value']:.0%}",
+     display=False)
+
+# %% [markdown]
+# Drop of the logit difference with the Name Movers knocked out at END:
+# {glue:text}`backup_drop` (paper, GPT-2 small: {glue:text}`backup_drop_paper`); knocked out
+# at every position: {glue:text}`backup_drop_all`.
 
 # %% [markdown]
 # ## Path patching again, with the Name Movers knocked out
@@ -141,13 +187,15 @@ else:
 # drops the logit difference while attending to S is not a backup:
 
 # %%
-backup = discovery.backup_name_movers(setup, nm.heads, others=[h for c in classes.values() for h in c.heads],
-                                      knockout_at=KO_AT)
-results.record(CHAPTER, "classes.Backup Name Mover", backup.heads, settings | {"threshold": backup_threshold})
+backup = discovery.backup_name_movers(setup, nm.heads, others=others, knockout_at=KO_AT)
 print(backup.describe())
 if nm.heads:  # the variant: the Name Movers knocked out at every position in every run
-    backup_all = discovery.backup_name_movers(setup, nm.heads, others=[h for c in classes.values() for h in c.heads],
+    backup_all = discovery.backup_name_movers(setup, nm.heads, others=others,
                                               **methods.variant("name_mover_knockout"))
+
+# %% tags=["hide-input"]
+results.record(CHAPTER, "classes.Backup Name Mover", backup.heads, settings | {"threshold": backup_threshold})
+if nm.heads:
     display(Markdown(
         f"Backup Name Movers with the Name Movers knocked out at END (default): "
         f"{', '.join(map(paper.head_name, backup.heads)) or 'none'}; at every position (variant): "
@@ -162,10 +210,11 @@ if nm.heads:  # the variant: the Name Movers knocked out at every position in ev
 before = discovery.direct_effects(setup).relative
 after = backup.effect if nm.heads else before
 top = float(max(before.abs().max(), after.abs().max())) or 1.0
-left = plots.head_heatmap(before, "Direct effect on the logits (model)", "effect / logit diff",
-                          highlight=nm.heads, vmax=top)
-right = plots.head_heatmap(after, "... with the Name Movers knocked out" if nm.heads else
-                           "(no knockout: no Name Movers)", "effect / logit diff",
+left = plots.head_heatmap(before, "Direct effect on the logits (model)",
+                          "effect / logit diff", highlight=nm.heads, vmax=top)
+right_title = ("... with the Name Movers knocked out" if nm.heads
+               else "(no knockout: no Name Movers)")
+right = plots.head_heatmap(after, right_title, "effect / logit diff",
                            highlight=backup.heads, vmax=top)
 plots.show(alt.hconcat(left, right))
 
@@ -174,14 +223,11 @@ plots.show(alt.hconcat(left, right))
 
 # %%
 if nm.heads:
-    change = pd.DataFrame([
-        {"head": paper.head_name((l, h)), "before": float(before[l, h]), "after": float(after[l, h]),
-         "change": float(after[l, h] - before[l, h]),
-         "class": next((c.name for c in classes.values() if (l, h) in c.heads), ""),
-         "Backup (selected)": (l, h) in backup.heads}
-        for l in range(before.shape[0]) for h in range(before.shape[1])])
-    change = change.reindex(change["change"].abs().sort_values(ascending=False).index)
+    change = change_table(before, after, backup.heads)  # largest change first
     display(change.head(12).style.format(precision=3).hide(axis="index"))
+
+# %% tags=["hide-input"]
+if nm.heads:
     if backup.heads:
         sel = backup.table[backup.table["selected"]].copy()
         sel["grew after knockout"] = sel["effect"] < sel["effect before knockout"]
@@ -204,12 +250,13 @@ if nm.heads:
 
 # %%
 if nnm.heads and nm.heads:
-    nnm_rows = pd.DataFrame([{"head": paper.head_name(h), "before": float(before[h]), "after": float(after[h]),
-                              "sign changed": bool(torch.sign(before[h]) != torch.sign(after[h]))}
-                             for h in nnm.heads])
+    nnm_rows = sign_table(nnm.heads, before, after)
     flipped = int(nnm_rows["sign changed"].sum())
-    results.record(CHAPTER, "backup.negative_name_movers_sign_changes", flipped, settings)
     display(nnm_rows.round(3))
+
+# %% tags=["hide-input"]
+if nnm.heads and nm.heads:
+    results.record(CHAPTER, "backup.negative_name_movers_sign_changes", flipped, settings)
     nnm_text = (f"{flipped} of the {len(nnm.heads)} Negative Name Movers change sign after the knockout "
                 f"(before: {', '.join(f'{b:+.1%}' for b in nnm_rows['before'])}; after: "
                 f"{', '.join(f'{a:+.1%}' for a in nnm_rows['after'])}).")
@@ -229,21 +276,20 @@ display(Markdown(nnm_text))
 
 # %%
 if nm.heads and backup.heads:
-    def knocked(heads):
-        return ablation.ablated_logit_diff(model, ioi, ablation.knockout_mask(model, ioi, knockout_spec(heads)),
-                                           values).mean().item()
-
     backup_ld, both_ld = knocked(backup.heads), knocked(nm.heads + backup.heads)
     F = clean_ld.mean().item()
     nm_cost_with, nm_cost_without = F - ko_ld.mean().item(), backup_ld - both_ld
     both_drop = 1 - both_ld / F
+    compensates = nm_cost_without > nm_cost_with + compensation_margin * abs(F)
+
+# %% tags=["hide-input"]
+if nm.heads and backup.heads:
     results.record(CHAPTER, "backup.name_mover_and_backup_knockout_drop", both_drop, settings)
     results.record(CHAPTER, "backup.name_mover_cost_with_backups", nm_cost_with, settings)
     results.record(CHAPTER, "backup.name_mover_cost_without_backups", nm_cost_without, settings)
     display(pd.DataFrame([("model", F), ("Name Movers knocked out", ko_ld.mean().item()),
                           ("Backup Name Movers knocked out", backup_ld),
                           ("both knocked out", both_ld)], columns=["run", "mean logit diff"]).round(3))
-    compensates = nm_cost_without > nm_cost_with + compensation_margin * abs(F)
     comp_text = (f"Removing the Name Movers costs {nm_cost_with:.2f} of logit difference with the backups in "
                  f"place and {nm_cost_without:.2f} once they are gone: " +
                  ("the backups were covering for the Name Movers." if compensates else
