@@ -80,6 +80,7 @@ import altair as alt
 import pandas as pd
 import torch
 from IPython.display import Markdown, display
+from myst_nb import glue
 
 from ioi_helpers import ablation, dataset, discovery, layout, methods, models, paper, plots, results
 
@@ -171,51 +172,16 @@ if getattr(model, "planted", None):  # the model's known truth, for the scorecar
 
 # %% tags=["hide-input"]
 values = ablation.ablation_values(model, ioi, abc, ablation_method, seed=seed)
-_runs = {}  # every ablated run of this chapter, made once (per-prompt logit diffs)
+# every ablated run of this chapter, made once (per-prompt logit diffs): F(C minus K), F(M minus K)
+runs = ablation.AblatedRuns(model, ioi, values, K_POSITIONS)
+F_C, F_M = runs.F_C, runs.F_M
 
 
-def _circuit_key(circ):
-    return tuple((h, tuple(p) if p is not None else None) for h, p in sorted(circ.items()))
-
-
-def F_C(circ, removed=(), vals=None):
-    """Per-prompt logit diff of the circuit minus ``removed`` (under ``vals``, default ``values``)."""
-    vals = values if vals is None else vals
-    key = ("C", id(vals), _circuit_key(circ), frozenset(removed))
-    if key not in _runs:
-        _runs[key] = ablation.circuit_logit_diff(model, ioi, vals, circ, removed)
-    return _runs[key]
-
-
-def _m_key(removed, circ, k_positions):
-    if not removed:
-        k_positions = "all"
-    return ("M", frozenset(removed), k_positions, _circuit_key(circ) if k_positions == "kept" else None)
-
-
-def F_M(removed=(), circ=None, k_positions=K_POSITIONS):
-    """Per-prompt logit diff of the model minus ``removed``: knocked out at their kept positions
-    in ``circ`` (``"kept"``, the authors' completeness.py) or everywhere (``"all"``)."""
-    removed = tuple(removed)
-    if not removed:
-        k_positions = "all"  # nothing removed: the same run either way
-    key = _m_key(removed, circ, k_positions)
-    if key not in _runs:
-        _runs[key] = ablation.model_logit_diff(model, ioi, values, removed, circ, k_positions)
-    return _runs[key]
-
-
-def prefetch(circ, sets):
-    """Every F_C(circ, K), F_M(K, circ) and F_M(K, circ, "all") for K in ``sets`` not run yet,
-    many sets per forward (ablation.ablated_logit_diffs; the same numbers as one run per set)."""
-    todo = {}
-    for k in map(tuple, sets):
-        todo[("C", id(values), _circuit_key(circ), frozenset(k))] = lambda k=k: ablation.circuit_mask(model, ioi, circ, k)
-        for kp in (K_POSITIONS, "all"):
-            todo[_m_key(k, circ, kp)] = lambda k=k, kp=kp: ablation.model_mask(model, ioi, k, circ, kp)
-    todo = {key: mask for key, mask in todo.items() if key not in _runs}
-    if todo:
-        _runs.update(zip(todo, ablation.ablated_logit_diffs(model, ioi, [mask() for mask in todo.values()], values)))
+def completeness_table(circ, classes_by_name, label, candidates=greedy_candidates):
+    """F(C∖K), F(M∖K) and |F(C∖K) - F(M∖K)| for random, class, empty and greedy sets K; M∖K with
+    K at its kept positions (default) and, as the variant, at every position."""
+    return runs.completeness_table(circ, classes_by_name, label, n_random_sets, greedy_n_sets,
+                                   greedy_n_steps, candidates, seed=seed)
 
 
 # %%
@@ -234,12 +200,19 @@ display(Markdown(
     f"{'prepended' if prepend_bos else 'not prepended'}, seed {seed}, **{ablation_method} ablation** over "
     f"the matched p_ABC prompts, circuit heads kept at their class's position. Paper: GPT-2 small, mean "
     f"ablation, no BOS."))
+glue("eval_faithfulness", faith.ratio, display=False)
+glue("eval_F_C", faith.F_C, display=False)
+glue("eval_F_M", faith.F_M, display=False)
 pd.DataFrame([
     ("F(M), the model", faith.F_M, P["circuit.F_M"]["value"]),
     ("F(C), the circuit", faith.F_C, P["circuit.F_C"]["value"]),
     ("F(C) / F(M)", faith.ratio, P["circuit.faithfulness"]["value"]),
     ("F(M) - F(C)", faith.gap, P["circuit.gap"]["value"]),
 ], columns=["", MODEL, "paper (GPT-2 small)"]).round(3)
+
+# %% [markdown]
+# F(C) / F(M) = {glue:text}`eval_faithfulness:.2f` (F(C) = {glue:text}`eval_F_C:.2f`, F(M) =
+# {glue:text}`eval_F_M:.2f`; paper, GPT-2 small: 0.87, 3.10 vs 3.56).
 
 # %% [markdown]
 # ### How much faithfulness depends on the ablation
@@ -258,7 +231,9 @@ pd.DataFrame([
 #
 # F(M) does not change (nothing is ablated in the model), so each row is one circuit run.
 
-# %%
+# %% tags=["hide-input"]
+# The variants of the ablation (each: an id, a description, the method, the positions kept,
+# the p_ABC prompts the mean is over, the ablation values and the circuit), the ratios, the chart.
 def groups_first(ref, k):
     """The first k prompts of every template group of ``ref``."""
     seen, keep = {}, []
@@ -275,47 +250,67 @@ def ratio_stats(c_ld):
             "mean of ratios": r.mean().item(), "median of ratios": r.median().item()}
 
 
-matched = f"matched ({len(abc)})"
-variants = [  # id, description, ablation, positions kept, p_ABC prompts, values, circuit
-    ("paper", "mean over matched p_ABC, kept positions (the paper's)", "mean", "kept", matched,
-     values if ablation_method == "mean" else ablation.ablation_values(model, ioi, abc, "mean"), circuit),
-    ("resample", "resample, kept positions", "resample", "kept", matched,
-     values if ablation_method == "resample" else ablation.ablation_values(model, ioi, abc, "resample", seed=seed),
-     circuit),
-]
-variants.append(("all_positions", "mean, circuit heads kept at all positions", "mean", "all", matched,
-                 variants[0][5], {h: None for h in circuit}))
-for k in abc_per_group:
-    ref = groups_first(abc, k)
-    variants.append((f"abc_{k}_per_group", f"mean over {k} p_ABC prompt(s) per template group", "mean", "kept",
-                     f"{len(ref)}", ablation.ablation_values(model, ioi, ref, "mean"), circuit))
-big_ioi = dataset.make_ioi_dataset(tokenizer, large_abc_factor * n_prompts, template_set=setup.template_set,
-                                   seed=seed + 1, prepend_bos=prepend_bos)
-big_abc = dataset.make_abc_dataset(tokenizer, big_ioi)
-variants.append((f"abc_x{large_abc_factor}", f"mean over an independent p_ABC set {large_abc_factor}x larger",
-                 "mean", "kept", f"{len(big_abc)}", ablation.ablation_values(model, ioi, big_abc, "mean"), circuit))
-sens_rows = []
-for key, label, method, positions, ref_size, vals, circ in variants:
-    c_ld = F_C(circ, vals=vals)
-    sens_rows.append({"variant": label, "ablation": method, "positions kept": positions,
-                      "p_ABC prompts in the mean": ref_size, **ratio_stats(c_ld)})
-    results.record(CHAPTER, f"circuit.faithfulness_sensitivity.{key}", sens_rows[-1]["ratio of means (paper)"],
-                   settings | {"ablation": method, "positions": positions, "p_ABC": ref_size})
-sensitivity = pd.DataFrame(sens_rows)
-display(sensitivity.drop(columns="short", errors="ignore").style.format(precision=3).hide(axis="index"))
-SHORT = {"paper": "mean (paper)", "resample": "resample", "all_positions": "all positions kept",
-         f"abc_x{large_abc_factor}": f"p_ABC x{large_abc_factor}",
-         **{f"abc_{k}_per_group": f"p_ABC: {k} per group" for k in abc_per_group}}
-sensitivity["short"] = [SHORT[v[0]] for v in variants]
-plots.show(plots.bar_chart(sensitivity.rename(columns={"short": "ablation choice"}), x="ablation choice",
+def ablation_variants():
+    """The paper's ablation and the variants, one choice changed at a time."""
+    matched = f"matched ({len(abc)})"
+    variants = [  # id, description, ablation, positions kept, p_ABC prompts, values, circuit
+        ("paper", "mean over matched p_ABC, kept positions (the paper's)", "mean", "kept", matched,
+         values if ablation_method == "mean" else ablation.ablation_values(model, ioi, abc, "mean"), circuit),
+        ("resample", "resample, kept positions", "resample", "kept", matched,
+         values if ablation_method == "resample" else ablation.ablation_values(model, ioi, abc, "resample", seed=seed),
+         circuit),
+    ]
+    variants.append(("all_positions", "mean, circuit heads kept at all positions", "mean", "all", matched,
+                     variants[0][5], {h: None for h in circuit}))
+    for k in abc_per_group:
+        ref = groups_first(abc, k)
+        variants.append((f"abc_{k}_per_group", f"mean over {k} p_ABC prompt(s) per template group", "mean", "kept",
+                         f"{len(ref)}", ablation.ablation_values(model, ioi, ref, "mean"), circuit))
+    big_ioi = dataset.make_ioi_dataset(tokenizer, large_abc_factor * n_prompts, template_set=setup.template_set,
+                                       seed=seed + 1, prepend_bos=prepend_bos)
+    big_abc = dataset.make_abc_dataset(tokenizer, big_ioi)
+    variants.append((f"abc_x{large_abc_factor}", f"mean over an independent p_ABC set {large_abc_factor}x larger",
+                     "mean", "kept", f"{len(big_abc)}", ablation.ablation_values(model, ioi, big_abc, "mean"),
+                     circuit))
+    return variants
+
+
+def sensitivity_chart(sensitivity, variants):
+    """Bars of F(C)/F(M) per ablation choice (adds the short names to ``sensitivity``)."""
+    SHORT = {"paper": "mean (paper)", "resample": "resample", "all_positions": "all positions kept",
+             f"abc_x{large_abc_factor}": f"p_ABC x{large_abc_factor}",
+             **{f"abc_{k}_per_group": f"p_ABC: {k} per group" for k in abc_per_group}}
+    sensitivity["short"] = [SHORT[v[0]] for v in variants]
+    return plots.bar_chart(sensitivity.rename(columns={"short": "ablation choice"}), x="ablation choice",
                            y="ratio of means (paper)", horizontal=True,
                            title=f"Faithfulness F(C)/F(M) under different ablations ({MODEL}, N={len(ioi)})",
                            tooltip=["variant", "F(C)", "ratio of means (paper)", "mean of ratios",
-                                    "median of ratios"]))
+                                    "median of ratios"])
+
+
+# %%
+variants = ablation_variants()  # (id, label, method, positions, p_ABC, values, circuit)
+sens_rows = [{"variant": label, "ablation": method, "positions kept": positions,
+              "p_ABC prompts in the mean": ref_size,
+              **ratio_stats(F_C(circ, vals=vals))}
+             for key, label, method, positions, ref_size, vals, circ in variants]
+sensitivity = pd.DataFrame(sens_rows)
+display(sensitivity.style.format(precision=3).hide(axis="index"))
+plots.show(sensitivity_chart(sensitivity, variants))
+
+# %% tags=["hide-input"]
+for (key, label, method, positions, ref_size, vals, circ), row in zip(variants, sens_rows):
+    results.record(CHAPTER, f"circuit.faithfulness_sensitivity.{key}", row["ratio of means (paper)"],
+                   settings | {"ablation": method, "positions": positions, "p_ABC": ref_size})
 spread = sensitivity["ratio of means (paper)"].max() - sensitivity["ratio of means (paper)"].min()
-display(Markdown(f"Across these choices faithfulness ranges from "
-                 f"{sensitivity['ratio of means (paper)'].min():.2f} to {sensitivity['ratio of means (paper)'].max():.2f} "
-                 f"(a spread of {spread:.2f}); the headline number above is one point in that range."))
+glue("eval_sensitivity_min", float(sensitivity["ratio of means (paper)"].min()), display=False)
+glue("eval_sensitivity_max", float(sensitivity["ratio of means (paper)"].max()), display=False)
+glue("eval_sensitivity_spread", float(spread), display=False)
+
+# %% [markdown]
+# Across these choices faithfulness ranges from {glue:text}`eval_sensitivity_min:.2f` to
+# {glue:text}`eval_sensitivity_max:.2f` (a spread of {glue:text}`eval_sensitivity_spread:.2f`);
+# the headline number above is one point in that range.
 
 # %% [markdown]
 # ## Completeness
@@ -338,52 +333,23 @@ display(Markdown(f"Across these choices faithfulness ranges from "
 # F(M ∖ K) and the incompleteness with K knocked out of the model at every position, the
 # other reading of the paper's text (which does not say which).
 
-# %%
+# %% tags=["hide-input"]
 display(Markdown(f"Greedy search: **{greedy_n_sets} run(s) x {greedy_n_steps} steps x {greedy_candidates} "
                  f"candidates** ({greedy_candidates_naive} for the naive circuit) on the same {len(ioi)} prompts; "
                  f"{n_random_sets} random sets. The authors: {GREEDY['n_sets']} x {GREEDY['n_steps']} x "
                  f"{GREEDY['candidates']} ({GREEDY['candidates_naive']}), N = 100, "
                  f"{methods.default('random_sets')['n_sets']} random sets."))
 
-
-def greedy_sets(circ, label, candidates):
-    if not circ:  # no head to put in K
-        return {}
-    runs = ablation.greedy_completeness(model, ioi, values, circ, n_sets=greedy_n_sets, n_steps=greedy_n_steps,
-                                        candidates=candidates, seed=seed, k_positions=K_POSITIONS,
-                                        progress=False)
-    return {f"{label} greedy {r['run']}": r["K"] for r in runs}
-
-
-def completeness_table(circ, classes_by_name, label, candidates=greedy_candidates):
-    """F(C∖K), F(M∖K) and |F(C∖K) - F(M∖K)| for random, class, empty and greedy sets K; M∖K with
-    K at its kept positions (default) and, as the variant, at every position."""
-    code_groups = ablation.fold_backups(classes_by_name)  # the authors' 6-class grouping
-    sets = {f"random {i}": k for i, k in enumerate(ablation.random_sets(circ, n_random_sets, seed=seed).values())}
-    sets.update({f"class: {n}": k for n, k in ablation.class_sets(code_groups, circ).items() if n != "empty"})
-    code_sets = {frozenset(k) for n, k in sets.items() if n.startswith("class")}
-    sets.update({f"class (7-class grouping): {n}": k for n, k in ablation.class_sets(classes_by_name, circ).items()
-                 if n != "empty" and frozenset(k) not in code_sets})
-    sets["empty"] = ()
-    greedy = greedy_sets(circ, label, candidates)
-    sets.update(greedy or {f"{label} greedy (no heads)": ()})
-    prefetch(circ, sets.values())
-    rows = []
-    for name, k in sets.items():
-        c, m = F_C(circ, k).mean().item(), F_M(k, circ).mean().item()
-        m_all = F_M(k, circ, "all").mean().item()
-        kind = ("greedy" if name.startswith(label) else "class (7 classes)" if name.startswith("class (7")
-                else name.split(" ")[0].rstrip(":"))
-        rows.append({"circuit": label, "K": name, "kind": kind, "size of K": len(k),
-                     "heads": " ".join(paper.head_name(h) for h in sorted(k)),
-                     "F(C∖K)": c, "F(M∖K)": m, "incompleteness": abs(c - m),
-                     "F(M∖K), K everywhere": m_all, "incompleteness, K everywhere": abs(c - m_all)})
-    return pd.DataFrame(rows)
-
-
+# %%
 class_heads = evaluated.classes  # the authors' classes, or the discovered ones
-comp = completeness_table(circuit, class_heads, "full")
+comp = completeness_table(circuit, class_heads, "full")  # random, class, greedy sets K
 greedy_best = comp[comp["kind"] == "greedy"]["incompleteness"].max()
+plots.show(plots.scatter_with_diagonal(
+    comp, x="F(M∖K)", y="F(C∖K)", color="kind",
+    title=f"Completeness ({MODEL}, N={len(ioi)}): on the diagonal, complete for K",
+    tooltip=["K", "heads", "F(C∖K)", "F(M∖K)", "incompleteness"]))
+
+# %% tags=["hide-input"]
 comp_settings = settings | {"construction": "; ".join(methods.METHODS[k].construction for k in
                                                       ("greedy", "completeness_removal", "completeness_classes"))}
 results.record(CHAPTER, "circuit.greedy_incompleteness", float(greedy_best),
@@ -395,13 +361,7 @@ display(comp.groupby("kind")[["incompleteness", "incompleteness, K everywhere"]]
 for kind in ("random", "class"):
     sub = comp[comp["kind"] == kind]["incompleteness"]
     results.record(CHAPTER, f"circuit.{kind}_incompleteness_max", float(sub.max()) if len(sub) else None, settings)
-plots.show(plots.scatter_with_diagonal(
-    comp, x="F(M∖K)", y="F(C∖K)", color="kind",
-    title=f"Completeness ({MODEL}, N={len(ioi)}): on the diagonal, complete for K",
-    tooltip=["K", "heads", "F(C∖K)", "F(M∖K)", "incompleteness"]))
 display(comp.sort_values("incompleteness", ascending=False).head(10).style.format(precision=3).hide(axis="index"))
-
-# %% tags=["hide-input"]
 # every set K of the full circuit and its scores, as the table above has them (for the oracle tests)
 results.record(CHAPTER, "completeness.sets", [
     {"K": r["K"], "kind": r["kind"], "heads": [[int(x) for x in n.split(".")] for n in r["heads"].split()],
@@ -438,11 +398,13 @@ generic = ablation.ordered_class_k({"Name Mover": by_importance("Name Mover") + 
 plain = ablation.same_class_k(found_heads)
 
 # %%
-K = layout.minimality_k(model, circuit, generic, plain, methods.default("minimality_k")["k_sets"],
+K = layout.minimality_k(model, circuit, generic, plain,
+                        methods.default("minimality_k")["k_sets"],
                         methods.variant("minimality_k")["k_sets"])
 k_source, variant_name = K["source"], K["variant_name"]
-mini = ablation.minimality(model, ioi, values, circuit, K["k"], progress=False) if circuit else {}
-mini_var = ablation.minimality(model, ioi, values, circuit, K["variant"], progress=False) if circuit else {}
+mini, mini_var = (  # under K's sets, and under the variant's
+    ablation.minimality(model, ioi, values, circuit, K[which], progress=False)
+    if circuit else {} for which in ("k", "variant"))
 
 # %% tags=["hide-input"]
 mini_df = pd.DataFrame([{"head": paper.head_name(v), "class": next(n for n, hs in class_heads.items() if v in hs),
@@ -505,7 +467,8 @@ else:
 # %%
 naive_classes, naive, naive_label = layout.naive_circuit(model, classes)
 naive_faith = ablation.Faithfulness(F_M(), F_C(naive))
-naive_comp = completeness_table(naive, naive_classes, "naive", candidates=greedy_candidates_naive)
+naive_comp = completeness_table(naive, naive_classes, "naive",
+                                candidates=greedy_candidates_naive)
 naive_greedy = naive_comp[naive_comp["kind"] == "greedy"]["incompleteness"].max()
 
 # %% tags=["hide-input"]
@@ -545,7 +508,8 @@ if VARIANT:
     var = evaluated.variant
     var_faith = ablation.Faithfulness(F_M(), F_C(var))
     var_comp = completeness_table(var, evaluated.variant_classes, "discovered")
-    var_mini = ablation.minimality(model, ioi, values, var, generic, progress=False) if var else {}
+    var_mini = (ablation.minimality(model, ioi, values, var, generic, progress=False)
+                if var else {})
 
 # %% tags=["hide-input"]
 if VARIANT:

@@ -157,6 +157,32 @@ def test_circuit_on_ioi_tiny_keeps_more_than_the_empty_circuit(tiny_setup):
     assert f.F_C > empty.F_C + 0.1 * f.F_M
 
 
+def test_chapter_7_completeness_table_equals_one_run_per_set(tiny_setup):
+    """ablation.AblatedRuns, chapter 7's runs made once: its completeness table, whose sets share
+    forwards, gives for every set K (random, class, empty, greedy) the F(C∖K) and F(M∖K) of one
+    circuit_logit_diff / model_logit_diff run per set, K removed from M at its kept positions
+    and everywhere; a run asked for twice is the same tensor."""
+    setup = tiny_setup
+    classes = discovery.all_classes(setup)
+    circ = discovery.circuit(classes)
+    model, ioi = setup.model, setup.ioi
+    values = ablation.ablation_values(model, ioi, setup.abc, "mean")
+    runs = ablation.AblatedRuns(model, ioi, values, "kept")
+    table = runs.completeness_table(circ, {n: c.heads for n, c in classes.items()}, "full",
+                                    n_random_sets=3, n_sets=1, n_steps=2, candidates=2)
+    assert {"random", "class", "empty", "greedy"} <= set(table["kind"])
+    for row in table.to_dict("records"):
+        k = [tuple(int(x) for x in n.split(".")) for n in row["heads"].split()]
+        c = ablation.circuit_logit_diff(model, ioi, values, circ, k).mean().item()
+        m = ablation.model_logit_diff(model, ioi, values, k, circ, "kept" if k else "all").mean().item()
+        m_all = ablation.model_logit_diff(model, ioi, values, k, circ, "all").mean().item()
+        assert row["F(C∖K)"] == pytest.approx(c, abs=1e-4), row["K"]
+        assert row["F(M∖K)"] == pytest.approx(m, abs=1e-4), row["K"]
+        assert row["F(M∖K), K everywhere"] == pytest.approx(m_all, abs=1e-4), row["K"]
+        assert row["incompleteness"] == pytest.approx(abs(row["F(C∖K)"] - row["F(M∖K)"]))
+    assert runs.F_C(circ) is runs.F_C(circ) and runs.F_M() is runs.F_M([], circ)
+
+
 # ----------------------------------------------------------------------------- adversarial prompts
 
 

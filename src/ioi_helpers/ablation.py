@@ -501,6 +501,107 @@ def fold_backups(classes: Mapping[str, Iterable[Head]]) -> dict[str, list[Head]]
     return out
 
 
+class AblatedRuns:
+    """Every ablated run of a chapter, made once: the per-prompt logit differences of the
+    circuit minus K (:meth:`F_C`) and of the model minus K (:meth:`F_M`), kept by what was
+    ablated, so that faithfulness, its variants and every family of sets K share their runs.
+
+    ``values`` are the default ablation values; ``k_positions`` says how F(M \\ K) removes K
+    by default (``"kept"``: at its kept positions in the circuit, the authors' completeness.py;
+    ``"all"``: everywhere; see :data:`K_POSITIONS`)."""
+
+    def __init__(self, model, ds: IOIDataset, values: Values, k_positions: Literal["all", "kept"] = "kept"):
+        self.model, self.ds, self.values, self.k_positions = model, ds, values, k_positions
+        self.runs: dict = {}
+
+    @staticmethod
+    def _circuit_key(circ: Circuit) -> tuple:
+        return tuple((h, tuple(p) if p is not None else None) for h, p in sorted(circ.items()))
+
+    def _m_key(self, removed, circ, k_positions) -> tuple:
+        if not removed:
+            k_positions = "all"
+        return ("M", frozenset(removed), k_positions, self._circuit_key(circ) if k_positions == "kept" else None)
+
+    def F_C(self, circ: Circuit, removed: Iterable[Head] = (), vals: Values | None = None) -> Float[Tensor, "batch"]:
+        """Per-prompt logit diff of the circuit minus ``removed`` (under ``vals``, default
+        ``values``)."""
+        vals = self.values if vals is None else vals
+        key = ("C", id(vals), self._circuit_key(circ), frozenset(removed))
+        if key not in self.runs:
+            self.runs[key] = circuit_logit_diff(self.model, self.ds, vals, circ, removed)
+        return self.runs[key]
+
+    def F_M(self, removed: Iterable[Head] = (), circ: Circuit | None = None,
+            k_positions: Literal["all", "kept"] | None = None) -> Float[Tensor, "batch"]:
+        """Per-prompt logit diff of the model minus ``removed``: knocked out at their kept
+        positions in ``circ`` (``"kept"``) or everywhere (``"all"``); default ``k_positions``."""
+        k_positions = self.k_positions if k_positions is None else k_positions
+        removed = tuple(removed)
+        if not removed:
+            k_positions = "all"  # nothing removed: the same run either way
+        key = self._m_key(removed, circ, k_positions)
+        if key not in self.runs:
+            self.runs[key] = model_logit_diff(self.model, self.ds, self.values, removed, circ, k_positions)
+        return self.runs[key]
+
+    def prefetch(self, circ: Circuit, sets: Iterable[Iterable[Head]]) -> None:
+        """Every F_C(circ, K), F_M(K, circ) and F_M(K, circ, "all") for K in ``sets`` not run
+        yet, many sets per forward (:func:`ablated_logit_diffs`; the same numbers as one run
+        per set)."""
+        model, ds = self.model, self.ds
+        todo = {}
+        for k in map(tuple, sets):
+            todo[("C", id(self.values), self._circuit_key(circ), frozenset(k))] = (
+                lambda k=k: circuit_mask(model, ds, circ, k))
+            for kp in (self.k_positions, "all"):
+                todo[self._m_key(k, circ, kp)] = lambda k=k, kp=kp: model_mask(model, ds, k, circ, kp)
+        todo = {key: mask for key, mask in todo.items() if key not in self.runs}
+        if todo:
+            self.runs.update(zip(todo, ablated_logit_diffs(model, ds, [mask() for mask in todo.values()],
+                                                           self.values)))
+
+    def greedy_sets(self, circ: Circuit, label: str, n_sets: int, n_steps: int, candidates: int,
+                    seed: int = 0) -> dict[str, tuple[Head, ...]]:
+        """The sets K of :func:`greedy_completeness` (one per run), named ``"{label} greedy {run}"``."""
+        if not circ:  # no head to put in K
+            return {}
+        runs = greedy_completeness(self.model, self.ds, self.values, circ, n_sets=n_sets, n_steps=n_steps,
+                                   candidates=candidates, seed=seed, k_positions=self.k_positions,
+                                   progress=False)
+        return {f"{label} greedy {r['run']}": r["K"] for r in runs}
+
+    def completeness_table(self, circ: Circuit, classes_by_name: Mapping[str, Iterable[Head]], label: str,
+                           n_random_sets: int, n_sets: int, n_steps: int, candidates: int, seed: int = 0):
+        """F(C∖K), F(M∖K) and |F(C∖K) - F(M∖K)| for random, class, empty and greedy sets K (a
+        DataFrame, one row per K); M∖K with K at its kept positions (default) and, as the
+        variant, at every position. The class sets are grouped as the authors' code groups them
+        (:func:`fold_backups`), with the 7-class grouping's sets added where they differ."""
+        import pandas as pd
+
+        code_groups = fold_backups(classes_by_name)  # the authors' 6-class grouping
+        sets = {f"random {i}": k for i, k in enumerate(random_sets(circ, n_random_sets, seed=seed).values())}
+        sets.update({f"class: {n}": k for n, k in class_sets(code_groups, circ).items() if n != "empty"})
+        code_sets = {frozenset(k) for n, k in sets.items() if n.startswith("class")}
+        sets.update({f"class (7-class grouping): {n}": k for n, k in class_sets(classes_by_name, circ).items()
+                     if n != "empty" and frozenset(k) not in code_sets})
+        sets["empty"] = ()
+        greedy = self.greedy_sets(circ, label, n_sets, n_steps, candidates, seed)
+        sets.update(greedy or {f"{label} greedy (no heads)": ()})
+        self.prefetch(circ, sets.values())
+        rows = []
+        for name, k in sets.items():
+            c, m = self.F_C(circ, k).mean().item(), self.F_M(k, circ).mean().item()
+            m_all = self.F_M(k, circ, "all").mean().item()
+            kind = ("greedy" if name.startswith(label) else "class (7 classes)" if name.startswith("class (7")
+                    else name.split(" ")[0].rstrip(":"))
+            rows.append({"circuit": label, "K": name, "kind": kind, "size of K": len(k),
+                         "heads": " ".join(paper.head_name(h) for h in sorted(k)),
+                         "F(C∖K)": c, "F(M∖K)": m, "incompleteness": abs(c - m),
+                         "F(M∖K), K everywhere": m_all, "incompleteness, K everywhere": abs(c - m_all)})
+        return pd.DataFrame(rows)
+
+
 # ----------------------------------------------------------------------------- minimality
 
 
