@@ -4,6 +4,7 @@ prose ("Earlier versions of this page quoted ...", "this book's earlier construc
 
 from __future__ import annotations
 
+import ast
 import re
 
 import pytest
@@ -16,7 +17,9 @@ CHANGE_LOG = re.compile(
     r"(?:the|a) construction this book used|this book used before|previous versions? of this|"
     r"no longer (?:uses|quotes|compares)|(?:used|quoted) to (?:quote|use)", re.I)
 
-PAGES = [*pipeline.chapter_paths(REPO), REPO / "book" / "intro.md"]
+TESTING_PAGE = REPO / "book" / "testing.md"
+PAGES = [*pipeline.chapter_paths(REPO), REPO / "book" / "intro.md", TESTING_PAGE]
+TEST_REF = re.compile(r"`(tests/[\w/]+\.py)::(\w+)`")
 
 
 def prose(path) -> str:
@@ -37,3 +40,26 @@ def test_the_check_catches_a_change_log():
     assert CHANGE_LOG.search("(Earlier versions of this page quoted \"at least 88%\")")
     assert CHANGE_LOG.search("the variant, this book's earlier construction, kept the IO")
     assert not CHANGE_LOG.search("the earlier layers write the name")
+
+
+def _test_functions(path) -> set[str]:
+    """The module-level test functions of a test file, read with ``ast`` (nothing imported)."""
+    if not path.exists():
+        return set()
+    tree = ast.parse(path.read_text())
+    return {n.name for n in tree.body if isinstance(n, ast.FunctionDef) and n.name.startswith("test_")}
+
+
+def test_the_testing_page_names_only_tests_that_exist():
+    """Every ``tests/FILE.py::test_name`` on "How this book is tested" is a test function of
+    that file: a renamed or deleted test makes the page fail here instead of going stale."""
+    refs = TEST_REF.findall(TESTING_PAGE.read_text())
+    assert len(refs) >= 10, refs
+    missing = [f"{f}::{name}" for f, name in refs if name not in _test_functions(REPO / f)]
+    assert not missing, missing
+
+
+def test_the_testing_page_check_catches_a_missing_test():
+    assert "test_no_change_log_in_the_readers_text" in _test_functions(REPO / "tests" / "test_page_text.py")
+    assert not _test_functions(REPO / "tests" / "no_such_file.py")
+    assert TEST_REF.findall("see `tests/test_x.py::test_y` and `tests/a.py`") == [("tests/test_x.py", "test_y")]
