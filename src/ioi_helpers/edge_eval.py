@@ -18,7 +18,8 @@ its MIB faithfulness curve with CPR / CMD, and 95% bootstrap intervals over prom
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -61,9 +62,32 @@ def acdc_edge_scores(graph: E.EdgeGraph, edges: pd.DataFrame) -> Float[Tensor, "
     return out
 
 
+def rank_auc(scores, labels) -> float:
+    """ROC AUC as the Mann-Whitney statistic from average ranks (ties count one half): the
+    same number as :func:`ioi_helpers.roc.auc` in O(n log n) instead of one pass per distinct
+    score (GPT-2 small's 32,491 edges, hundreds of bootstrap resamples).
+
+    Args:
+        scores: one score per example (any shape; flattened).
+        labels: True for positives, same shape.
+    """
+    s = np.asarray(scores, dtype=float).ravel()
+    y = np.asarray(labels, dtype=bool).ravel()
+    if s.shape != y.shape:
+        raise ValueError(f"scores and labels differ in size: {s.shape} vs {y.shape}")
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("a ROC curve needs at least one positive and one negative example")
+    _, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)  # 1-based rank of each distinct value's last copy
+    ranks = (ends - (counts - 1) / 2)[inverse]  # average rank of the tied copies
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
 def edge_auc(graph: E.EdgeGraph, scores: Tensor, truth: Tensor) -> float:
-    """AUC of ``|score|`` over the graph's edges against the edge mask ``truth``."""
-    return roc.auc(scores.abs()[graph.mask].numpy(), truth[graph.mask].numpy())
+    """AUC of ``|score|`` over the graph's edges against the edge mask ``truth``
+    (:func:`rank_auc`)."""
+    return rank_auc(scores.abs()[graph.mask].numpy(), truth[graph.mask].numpy())
 
 
 def node_auc(graph: E.EdgeGraph, scores: Tensor, heads: Iterable[Head]) -> float:
@@ -160,13 +184,15 @@ def curve_frame(curves: Mapping[str, F.Curve]) -> pd.DataFrame:
 
 def with_intervals(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     """The table of :func:`evaluate` with each value and its interval in one cell,
-    ``value [lo, hi]`` (just the value where there is no interval)."""
+    ``value [lo, hi]`` (just the value where there is no interval, ``n/a`` where there is no
+    value: a method that scores heads has no edge AUC)."""
     out = pd.DataFrame({"method": table["method"]})
     for col in table.columns:
         if col == "method" or col.endswith(" lo") or col.endswith(" hi"):
             continue
         lo, hi = table[col + " lo"], table[col + " hi"]
-        out[col] = [f"{v:.{digits}f}" + ("" if np.isnan(a) else f" [{a:.{digits}f}, {b:.{digits}f}]")
+        out[col] = ["n/a" if np.isnan(v) else
+                    f"{v:.{digits}f}" + ("" if np.isnan(a) else f" [{a:.{digits}f}, {b:.{digits}f}]")
                     for v, a, b in zip(table[col], lo, hi)]
     return out
 
@@ -233,3 +259,274 @@ def recall(blind: pd.DataFrame, which: str) -> float:
     column (``"clean run"`` or ``"Name Movers knocked out"``); NaN without backups."""
     col = "found (clean)" if which == "clean run" else "found (knocked out)"
     return float(blind[col].mean()) if len(blind) else float("nan")
+
+
+# ----------------------------------------------------------------------------- the page's methods
+
+
+def edge_references(model, refs: Mapping[str, Mapping[str, Iterable[Head]]]
+                    ) -> tuple[dict[str, list[Head]], dict[str, Tensor], dict[str, str]]:
+    """The node and edge references of chapter 9's edge section, from its head references
+    (:func:`ioi_helpers.autodiscovery.references`: ``planted``, ``manual``, ``paper``).
+
+    Node reference: the union of a reference's classes. Edge reference: for ``planted`` on an
+    ``ioi-planted`` model, the planted edge truth (:func:`ioi_helpers.truth.planted_edge_mask`,
+    read off the construction); otherwise the edges between the reference's heads
+    (:func:`circuit_edges`).
+
+    Args:
+        model: the (bridge) model.
+        refs: reference name -> class name -> heads.
+
+    Returns:
+        ``(node_refs, edge_refs, how)``: name -> heads, name -> ``[sender, receiver]`` mask,
+        and name -> how the edge reference was built (``"planted edge truth"`` or
+        ``"edges between its heads"``).
+    """
+    from . import truth
+
+    graph = E.graph_of(model)
+    node_refs, edge_refs, how = {}, {}, {}
+    for name, classes in refs.items():
+        heads = sorted({(int(h[0]), int(h[1])) for hs in classes.values() for h in hs})
+        node_refs[name] = heads
+        exact = truth.planted_edge_mask(model) if name == "planted" else None
+        if exact is not None:
+            edge_refs[name], how[name] = exact & graph.mask, "planted edge truth"
+        else:
+            edge_refs[name], how[name] = circuit_edges(graph, heads), "edges between its heads"
+    return node_refs, edge_refs, how
+
+
+def score_methods(model, ioi, abc, steps: int = 5, seed: int = 0,
+                  batch_size: int | None = None, ig: bool = True
+                  ) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, float]]:
+    """Every edge scored by EAP, EAP-IG (``steps`` points; skipped when ``ig`` is False) and
+    the seeded random baseline, each timed.
+
+    Args:
+        model, ioi, abc: the model and matched prompts.
+        steps: EAP-IG's interpolation points, an int >= 1 (MIB's default: 5).
+        seed: the random baseline's seed.
+        batch_size: prompts per forward/backward.
+        ig: run EAP-IG.
+
+    Returns:
+        ``(scores, per_prompt, seconds)``: method name -> ``[sender, receiver]`` mean scores,
+        -> ``[prompt, sender, receiver]`` per-prompt scores (EAP, EAP-IG), -> wall seconds.
+    """
+    import time
+
+    E._check_steps(steps)
+    scores, per_prompt, seconds = {}, {}, {}
+    runs = [("EAP", lambda: E.eap_scores(model, ioi, abc, batch_size, per_prompt=True))]
+    if ig:
+        runs.append(("EAP-IG", lambda: E.eap_ig_scores(model, ioi, abc, steps, batch_size,
+                                                       per_prompt=True)))
+    for name, fn in runs:
+        t0 = time.perf_counter()
+        per_prompt[name] = fn()
+        scores[name] = per_prompt[name].mean(0)
+        seconds[name] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    scores["random"] = E.random_scores(E.graph_of(model), seed)
+    seconds["random"] = time.perf_counter() - t0
+    return scores, per_prompt, seconds
+
+
+def add_node_method(table: pd.DataFrame, name: str, heads: Tensor,
+                    node_refs: Mapping[str, Iterable[Head]]) -> pd.DataFrame:
+    """``table`` (of :func:`evaluate`) with one more row for a method that scores heads, not
+    edges (per-head attribution): its node AUC per reference, every other column NaN (no edge
+    AUC, no faithfulness curve, no interval).
+
+    Args:
+        table: the table to extend (not modified).
+        name: the method's name.
+        heads: ``[n_layers, n_heads]`` scores (higher: more in the circuit).
+        node_refs: reference name -> heads, as given to :func:`evaluate`.
+    """
+    row: dict = {c: np.nan for c in table.columns if c != "method"}
+    row["method"] = name
+    for ref, hs in node_refs.items():
+        row[f"node AUC ({ref})"] = roc.auc(heads.flatten().numpy(),
+                                           roc.labels_for(tuple(heads.shape), list(hs)).flatten())
+    return pd.concat([table, pd.DataFrame([row])], ignore_index=True)[
+        list(table.columns) or list(row)]
+
+
+def stability(graph: E.EdgeGraph, halves: Mapping[str, tuple[Tensor, Tensor]],
+              percentages: Sequence[float] = (1, 5, 10)) -> pd.DataFrame:
+    """Jaccard overlap of the top-k edges of two scorings per method (e.g. on two disjoint
+    prompt halves, :func:`ioi_helpers.edges.disjoint_halves`), at k = ``percentages`` % of
+    the graph's edges (:func:`ioi_helpers.faithfulness.n_kept`, at least 1 edge).
+
+    Args:
+        graph: the edge graph.
+        halves: method name -> (scores on one half, scores on the other).
+        percentages: edge percentages, each in (0, 100].
+
+    Returns:
+        One row per method: ``method``, then one column ``top {p}% ({k} edges)`` per percentage.
+    """
+    ks = [(p, max(1, F.n_kept(graph.n_edges, p))) for p in percentages]
+    rows = []
+    for name, (a, b) in halves.items():
+        row: dict = {"method": name}
+        for p, k in ks:
+            row[f"top {p:g}% ({k} edges)"] = F.topk_jaccard(graph, a, b, k)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def export_mib(folder, graph: E.EdgeGraph, scores: Mapping[str, Tensor], d_model: int,
+               prefix: str) -> dict[str, str]:
+    """Each method's edge scores as a MIB circuit file
+    (:func:`ioi_helpers.faithfulness.write_mib_json`), ``{folder}/{prefix}.{key(method)}.json``.
+
+    Returns:
+        method name -> path written.
+    """
+    from pathlib import Path
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    return {name: str(F.write_mib_json(folder / f"{prefix}.{key(name)}.json", graph, s, d_model))
+            for name, s in scores.items()}
+
+
+def half_scores(model, ioi, abc, halves: tuple[Sequence[int], Sequence[int]], steps: int = 5,
+                seed: int = 0, ig: bool = True) -> dict[str, tuple[Tensor, Tensor]]:
+    """Each method of :func:`score_methods` run twice, on two prompt sets (e.g.
+    :func:`ioi_helpers.edges.disjoint_halves`), for :func:`stability`. The random baseline
+    takes seed ``seed`` on the first set and ``seed + 1`` on the second: two independent random
+    rankings, the overlap of chance.
+
+    Returns:
+        method name -> (scores on the first set, scores on the second).
+    """
+    runs = [score_methods(model, ioi[list(h)], abc[list(h)], steps, seed + i, ig=ig)[0]
+            for i, h in enumerate(halves)]
+    return {name: (runs[0][name], runs[1][name]) for name in runs[0]}
+
+
+@dataclass
+class Control:
+    """The negative control of :func:`negative_control`: the model, its prompts, each method's
+    scores, the :func:`evaluate` table and curves, the edge references and wall seconds."""
+
+    model: object
+    n_prompts: int
+    scores: dict[str, Tensor]
+    table: pd.DataFrame
+    curves: dict[str, F.Curve]
+    edge_refs: dict[str, Tensor]
+    seconds: dict[str, float]
+
+
+def negative_control(model, n_prompts: int, steps: int = 5, seed: int = 0,
+                     template_set="mixed", prepend_bos: bool = False, n_boot: int = 200,
+                     ig: bool = True, name: str = "gpt2-random",
+                     control_model=None) -> Control | None:
+    """The same edge methods and scores on a model with no circuit (``gpt2-random``: GPT-2
+    small's shape, seeded random weights), against the paper's head positions (which name no
+    circuit there): node and edge AUCs should sit near 0.5, the curves carry no signal.
+
+    Args:
+        model: the chapter's model; when it is already ``name``, there is no control (None).
+        n_prompts: prompts for the control (an int >= 2; small: GPT-2 small's cost per prompt).
+        steps, seed: as in :func:`score_methods`; ``ig``: run EAP-IG there too.
+        template_set, prepend_bos: the prompts' settings (:func:`prompts`).
+        n_boot: bootstrap resamples of :func:`evaluate`.
+        name: the control model (:func:`ioi_helpers.models.load_model`).
+        control_model: the control model itself, already loaded (default: load ``name``).
+
+    Returns:
+        A :class:`Control` (``seconds``: each method's scoring, ``"load"``, ``"evaluate"``,
+        ``"total"``), or None.
+    """
+    import time
+
+    from . import models, paper
+
+    if str(getattr(model, "ioi_model_name", "")).startswith(name):
+        return None
+    t0 = time.perf_counter()
+    ctrl = control_model if control_model is not None else models.load_model(name)
+    seconds = {"load": time.perf_counter() - t0}
+    ioi, abc = prompts(ctrl, n_prompts, seed, template_set, prepend_bos)
+    scores, pp, secs = score_methods(ctrl, ioi, abc, steps, seed, ig=ig)
+    graph = E.graph_of(ctrl)
+    heads = sorted({tuple(h) for hs in paper.CIRCUIT.values() for h in hs
+                    if h[0] < graph.n_layers and h[1] < graph.n_heads})
+    edge_refs = {"paper heads": circuit_edges(graph, heads)}
+    t1 = time.perf_counter()
+    table, curves = evaluate(ctrl, ioi, abc, scores, pp, {"paper heads": heads}, edge_refs,
+                             n_boot=n_boot, seed=seed)
+    seconds |= secs | {"evaluate": time.perf_counter() - t1, "total": time.perf_counter() - t0}
+    return Control(ctrl, len(ioi), scores, table, curves, edge_refs, seconds)
+
+
+#: Edges of MIB's GPT-2 small IOI circuit file (``circuits/ioi-eap-ig.json`` of
+#: ``hannamw/MIB-circuit-track``, commit b759df3; :mod:`ioi_helpers.edges`' docstring).
+MIB_GPT2_SMALL_EDGES = 32491
+
+#: How the page names its references on the faithfulness axes.
+CIRCUIT_LABELS = {"planted": "planted", "manual": "hand-found", "paper": "paper's circuit"}
+
+
+def circuit_points(model, ioi, abc, masks: Mapping[str, Tensor], curve: F.Curve | None,
+                   batch_size: int | None = None) -> pd.DataFrame:
+    """:func:`circuit_point` of each edge mask (reference name -> mask), one row each:
+    ``circuit`` (:data:`CIRCUIT_LABELS`), ``fraction``, ``faithfulness``, ``edges``; empty
+    without masks or without a curve (whose baselines the points share)."""
+    cols = ["circuit", "fraction", "faithfulness", "edges"]
+    if curve is None or not masks:
+        return pd.DataFrame(columns=cols)
+    return pd.DataFrame([{"circuit": CIRCUIT_LABELS.get(n, n)}
+                         | circuit_point(model, ioi, abc, m, curve, batch_size)
+                         for n, m in masks.items()], columns=cols)
+
+
+def panel_frames(panels: Mapping[str, tuple[Mapping[str, F.Curve], pd.DataFrame | None]],
+                 control: Control | None = None, control_label: str = "gpt2-random (control)"
+                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The long tables of :func:`ioi_helpers.plots.faithfulness_chart`, one ``panel`` per
+    entry of ``panels`` (panel -> (curves, circuit points)) and one more for ``control`` when
+    it is not None.
+
+    Returns:
+        ``(curves, points)``, each with a ``panel`` column.
+    """
+    items = dict(panels)
+    if control is not None:
+        items[control_label] = (control.curves, None)
+    lines, dots = [], []
+    for panel, (curves, points) in items.items():
+        lines.append(curve_frame(curves).assign(panel=panel))
+        if points is not None and len(points):
+            dots.append(points.assign(panel=panel))
+    cols = ["circuit", "fraction", "faithfulness", "edges", "panel"]
+    return (pd.concat(lines, ignore_index=True),
+            pd.concat(dots, ignore_index=True) if dots else pd.DataFrame(columns=cols))
+
+
+def chance_summary(table: pd.DataFrame) -> dict[str, float]:
+    """How close an :func:`evaluate` table's AUCs sit to chance (0.5), for a negative control.
+
+    Returns:
+        ``min`` and ``max`` of every node and edge AUC in the table, ``intervals`` (how many of
+        them have a bootstrap interval) and ``contain_half`` (how many of those contain 0.5).
+    """
+    cols = [c for c in table.columns if "AUC (" in c and not c.endswith((" lo", " hi"))]
+    values = table[cols].to_numpy(dtype=float).ravel() if cols else np.array([])
+    values = values[~np.isnan(values)]
+    n = inside = 0
+    for c in cols:
+        for lo, hi in zip(table[c + " lo"], table[c + " hi"]):
+            if not (np.isnan(lo) or np.isnan(hi)):
+                n += 1
+                inside += int(lo <= 0.5 <= hi)
+    return {"min": float(values.min()) if len(values) else float("nan"),
+            "max": float(values.max()) if len(values) else float("nan"),
+            "intervals": n, "contain_half": inside}
