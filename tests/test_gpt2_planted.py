@@ -19,10 +19,11 @@ import torch
 
 from ioi_helpers import ablation, discovery, metrics, models, paper, planted_gpt2
 
-# The model seed of the default tests (IOI_GPT2_PLANTED_SEED chooses another); the slow test runs
-# every seed in SEEDS. The strengths were tuned on seed 0 only so far: the other seeds are the
-# slow test's to show.
+# The model seed of the default tests (IOI_GPT2_PLANTED_SEED chooses another). Exact recovery is
+# also checked on SECOND_SEED in every run (seed 1 missed Previous Token 4.11 while the
+# distractors still wrote into the position features) and on every seed of SEEDS with -m slow.
 SEEDS = range(0, 5)
+SECOND_SEED = 1
 MODEL_SEED = int(os.environ.get("IOI_GPT2_PLANTED_SEED", "0"))
 DATA_SEED = 4242  # never used by the construction (its calibration uses planted.CALIBRATION_DATA_SEED)
 DEVICE = os.environ.get("IOI_TEST_DEVICE", "cpu")
@@ -253,8 +254,8 @@ def test_adversarial_prompts_lower_the_logit_difference_as_in_the_paper(model):
 # ----------------------------------------------------------------------------- more seeds
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("seed", list(SEEDS))
+@pytest.mark.parametrize("seed", [s if s == SECOND_SEED else pytest.param(s, marks=pytest.mark.slow)
+                                  for s in SEEDS])
 def test_discovery_exact_on_every_seed(seed):
     m = models.load_model("gpt2-planted", device=DEVICE, seed=seed)
     found = discovery.all_classes(discovery.Setup(m, n_prompts=100, seed=DATA_SEED + 10 + seed))
