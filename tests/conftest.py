@@ -17,6 +17,10 @@ BOOK_TEST_MODEL = "ioi-planted"  # the offline model every chapter is executed o
 PAPER_LAYOUT_TEST_MODEL = "gpt2-planted"
 SCALE_TEST_MODEL = "gpt2-random"  # GPT-2-small shapes: chapter 2 also runs on it, as a scale check
 SCALE_TEST_CHAPTER = "02_name_movers"
+# The negative-control book: every chapter on gpt2-random (no circuit) at the smallest sizes that
+# still run every step; its pages must say the model does not do the task and find no class.
+CONTROL_TEST_MODEL = "gpt2-random"
+CONTROL_SIZES = {"n_prompts": 20, "n_adversarial": 20}
 # Chapter 7's completeness searches at the authors' sizes (100 random sets; greedy 10 runs x 10
 # steps x 10 candidates, for the circuit and the naive circuit) are ~2,400 ablated runs of 100
 # prompts. Batched (ablation.ablated_logit_diffs, ~1.6x faster than one forward per run) the whole
@@ -66,10 +70,10 @@ def fresh_env(folder: Path) -> dict:
     return {**os.environ, CACHE_ENV_VAR: str(folder / "cache")}
 
 
-def _run_book(tmp_path_factory, model: str, folder: str) -> Path:
+def _run_book(tmp_path_factory, model: str, folder: str, sizes: dict | None = None) -> Path:
     out = tmp_path_factory.mktemp(folder)
     cmd = [sys.executable, "-m", "ioi_helpers.pipeline", "--model", model, "--out", str(out),
-           *[a for k, v in CI_SEARCH_SIZES.items() for a in ("-p", k, str(v))]]
+           *[a for k, v in (CI_SEARCH_SIZES | (sizes or {})).items() for a in ("-p", k, str(v))]]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=fresh_env(out))
     print(proc.stdout)  # per-chapter wall times, shown with -s or on failure
     if proc.returncode != 0:
@@ -91,6 +95,13 @@ def built_paper_layout_book(tmp_path_factory) -> Path:
     """The same on ``PAPER_LAYOUT_TEST_MODEL`` (gpt2-planted): the offline rehearsal of the
     published GPT-2 book, every paper-layout branch executed."""
     return _run_book(tmp_path_factory, PAPER_LAYOUT_TEST_MODEL, "book-gpt2-planted")
+
+
+@pytest.fixture(scope="session")
+def built_control_book(tmp_path_factory) -> Path:
+    """The same on ``CONTROL_TEST_MODEL`` (gpt2-random) at ``CONTROL_SIZES``: the negative
+    control, every chapter's fallback path executed."""
+    return _run_book(tmp_path_factory, CONTROL_TEST_MODEL, "book-control", CONTROL_SIZES)
 
 
 @pytest.fixture(scope="session")
