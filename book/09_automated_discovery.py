@@ -56,6 +56,11 @@ acdc_tau_min = 0.03  # ACDC's walk runs at this tau; its ROC curve covers every 
 # the Name Movers' queries; S2: the S-Inhibition heads' keys and values; S1+1: the Induction
 # heads' keys). Add "IO" and "S1" for a wider (slower) walk.
 acdc_positions = ["END", "S2", "S1+1"]
+# the edge-level section
+eap_ig_steps = 5  # EAP-IG's interpolation points (MIB's default)
+edge_n_boot = 200  # bootstrap resamples for every interval
+control_n_prompts = 16  # prompts for the negative control on gpt2-random (costly)
+control_eap_ig = False  # EAP-IG on the control too (5 backward passes at GPT-2's size)
 # shared by every chapter (discovery.setup_from): the hand-found classes' rule thresholds
 name_mover_threshold = 0.05
 s_inhibition_threshold = 0.05
@@ -311,6 +316,338 @@ else:
 glue("backups_missed", backups, display=False)
 
 # %% [markdown]
+# ## Edge-level circuits, scored as MIB and ACDC score them
+#
+# The methods above score heads. ACDC, EAP and the Mechanistic Interpretability Benchmark
+# (MIB, Mueller et al. 2025) score the **edges** of one graph. Senders: the input (token and
+# position embeddings), each head's output and each MLP's output. Receivers: each head's
+# query, key and value inputs, each MLP's input, and the logits. An edge joins every sender
+# to every receiver downstream of it (a layer's MLP reads its own layer's heads; q, k and v
+# are three edges). `ioi_helpers.edges` builds the graph as MIB's `Graph.from_model` does.
+
+# %% tags=["hide-input"]
+import pathlib
+import time
+
+from ioi_helpers import edge_eval, edges, faithfulness
+
+t_edges = time.perf_counter()  # the section's wall time, recorded at its end
+
+# %%
+graph = edges.graph_of(model)
+n_edges = edges.count_edges(model.cfg.n_layers, model.cfg.n_heads)
+n_edges_gpt2 = edges.count_edges(12, 12)  # GPT-2 small's shape
+assert n_edges == graph.n_edges
+
+# %% tags=["hide-input"]
+glue("edge_n", f"{n_edges:,}", display=False)
+glue("edge_shape", f"{model.cfg.n_layers} layers of {model.cfg.n_heads} heads", display=False)
+glue("edge_n_gpt2", f"{n_edges_gpt2:,}", display=False)
+glue("edge_mib_match", (
+    f"the number of edges in MIB's own GPT-2 IOI circuit file" if
+    n_edges_gpt2 == edge_eval.MIB_GPT2_SMALL_EDGES else
+    f"where MIB's own GPT-2 IOI circuit file has {edge_eval.MIB_GPT2_SMALL_EDGES:,}"),
+    display=False)
+edge_settings = setup.settings() | {"ablation": "none (patching from p_ABC)",
+                                    "eap_ig_steps": eap_ig_steps, "n_boot": edge_n_boot}
+for name, value in (("n_edges", n_edges), ("n_edges_gpt2_small", n_edges_gpt2)):
+    results.record(CHAPTER, f"edges.graph.{name}", value, edge_settings)
+
+# %% [markdown]
+# On {glue:text}`edge_shape` the graph has {glue:text}`edge_n` edges; on GPT-2 small's shape
+# it has {glue:text}`edge_n_gpt2`, {glue:text}`edge_mib_match` (`circuits/ioi-eap-ig.json`
+# of `hannamw/MIB-circuit-track`).
+#
+# ### Every method scores every edge
+#
+# * **EAP**: the sender's change from p_IOI to p_ABC dotted with the gradient of the logit
+#   difference at the receiver's input (one forward and one backward pass).
+# * **EAP-IG** (Hanna et al. 2024): the same with the gradient averaged over
+#   `eap_ig_steps` = {glue:text}`edge_ig_steps` points on the straight line from p_ABC's
+#   token embeddings to p_IOI's (MIB's "EAP-IG-inputs"; MIB's circuit track runs 5 steps,
+#   the default `--ig-steps` of its `run_attribution.py`).
+# * **ACDC-style**: the walk of (c) above already path-patched edges between heads; an edge's
+#   score is its largest |effect| over the positions tested. Edges the walk never tested (from
+#   the input, to or from MLPs, into heads it never reached) score 0.
+# * **Per-head attribution** (a) scores heads, not edges: it enters at node level only.
+# * **random**: seeded standard-normal scores, the ranking every method should beat.
+
+# %%
+scores, per_prompt, seconds = edge_eval.score_methods(model, ioi, abc,
+                                                      steps=eap_ig_steps, seed=seed)
+pd.Series(seconds, name="wall seconds").round(2).to_frame()
+
+# %% tags=["hide-input"]
+glue("edge_ig_steps", eap_ig_steps, display=False)
+if res_acdc is not None:
+    scores["ACDC-style"] = edge_eval.acdc_edge_scores(graph, res_acdc.edges)
+    seconds["ACDC-style"] = res_acdc.seconds
+    acdc_text = (f"The ACDC-style scores come from the walk of (c) on the first {n_acdc} "
+                 f"prompts; its curve below is scored on all {len(ioi)}.")
+else:
+    acdc_text = (f"The ACDC-style walk did not run on {MODEL} (the model does not do the "
+                 f"task, see above), so it scores no edge here.")
+glue("edge_acdc", acdc_text, display=False)
+for name, s in seconds.items():
+    results.record(CHAPTER, f"edges.{edge_eval.key(name)}.seconds", s, edge_settings)
+
+# %% [markdown]
+# {glue:text}`edge_acdc`
+#
+# ### Node and edge AUC, CPR and CMD
+#
+# **Node AUC**: a head's score is the largest |score| of its edges (its q, k and v inputs
+# and its output are one node), ranked against a reference's heads. **Edge AUC**: |score|
+# over every edge, ranked against a reference's edges. For the planted circuit these are the
+# planted edges: the compositions the construction carries signal through, read off the
+# weights' construction, not off any method (appendix). For the hand-found classes and the
+# paper's heads they are the edges between the reference's heads, the input and the logits.
+#
+# **Faithfulness** (MIB's circuit track): keep the top-|score| edges at 0.1, 0.2, 0.5, 1, 2,
+# 5, 10, 20, 50 and 100% of all edges, patch every other edge with its p_ABC activation, and
+# take faithfulness = (m(C) - m(empty)) / (m(model) - m(empty)), m the mean logit difference.
+# The x-axis is the *fraction* of edges kept, linear, from 0.001 to 1; the areas use the
+# trapezoid rule between consecutive points, with no point added at 0 (MIB's
+# `evaluate_area_under_curve` with `log_scale=False`). **CPR** is the area under
+# faithfulness (higher is better; 0.999 for a curve at 1 everywhere); **CMD** the area
+# under |1 - faithfulness| (lower is better). Brackets: 95% percentile bootstrap intervals
+# over prompts ({glue:text}`edge_n_boot` resamples). AUC intervals need per-prompt scores
+# (EAP, EAP-IG); CPR and CMD intervals keep each circuit and resample the prompts it is
+# scored on.
+#
+# ```{admonition} Where ours differs from MIB
+# :class: dropdown
+# MIB ranks edges by signed score for CPR and by |score| for CMD; here both rank by
+# |score| (one curve per method, 10 patched forwards). MIB also prunes each circuit to edges
+# connected to both input and logits; with patching that changes no logit
+# (`ioi_helpers.faithfulness`).
+# ```
+
+# %%
+node_refs, edge_refs, how = edge_eval.edge_references(model, refs)
+table, curves = edge_eval.evaluate(model, ioi, abc, scores, per_prompt, node_refs,
+                                   edge_refs, n_boot=edge_n_boot, seed=seed)
+table = edge_eval.add_node_method(table, "attribution (heads)", res_attr.scores,
+                                  node_refs)
+edge_eval.display_table(table)
+
+# %% tags=["hide-input"]
+glue("edge_n_boot", edge_n_boot, display=False)
+edge_eval.record(CHAPTER, table, edge_settings, "edges")
+for ref, mask in edge_refs.items():
+    results.record(CHAPTER, f"edges.reference.{ref}", list(
+        edges.edge_table(graph, mask.float()).query("score > 0")["name"]),
+                   edge_settings | {"how": how[ref]})
+best = table.dropna(subset=["CPR"]).sort_values("CPR", ascending=False)
+rank_ref = main_ref if main_ref in edge_refs else None
+if rank_ref:
+    col = f"edge AUC ({rank_ref})"
+    top = table.dropna(subset=[col]).sort_values(col, ascending=False).iloc[0]
+    rnd = table.set_index("method").loc["random", col]
+    edge_text = (f"Against the {edge_eval.CIRCUIT_LABELS.get(rank_ref, rank_ref)} edges "
+                 f"({how[rank_ref]}), {top.method} ranks edges best (edge AUC "
+                 f"{top[col]:.3f}); the random ranking scores {rnd:.3f}.")
+else:
+    edge_text = f"{MODEL} has no reference circuit here, so no AUC scores the edges."
+interval_cols = [c for c in table.columns if f"{c} lo" in table.columns]
+outside = [f"{row['method']}, {c}" for row in table.to_dict("records") for c in interval_cols
+           if row[f"{c} lo"] > row[c] or row[f"{c} hi"] < row[c]]
+if outside:
+    edge_text += (f" {len(outside)} of the intervals {'does' if len(outside) == 1 else 'do'}"
+                  f" not contain its own estimate "
+                  f"({'; '.join(outside)}): the percentile bootstrap shows the spread of an "
+                  f"AUC of resampled mean scores, it does not correct its bias.")
+glue("edge_auc_text", edge_text + (
+    f" The most faithful ranking is {best.iloc[0].method} (CPR {best.iloc[0].CPR:.3f}, "
+    f"CMD {best.iloc[0].CMD:.3f}); random: CPR "
+    f"{table.set_index('method').loc['random', 'CPR']:.3f}." if len(best) else ""),
+    display=False)
+
+# %% [markdown]
+# {glue:text}`edge_auc_text`
+#
+# ### The negative control: a model with no circuit
+#
+# The same methods and scores on `gpt2-random` (GPT-2 small's shape, seeded random weights,
+# no IOI ability), at `control_n_prompts` prompts (GPT-2 small costs far more per prompt than
+# the stand-ins), against the paper's head positions, which name no circuit there. What
+# chance looks like: AUCs near 0.5, with intervals that contain it; and no faithfulness to
+# speak of: with no circuit, the full model and the empty circuit give about the same logit
+# difference, so faithfulness divides noise by a number near zero.
+
+# %%
+ctrl = edge_eval.negative_control(model, control_n_prompts, steps=eap_ig_steps,
+                                  seed=seed, template_set=template_set,
+                                  prepend_bos=prepend_bos, n_boot=edge_n_boot,
+                                  ig=control_eap_ig)
+
+# %% tags=["hide-input"]
+if ctrl is not None:
+    edge_eval.display_table(ctrl.table)
+    edge_eval.record(CHAPTER, ctrl.table, edge_settings | {"model": "gpt2-random",
+                                                           "N": ctrl.n_prompts}, "edges.control")
+    for name, s in ctrl.seconds.items():
+        results.record(CHAPTER, f"edges.control.seconds.{edge_eval.key(name)}", s, edge_settings)
+    chance = edge_eval.chance_summary(ctrl.table)
+    ctrl_text = (
+        f"On gpt2-random (N = {ctrl.n_prompts}, {ctrl.seconds['total']:.0f} s on this machine) "
+        f"the AUCs run from {chance['min']:.3f} to {chance['max']:.3f}; "
+        f"{chance['contain_half']} of their {chance['intervals']} intervals contain 0.5. "
+        + ("EAP-IG was not run there (`control_eap_ig`). " if not control_eap_ig else ""))
+    if chance["contain_half"] < chance["intervals"]:
+        ctrl_text += ("An AUC away from 0.5 here finds no circuit (there is none): it is the "
+                      "method's bias on this graph, the level against which an AUC on a "
+                      "trained model is to be read. ")
+    c_curve, m_curve = ctrl.curves["EAP"], curves["EAP"]
+    gap_c = float(c_curve.full.mean() - c_curve.empty.mean())
+    gap_m = float(m_curve.full.mean() - m_curve.empty.mean())
+    f_all = [f for cv in ctrl.curves.values() for f in cv.faithfulness[:-1]]
+    ctrl_text += (f"Its full model and empty circuit differ by {gap_c:.4f} in mean logit "
+                  f"difference ({MODEL}: {gap_m:.3f}), and its faithfulness below 100% of "
+                  f"the edges runs from {min(f_all):.2f} to {max(f_all):.2f}"
+                  + (": noise divided by a number near zero." if abs(gap_c) < 0.1 * abs(gap_m)
+                     else "."))
+else:
+    ctrl_text = (f"{MODEL} is itself the model with no circuit, so the results above are the "
+                 f"negative control; no second model runs.")
+glue("edge_control_text", ctrl_text, display=False)
+
+# %% [markdown]
+# {glue:text}`edge_control_text`
+#
+# ### Faithfulness curves
+#
+# One line per method; the diamonds are fixed circuits on the same axes (the planted edges,
+# the edges between the hand-found heads, the paper's heads where the model has its layout),
+# with the same full-model and empty baselines. The x-axis is drawn on a log scale for
+# reading; CPR and CMD integrate on the linear one.
+
+# %%
+points = edge_eval.circuit_points(model, ioi, abc, edge_refs, curves["EAP"])
+lines, dots = edge_eval.panel_frames({MODEL: (curves, points)}, control=ctrl)
+plots.show(plots.faithfulness_chart(lines, dots, "MIB faithfulness curves"))
+
+# %% tags=["hide-input"]
+for row in points.itertuples():
+    for col in ("fraction", "faithfulness", "edges"):
+        results.record(CHAPTER, f"edges.circuit.{edge_eval.key(row.circuit)}.{col}",
+                       float(getattr(row, col)), edge_settings)
+glue("edge_points_text", ". ".join(
+    f"The {r.circuit} circuit keeps {r.edges:,} edges ({100 * r.fraction:.1f}%) at "
+    f"faithfulness {r.faithfulness:.3f}" for r in points.itertuples()) + "."
+    if len(points) else "No reference circuit to place on these axes.", display=False)
+
+# %% [markdown]
+# {glue:text}`edge_points_text`
+#
+# ### Stability across prompts
+#
+# Each method scores the edges twice, on two disjoint random halves of the prompts, and the
+# table gives the Jaccard overlap |A and B| / |A or B| of the two top-k edge sets. The random
+# baseline draws two independent rankings: its overlap is chance. The ACDC-style walk is not
+# rerun per half (each rerun costs as much as the walk).
+
+# %%
+halves = edges.disjoint_halves(len(ioi), seed)
+half = edge_eval.half_scores(model, ioi, abc, halves, steps=eap_ig_steps, seed=seed)
+stable = edge_eval.stability(graph, half)
+stable.round(3).style.hide(axis="index")
+
+# %% tags=["hide-input"]
+for row in stable.to_dict("records"):
+    for col, v in row.items():
+        if col != "method":
+            results.record(CHAPTER, f"edges.stability.{edge_eval.key(row['method'])}."
+                           f"{edge_eval.key(col.split(' (')[0])}", v, edge_settings)
+mid = stable.columns[2]
+s = stable.set_index("method")[mid]
+glue("edge_stability_text", (
+    f"At the {mid.split(' (')[0]} edges: " + ", ".join(f"{m} {v:.3f}" for m, v in s.items())
+    + f" (Jaccard). " + ("Every method agrees with itself across halves more than chance does."
+                         if all(s.drop("random") > s["random"]) else
+                         "Not every method beats the chance overlap of two random rankings.")),
+    display=False)
+
+# %% [markdown]
+# {glue:text}`edge_stability_text`
+#
+# ### The backups' blind spot
+#
+# On the clean run the Backup Name Movers are quiet: the Name Movers do the work, and the
+# backups act once those are knocked out (self-repair, chapter 6). A method that measures
+# effects in the intact model can therefore score them low, as the head-level table above
+# shows for (a)-(c). One principled fix is chapter 6's: score again with the Name Movers
+# knocked out (mean-ablated from p_ABC). The table gives each backup's EAP node score (a
+# fraction of the clean logit difference) both ways, against EAP's default threshold
+# `eap_threshold`.
+
+# %%
+main_classes = refs.get(main_ref, {})  # the planted classes, else the hand-found ones
+blind = edge_eval.backup_blind_spot(model, ioi, abc, main_classes.get("Name Mover", []),
+                                    main_classes, threshold=eap_threshold)
+blind.round(3).style.hide(axis="index")
+
+# %% tags=["hide-input"]
+rec_clean = edge_eval.recall(blind, "clean run")
+rec_ko = edge_eval.recall(blind, "Name Movers knocked out")
+results.record(CHAPTER, "edges.backups.recall_clean", rec_clean, edge_settings)
+results.record(CHAPTER, "edges.backups.recall_knocked_out", rec_ko, edge_settings)
+if len(blind) and main_classes.get("Name Mover"):
+    blind_text = (f"With the Name Movers working, EAP finds {rec_clean:.0%} of the "
+                  f"{len(blind)} {main_ref} backups at threshold {eap_threshold}; with them "
+                  f"knocked out, {rec_ko:.0%}. ")
+    if rec_ko > rec_clean:
+        blind_text += "The knockout finds backups that the clean run misses."
+    elif rec_clean == 1:
+        blind_text += ("At edge level EAP's node scores clear the threshold for every backup "
+                       "already on the clean run: here there is no blind spot to fix.")
+    else:
+        blind_text += "The knockout finds no backup that the clean run misses."
+elif len(blind):
+    blind_text = ("The reference has backups but no Name Movers to knock out, so both columns "
+                  "are the clean run.")
+else:
+    blind_text = (f"The reference ({main_ref or 'none'}) has no Backup Name Mover on {MODEL}, "
+                  f"so there is no blind spot to measure.")
+glue("edge_blind_text", blind_text, display=False)
+
+# %% [markdown]
+# {glue:text}`edge_blind_text`
+#
+# ### Export in MIB's circuit-file format
+#
+# Each method's edge scores are written as a MIB circuit file, one per method and model,
+# so that a GPT-2 small run can be compared with MIB's published circuits.
+
+# %%
+folder = results.results_dir() / "mib_circuits"
+files = edge_eval.export_mib(folder, graph, scores, model.cfg.d_model,
+                             prefix=edge_eval.key(MODEL))
+
+# %% tags=["hide-input"]
+if ctrl is not None:
+    files |= {f"{k} (control)": v for k, v in edge_eval.export_mib(
+        folder, edges.graph_of(ctrl.model), ctrl.scores, ctrl.model.cfg.d_model,
+        "gpt2_random").items()}
+for name, path in files.items():
+    results.record(CHAPTER, f"edges.mib_file.{edge_eval.key(name)}",
+                   str(pathlib.Path(path).relative_to(results.results_dir())), edge_settings,
+                   note="relative to the results folder")
+glue("edge_files", f"{len(files)} files in `mib_circuits/` of the results folder "
+     f"(`$IOI_RESULTS_DIR`)", display=False)
+glue("edge_format", faithfulness.MIB_FORMAT, display=False)
+edge_seconds = time.perf_counter() - t_edges
+results.record(CHAPTER, "edges.section_seconds", edge_seconds, edge_settings,
+               note="wall time of the edge-level section, control included")
+glue("edge_seconds", f"{edge_seconds:.0f}", display=False)
+
+# %% [markdown]
+# Written: {glue:text}`edge_files`. Format: {glue:text}`edge_format`, i.e. `{"cfg", "nodes",
+# "edges"}` with edge names such as `a0.h1->a2.h3<q>` and every edge's score
+# (`faithfulness.write_mib_json`). This section took {glue:text}`edge_seconds` s on this
+# machine.
+
+# %% [markdown]
 # ## Takeaways
 #
 # * With a planted circuit, "did the method find the circuit?" has an exact answer: the ROC
@@ -318,6 +655,7 @@ glue("backups_missed", backups, display=False)
 # * The gradient methods cost one or a few passes; the path-patching walk costs one run per
 #   edge group, and its time grows with every receiver it keeps.
 # * {glue:text}`backups_missed`
+# * Edge level, as MIB scores it: {glue:text}`edge_auc_text` {glue:text}`edge_blind_text`
 # * The reference matters: scored against the hand-found classes, a method is judged on
 #   agreeing with chapters 2-6 (whose rules may themselves miss planted heads), and against the
 #   paper's heads only on GPT-2 small.

@@ -322,6 +322,21 @@ def test_chapter_9_every_methods_auc_by_pairs(built_book):
     assert checked == len(methods) * len(refs)
 
 
+def test_chapter_9_edge_auc_by_pairs_from_the_exported_file(built_book):
+    """EAP's edge AUC against the planted edges, recomputed by counting pairs from the edge
+    scores the chapter exported in MIB's file format (read as plain JSON) and the planted edge
+    names it recorded."""
+    v = _values(built_book, "09_automated_discovery")
+    truth = set(v["edges.reference.planted"]["value"])
+    exported = built_book / "results" / v["edges.mib_file.eap"]["value"]
+    scored = json.loads(exported.read_text())["edges"]
+    assert truth and truth <= set(scored), "every planted edge is an edge of the exported graph"
+    names = sorted(scored)
+    mine = _auc_by_pairs([abs(scored[n]["score"]) for n in names], [n in truth for n in names])
+    recorded = v["edges.eap.edge_auc_planted"]["value"]
+    assert abs(mine - recorded) < 1e-6, (mine, recorded)
+
+
 def _attention_from_end(model, ioi, to: str) -> torch.Tensor:
     """``[layer, head]``: the mean over prompts of the attention from END to position ``to``,
     read from ``hook_pattern`` by hand indexing."""
