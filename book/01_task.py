@@ -90,10 +90,11 @@ table
 
 # %%
 data = dataset.prompt_data()
-ioi = dataset.make_ioi_dataset(tokenizer, n_prompts, template_set=template_set, seed=seed,
-                               prepend_bos=prepend_bos)
+ioi = dataset.make_ioi_dataset(tokenizer, n_prompts, template_set=template_set,
+                               seed=seed, prepend_bos=prepend_bos)
 pd.DataFrame([
-    {"list": k, "published": len(data[k]), "single-token (used)": len(data[k]) - len(ioi.dropped[k]),
+    {"list": k, "published": len(data[k]),
+     "single-token (used)": len(data[k]) - len(ioi.dropped[k]),
      "dropped": ", ".join(ioi.dropped[k]) or "none"}
     for k in ("names", "places", "objects")
 ])
@@ -102,8 +103,8 @@ pd.DataFrame([
 # A few sampled prompts, with the answer the model should give and the one it should not:
 
 # %%
-pd.DataFrame([{"group": p.group, "prompt": p.text, "IO (correct)": p.io, "S (wrong)": p.s}
-              for p in ioi.prompts[:8]])
+pd.DataFrame([{"group": p.group, "prompt": p.text,
+               "IO (correct)": p.io, "S (wrong)": p.s} for p in ioi.prompts[:8]])
 
 # %% [markdown]
 # ### Positions: IO, S1, S1+1, S2, END
@@ -119,7 +120,8 @@ roles = {int(ioi.pos[k][i]): k for k in dataset.POSITIONS}
 row = ioi.tokens[i, : int(ioi.lengths[i])].tolist()
 pd.DataFrame({"position": range(len(row)), "token id": row,
               "token": [repr(tokenizer.decode([t])) for t in row],
-              "role": [roles.get(j, "") for j in range(len(row))]}).set_index("position").T
+              "role": [roles.get(j, "") for j in range(len(row))]}
+             ).set_index("position").T
 
 # %% [markdown]
 # ## Baseline: does the model do the task?
@@ -164,7 +166,8 @@ baseline.round(3)
 
 # %%
 ld = metrics.logit_diff(clean_logits, ioi)
-per_prompt = pd.DataFrame({"logit diff": ld.numpy(), "group": ioi.groups, "order": ioi.orders})
+per_prompt = pd.DataFrame({"logit diff": ld.numpy(), "group": ioi.groups,
+                           "order": ioi.orders})
 hist = plots.histogram(per_prompt, "logit diff", color="order",
                        title=f"Logit difference per prompt ({MODEL}, N={len(ioi)})")
 by_group = per_prompt.groupby(["group", "order"], as_index=False)["logit diff"].mean()
@@ -181,11 +184,13 @@ plots.show(alt.hconcat(hist, bars))
 # %%
 bos_rows = []
 for bos in (False, True):
-    d = dataset.make_ioi_dataset(tokenizer, n_prompts, template_set=template_set, seed=seed,
-                                 prepend_bos=bos)
+    d = dataset.make_ioi_dataset(tokenizer, n_prompts, template_set=template_set,
+                                 seed=seed, prepend_bos=bos)
     s = metrics.summarize(metrics.end_logits(model, d), d)
-    bos_rows.append({"BOS": "prepended" if bos else "none (paper)", **{k: s[k] for k in ("logit diff", "IO prob", "IO > S")}})
-    results.record("01_task", f"baseline.logit_diff.bos={bos}", s["logit diff"], settings | {"prepend_bos": bos})
+    bos_rows.append({"BOS": "prepended" if bos else "none (paper)",
+                     **{k: s[k] for k in ("logit diff", "IO prob", "IO > S")}})
+    results.record("01_task", f"baseline.logit_diff.bos={bos}", s["logit diff"],
+                   settings | {"prepend_bos": bos})
 pd.DataFrame(bos_rows).round(3)
 
 # %% [markdown]
