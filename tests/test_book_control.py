@@ -17,17 +17,11 @@ import nbformat
 import pytest
 
 from conftest import CONTROL_SIZES, CONTROL_TEST_MODEL
+from test_book_planted import CHAPTER_CLASSES
 from ioi_helpers import metrics, paper
 
 pytestmark = pytest.mark.book
 
-CHAPTER_CLASSES = {
-    "02_name_movers": ("Name Mover", "Negative Name Mover"),
-    "03_s_inhibition": ("S-Inhibition",),
-    "04_induction_and_duplicate_token": ("Induction", "Duplicate Token"),
-    "05_previous_token": ("Previous Token",),
-    "06_backup_name_movers": ("Backup Name Mover",),
-}
 # What each page says, on gpt2-random, about the task or the class it looks for (the pages'
 # own wording, computed from the chapter's results in a hidden cell).
 SAYS = {

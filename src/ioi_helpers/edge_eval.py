@@ -71,13 +71,7 @@ def rank_auc(scores, labels) -> float:
         scores: one score per example (any shape; flattened).
         labels: True for positives, same shape.
     """
-    s = np.asarray(scores, dtype=float).ravel()
-    y = np.asarray(labels, dtype=bool).ravel()
-    if s.shape != y.shape:
-        raise ValueError(f"scores and labels differ in size: {s.shape} vs {y.shape}")
-    n_pos, n_neg = int(y.sum()), int((~y).sum())
-    if n_pos == 0 or n_neg == 0:
-        raise ValueError("a ROC curve needs at least one positive and one negative example")
+    s, y, n_pos, n_neg = roc.checked(scores, labels)
     _, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
     ends = np.cumsum(counts)  # 1-based rank of each distinct value's last copy
     ranks = (ends - (counts - 1) / 2)[inverse]  # average rank of the tied copies

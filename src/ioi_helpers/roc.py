@@ -31,6 +31,19 @@ def labels_for(shape: tuple[int, int], reference: Iterable[Head]) -> np.ndarray:
     return out
 
 
+def checked(scores, labels) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """``scores`` and ``labels`` flattened to float and bool arrays of one size, with the
+    numbers of positives and negatives; ``ValueError`` unless both are at least one."""
+    s = np.asarray(scores, dtype=float).ravel()
+    y = np.asarray(labels, dtype=bool).ravel()
+    if s.shape != y.shape:
+        raise ValueError(f"scores and labels differ in size: {s.shape} vs {y.shape}")
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("a ROC curve needs at least one positive and one negative example")
+    return s, y, n_pos, n_neg
+
+
 def roc_curve(scores, labels) -> pd.DataFrame:
     """Points (false positive rate, true positive rate) of the rule "score >= threshold", for
     every distinct score as threshold, plus the start (nothing selected, threshold +inf).
@@ -41,13 +54,7 @@ def roc_curve(scores, labels) -> pd.DataFrame:
     Returns:
         DataFrame with columns ``threshold``, ``fpr``, ``tpr``, ``n_selected``.
     """
-    s = np.asarray(scores, dtype=float).ravel()
-    y = np.asarray(labels, dtype=bool).ravel()
-    if s.shape != y.shape:
-        raise ValueError(f"scores and labels differ in size: {s.shape} vs {y.shape}")
-    n_pos, n_neg = int(y.sum()), int((~y).sum())
-    if n_pos == 0 or n_neg == 0:
-        raise ValueError("a ROC curve needs at least one positive and one negative example")
+    s, y, n_pos, n_neg = checked(scores, labels)
     rows = [{"threshold": np.inf, "fpr": 0.0, "tpr": 0.0, "n_selected": 0}]
     for t in np.unique(s)[::-1]:
         sel = s >= t
