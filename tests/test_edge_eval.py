@@ -236,11 +236,74 @@ def test_rank_auc_is_the_pair_count_with_ties():
     from ioi_helpers import roc
 
     rng = np.random.default_rng(0)
+    rows = []
     for _ in range(20):
         s = rng.integers(0, 5, size=40).astype(float)  # many ties
         y = rng.random(40) < 0.3
         y[0], y[1] = True, False
-        assert EV.rank_auc(s, y) == pytest.approx(_pair_auc(s, y), abs=1e-12)
-        assert EV.rank_auc(s, y) == pytest.approx(roc.auc(s, y), abs=1e-12)
+        assert roc.rank_auc(s, y) == pytest.approx(_pair_auc(s, y), abs=1e-12)
+        assert roc.rank_auc(s, y) == pytest.approx(roc.auc(s, y), abs=1e-12)
+        rows.append(s)
+    # many rankings at once against one labelling: row i is rank_auc of row i
+    y = rng.random(40) < 0.3
+    y[0], y[1] = True, False
+    many = roc.rank_auc_rows(np.stack(rows), y)
+    assert many.tolist() == [roc.rank_auc(r, y) for r in rows]
+    assert many == pytest.approx([_pair_auc(r, y) for r in rows], abs=1e-12)
     with pytest.raises(ValueError, match="at least one positive and one negative"):
-        EV.rank_auc([1.0, 2.0], [True, True])
+        roc.rank_auc([1.0, 2.0], [True, True])
+    with pytest.raises(ValueError, match="at least one positive and one negative"):
+        roc.rank_auc_rows([[1.0, 2.0]], [True, True])
+
+
+def test_evaluate_intervals_are_those_of_a_plain_loop_over_resamples():
+    """evaluate computes every interval over all bootstrap resamples at once; a plain loop
+    (bootstrap_ci with one resample per call, the AUC of each resample's mean scores, the CPR
+    and CMD of each resampled curve) must give the same intervals."""
+    from ioi_helpers import roc
+
+    model = random_model()
+    ioi, abc = datasets(7)
+    g = E.graph_of(model)
+    pp = E.eap_scores(model, ioi, abc, per_prompt=True)
+    heads = [(0, 1), (1, 2), (2, 0)]
+    emask = EV.circuit_edges(g, heads)
+    table, curves = EV.evaluate(model, ioi, abc, {"EAP": pp.mean(0)}, {"EAP": pp},
+                                {"ref": heads}, {"edges": emask}, n_boot=40, seed=4)
+    t = table.set_index("method").loc["EAP"]
+
+    def loop(stat):
+        return F.bootstrap_ci(stat, len(ioi), n_boot=40, seed=4)
+
+    mean = lambda idx: pp[torch.as_tensor(idx)].mean(0)  # noqa: E731
+    labels = roc.labels_for((g.n_layers, g.n_heads), heads)
+    want = {"node AUC (ref)": loop(lambda i: roc.auc(E.head_scores(g, mean(i)).numpy(), labels)),
+            "edge AUC (edges)": loop(lambda i: _pair_auc(mean(i).abs()[g.mask], emask[g.mask])),
+            "CPR": loop(lambda i: curves["EAP"].resampled(i).cpr()),
+            "CMD": loop(lambda i: curves["EAP"].resampled(i).cmd())}
+    for key, (est, lo, hi) in want.items():
+        assert (t[key], t[key + " lo"], t[key + " hi"]) == pytest.approx((est, lo, hi), abs=1e-12), key
+    assert t["CPR lo"] < t["CPR hi"] and t["node AUC (ref) lo"] <= t["node AUC (ref) hi"]
+
+
+def test_resample_means_are_the_loops_means():
+    pp = torch.randn(9, 5, 7)
+    idx = F.bootstrap_indices(9, 37, seed=2)
+    got = EV.resample_means(pp, idx, chunk=5)
+    assert torch.equal(got, torch.stack([pp[torch.as_tensor(i)].mean(0) for i in idx]))
+
+
+def test_half_scores_from_per_prompt_scores_are_the_halves_rerun():
+    model = random_model()
+    ioi, abc = datasets(6)
+    g = E.graph_of(model)
+    h = E.disjoint_halves(6, 0)
+    pp = {"EAP": E.eap_scores(model, ioi, abc, per_prompt=True),
+          "EAP-IG": E.eap_ig_scores(model, ioi, abc, 2, per_prompt=True)}
+    out = EV.half_scores(model, ioi, abc, h, seed=5, per_prompt=pp)
+    rerun = EV.half_scores(model, ioi, abc, h, steps=2, seed=5)
+    assert list(out) == list(rerun) == ["EAP", "EAP-IG", "random"]
+    for name in out:
+        for a, b in zip(out[name], rerun[name]):
+            assert torch.allclose(a, b, atol=1e-5), name
+    assert torch.equal(out["random"][1], E.random_scores(g, 6))

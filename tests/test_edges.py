@@ -316,6 +316,11 @@ def test_head_scores_by_hand():
     mx, sm = E.head_scores(g, s, "max"), E.head_scores(g, s, "sum")
     assert mx.tolist() == [[2.0, 0.0], [3.0, 2.0]]
     assert sm.tolist() == [[0.5 + 0.25 + 2.0 + 1.0, 0.0], [3.0, 2.0 + 0.75]]
+    # a batch of scorings (bootstrap resamples) at once: each the head scores of its own
+    batch = torch.stack([s, -2 * s, s.flip(0)])
+    for how in ("max", "sum"):
+        assert torch.equal(E.head_scores(g, batch, how),
+                           torch.stack([E.head_scores(g, b, how) for b in batch]))
 
 
 def test_top_edges_by_hand():

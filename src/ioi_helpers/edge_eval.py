@@ -9,11 +9,14 @@ its MIB faithfulness curve with CPR / CMD, and 95% bootstrap intervals over prom
   :func:`circuit_edges`).
 * Faithfulness: :func:`ioi_helpers.faithfulness.faithfulness_curve` with edges ranked by
   ``|score|`` (one curve per method: 10 patched forwards), CPR and CMD both from it.
-* Intervals: percentile bootstrap over prompts (:func:`ioi_helpers.faithfulness.bootstrap_ci`):
-  the AUCs from the per-prompt scores averaged over each resample (methods that give one score
-  per prompt), CPR and CMD from the curve's per-prompt logit differences
-  (:meth:`ioi_helpers.faithfulness.Curve.resampled`: the circuits stay those ranked on all
-  prompts; only the prompts they are scored on are resampled).
+* Intervals: percentile bootstrap over prompts (the resamples of
+  :func:`ioi_helpers.faithfulness.bootstrap_ci`, all scored at once): the AUCs from the
+  per-prompt scores averaged over each resample (methods that give one score per prompt;
+  :func:`resample_means`, :func:`ioi_helpers.roc.rank_auc_rows`), CPR and CMD from the curve's
+  per-prompt logit differences (:meth:`ioi_helpers.faithfulness.Curve.resampled_faithfulness`:
+  the circuits stay those ranked on all prompts; only the prompts they are scored on are
+  resampled). Each interval is the one a loop over resamples gives
+  (``tests/test_edge_eval.py``).
 """
 
 from __future__ import annotations
@@ -62,26 +65,10 @@ def acdc_edge_scores(graph: E.EdgeGraph, edges: pd.DataFrame) -> Float[Tensor, "
     return out
 
 
-def rank_auc(scores, labels) -> float:
-    """ROC AUC as the Mann-Whitney statistic from average ranks (ties count one half): the
-    same number as :func:`ioi_helpers.roc.auc` in O(n log n) instead of one pass per distinct
-    score (GPT-2 small's 32,491 edges, hundreds of bootstrap resamples).
-
-    Args:
-        scores: one score per example (any shape; flattened).
-        labels: True for positives, same shape.
-    """
-    s, y, n_pos, n_neg = roc.checked(scores, labels)
-    _, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
-    ends = np.cumsum(counts)  # 1-based rank of each distinct value's last copy
-    ranks = (ends - (counts - 1) / 2)[inverse]  # average rank of the tied copies
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
 def edge_auc(graph: E.EdgeGraph, scores: Tensor, truth: Tensor) -> float:
     """AUC of ``|score|`` over the graph's edges against the edge mask ``truth``
-    (:func:`rank_auc`)."""
-    return rank_auc(scores.abs()[graph.mask].numpy(), truth[graph.mask].numpy())
+    (:func:`ioi_helpers.roc.rank_auc`)."""
+    return roc.rank_auc(scores.abs()[graph.mask].numpy(), truth[graph.mask].numpy())
 
 
 def node_auc(graph: E.EdgeGraph, scores: Tensor, heads: Iterable[Head]) -> float:
@@ -117,32 +104,54 @@ def evaluate(model, ioi, abc, methods: Mapping[str, Tensor], per_prompt: Mapping
     base = F.compute_baselines(model, ioi, abc, corrupted, batch_size)
     rows, curves = [], {}
     n = len(ioi)
+    # every interval uses the same resamples (bootstrap_ci's, seeded `seed`), all at once
+    idx = F.bootstrap_indices(n, n_boot, seed)
+    node_labels = {ref: roc.labels_for((graph.n_layers, graph.n_heads), list(heads)).ravel()
+                   for ref, heads in node_refs.items()}
 
-    def add(row, key, stat, pp):
-        if pp is None:
-            row[key], row[key + " lo"], row[key + " hi"] = stat(None), np.nan, np.nan
-            return
-        row[key], row[key + " lo"], row[key + " hi"] = F.bootstrap_ci(
-            lambda idx: stat(pp[torch.as_tensor(idx)].mean(0)), n, n_boot, seed=seed)
+    def interval(row, key, estimate, values):
+        row[key], (row[key + " lo"], row[key + " hi"]) = estimate, F.percentile_interval(values)
 
     for name, scores in methods.items():
         pp = per_prompt.get(name)
         row: dict = {"method": name}
-        for ref, heads in node_refs.items():
-            heads = list(heads)
-            add(row, f"node AUC ({ref})",
-                lambda s, heads=heads: node_auc(graph, scores if s is None else s, heads), pp)
+        full = None if pp is None else pp[torch.arange(n)].mean(0)  # the estimate's scores
+        means = None if pp is None else resample_means(pp, idx)  # [n_boot, S, R]
+        heads = None if means is None else E.head_scores(graph, means).flatten(1).numpy()
+        for ref, hs in node_refs.items():
+            key = f"node AUC ({ref})"
+            if means is None:
+                row[key], row[key + " lo"], row[key + " hi"] = node_auc(graph, scores, hs), np.nan, np.nan
+            else:
+                interval(row, key, node_auc(graph, full, hs),
+                         roc.rank_auc_rows(heads, node_labels[ref]))
         for ref, mask in edge_refs.items():
-            add(row, f"edge AUC ({ref})",
-                lambda s, mask=mask: edge_auc(graph, scores if s is None else s, mask), pp)
+            key = f"edge AUC ({ref})"
+            if means is None:
+                row[key], row[key + " lo"], row[key + " hi"] = edge_auc(graph, scores, mask), np.nan, np.nan
+            else:
+                interval(row, key, edge_auc(graph, full, mask), roc.rank_auc_rows(
+                    means.abs()[:, graph.mask].numpy(), mask[graph.mask].numpy()))
         curve = F.faithfulness_curve(model, ioi, abc, scores, corrupted=corrupted, baselines=base,
                                      batch_size=batch_size)
         curves[name] = curve
-        for key, fn in (("CPR", F.Curve.cpr), ("CMD", F.Curve.cmd)):
-            row[key], row[key + " lo"], row[key + " hi"] = F.bootstrap_ci(
-                lambda idx, fn=fn: fn(curve.resampled(idx)), n, n_boot, seed=seed)
+        resampled = curve.resampled_faithfulness(idx)  # [n_boot, levels]
+        for key, fn, rows_fn in (("CPR", F.Curve.cpr, F.cpr_rows), ("CMD", F.Curve.cmd, F.cmd_rows)):
+            interval(row, key, fn(curve.resampled(np.arange(n))),
+                     rows_fn(curve.fractions, resampled))
         rows.append(row)
     return pd.DataFrame(rows), curves
+
+
+def resample_means(per_prompt: Tensor, idx, chunk: int = 16) -> Tensor:
+    """``per_prompt[idx[i]].mean(0)`` for every resample i (``idx``: ``[m, n]`` prompt indices),
+    as one ``[m, ...]`` tensor, ``chunk`` resamples per tensor operation (each value is the one
+    of the loop, number for number)."""
+    idx = torch.as_tensor(np.asarray(idx), dtype=torch.long)
+    out = torch.empty((len(idx), *per_prompt.shape[1:]), dtype=per_prompt.dtype)
+    for i in range(0, len(idx), chunk):
+        out[i:i + chunk] = per_prompt[idx[i:i + chunk]].mean(1)
+    return out
 
 
 def circuit_point(model, ioi, abc, keep: Tensor, curve: F.Curve, batch_size: int | None = None
@@ -390,15 +399,28 @@ def export_mib(folder, graph: E.EdgeGraph, scores: Mapping[str, Tensor], d_model
 
 
 def half_scores(model, ioi, abc, halves: tuple[Sequence[int], Sequence[int]], steps: int = 5,
-                seed: int = 0, ig: bool = True) -> dict[str, tuple[Tensor, Tensor]]:
+                seed: int = 0, ig: bool = True, per_prompt: Mapping[str, Tensor] | None = None
+                ) -> dict[str, tuple[Tensor, Tensor]]:
     """Each method of :func:`score_methods` run twice, on two prompt sets (e.g.
     :func:`ioi_helpers.edges.disjoint_halves`), for :func:`stability`. The random baseline
     takes seed ``seed`` on the first set and ``seed + 1`` on the second: two independent random
     rankings, the overlap of chance.
 
+    With ``per_prompt`` (method name -> ``[n_prompts, sender, receiver]``, as
+    :func:`score_methods` returns for all of ``ioi``), those methods are not run again: a
+    method's scores on a set are the mean of its per-prompt scores over that set's prompts
+    (each prompt's scores do not depend on the others in its batch; the same numbers up to
+    float rounding), and ``steps`` and ``ig`` are not used.
+
     Returns:
         method name -> (scores on the first set, scores on the second).
     """
+    if per_prompt is not None:
+        graph = E.graph_of(model)
+        out = {name: tuple(pp[torch.as_tensor(list(h))].mean(0) for h in halves)
+               for name, pp in per_prompt.items()}
+        out["random"] = tuple(E.random_scores(graph, seed + i) for i in range(len(halves)))
+        return out
     runs = [score_methods(model, ioi[list(h)], abc[list(h)], steps, seed + i, ig=ig)[0]
             for i, h in enumerate(halves)]
     return {name: (runs[0][name], runs[1][name]) for name in runs[0]}

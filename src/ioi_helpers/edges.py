@@ -297,23 +297,39 @@ def patched_logit_diffs(model, ioi: IOIDataset, abc: IOIDataset,
             filled[0] += d.shape[0]
 
         def correction(r0: int, r1: int) -> Tensor | None:
-            """sum over removed edges into receivers r0:r1 of (p_ABC - current) sender output."""
+            """sum over removed edges into receivers r0:r1 of (p_ABC - current) sender output,
+            ``[b, p, r1 - r0, d]`` (None when no edge into them is removed)."""
             n_up = graph.upstream[r0]
             assert filled[0] == n_up, (filled[0], n_up)
             cols = removed[..., :n_up, r0:r1]
             if not bool(cols.any()):
                 return None
-            eq = "sbpd,bsr->bprd" if stacked else "sbpd,sr->bprd"
-            return torch.einsum(eq, buf[:n_up], cols)
+            if stacked:
+                return torch.einsum("sbpd,bsr->bprd", buf[:n_up], cols)
+            # one matrix product [r, s] x [s, b*p*d] over the senders (buf is sender-major),
+            # then [r, b, p, d] -> [b, p, r, d]; no copy of the senders' buffer
+            out = cols.T @ buf[:n_up].view(n_up, -1)
+            return out.view(r1 - r0, *buf.shape[1:]).permute(1, 2, 0, 3)
+
+        qkv_upd: dict[int, Tensor | None] = {}
 
         def input_hook(x, hook):
             push((corr["blocks.0.hook_resid_pre"] - x)[None])
             return x
 
         def qkv_hook(x, hook, l, c):
-            r0 = l * (3 * H + 1) + "qkv".index(c) * H
-            upd = correction(r0, r0 + H)
-            return x if upd is None else x + upd
+            # q, k and v of layer l read the same senders: their corrections are one product,
+            # made at q (the first of the three hooks) and sliced at each
+            r0 = l * (3 * H + 1)
+            if c == "q":
+                qkv_upd[l] = correction(r0, r0 + 3 * H)
+            upd = qkv_upd[l]
+            if c == "v":
+                del qkv_upd[l]
+            if upd is None:
+                return x
+            i = "qkv".index(c) * H
+            return x + upd[:, :, i:i + H]
 
         def z_hook(z, hook, l):
             push(torch.einsum("bphe,hed->hbpd", corr[f"blocks.{l}.attn.hook_z"] - z, model.blocks[l].attn.W_O))
@@ -508,8 +524,8 @@ def random_scores(graph: EdgeGraph, seed: int = 0) -> Float[Tensor, "sender rece
     return torch.randn(graph.mask.shape, generator=gen) * graph.mask
 
 
-def head_scores(graph: EdgeGraph, scores: Float[Tensor, "sender receiver"],
-                how: Literal["max", "sum"] = "max") -> Float[Tensor, "layer head"]:
+def head_scores(graph: EdgeGraph, scores: Float[Tensor, "*batch sender receiver"],
+                how: Literal["max", "sum"] = "max") -> Float[Tensor, "*batch layer head"]:
     """Node scores promoted from edge scores, for the heads (for a ROC against a head-level
     reference, :mod:`ioi_helpers.roc`).
 
@@ -519,26 +535,39 @@ def head_scores(graph: EdgeGraph, scores: Float[Tensor, "sender receiver"],
 
     Args:
         graph: the edge graph.
-        scores: ``[n_senders, n_receivers]`` edge scores.
+        scores: ``[n_senders, n_receivers]`` edge scores, or a batch of them
+            ``[..., n_senders, n_receivers]`` (e.g. bootstrap resamples), scored at once.
         how: ``"max"`` or ``"sum"``.
 
     Returns:
-        ``[n_layers, n_heads]`` scores, >= 0.
+        ``[n_layers, n_heads]`` scores (``[..., n_layers, n_heads]`` for a batch), >= 0.
     """
     if how not in ("max", "sum"):
         raise ValueError(f"how must be 'max' or 'sum', got {how!r}")
     L, H = graph.n_layers, graph.n_heads
     a = scores.abs() * graph.mask
-    reduce = (lambda x, dim: x.amax(dim)) if how == "max" else (lambda x, dim: x.sum(dim))
-    out = torch.zeros(L, H)
-    for l in range(L):
-        for h in range(H):
-            s = sender_index(H, f"a{l}.h{h}")
-            rs = [receiver_index(L, H, f"a{l}.h{h}<{c}>") for c in "qkv"]
-            incoming = reduce(a[:, rs].flatten(), 0)
-            outgoing = reduce(a[s], 0)
-            out[l, h] = torch.maximum(incoming, outgoing) if how == "max" else incoming + outgoing
-    return out
+    senders, receivers = _head_nodes(L, H)
+    # per head: its 3 receivers' columns (sender-major, as a[:, [q, k, v]].flatten()) and
+    # its sender's row
+    incoming = a[..., :, receivers].movedim(-3, -2)  # [..., L*H, S, 3]
+    incoming = incoming.reshape(*a.shape[:-2], L * H, -1)  # [..., L*H, S*3]
+    outgoing = a[..., senders, :]  # [..., L*H, R]
+    if how == "max":
+        out = torch.maximum(incoming.amax(-1), outgoing.amax(-1))
+    else:
+        out = incoming.sum(-1) + outgoing.sum(-1)
+    return out.reshape(*a.shape[:-2], L, H)
+
+
+@lru_cache(maxsize=None)
+def _head_nodes(n_layers: int, n_heads: int) -> tuple[Tensor, Tensor]:
+    """Per head (layer-major): its sender index ``[L*H]`` and its q, k, v receiver indices
+    ``[L*H, 3]``."""
+    L, H = n_layers, n_heads
+    names = [f"a{l}.h{h}" for l in range(L) for h in range(H)]
+    senders = torch.tensor([sender_index(H, n) for n in names])
+    receivers = torch.tensor([[receiver_index(L, H, f"{n}<{c}>") for c in "qkv"] for n in names])
+    return senders, receivers
 
 
 def top_edges(graph: EdgeGraph, scores: Float[Tensor, "sender receiver"], n: int,

@@ -85,6 +85,15 @@ class Curve:
     def cmd(self) -> float:
         return cmd(self.fractions, self.faithfulness)
 
+    def resampled_faithfulness(self, idx) -> np.ndarray:
+        """``[m, len(percentages)]``: the faithfulness of each of ``m`` resamples of the
+        prompts at once (``idx``: ``[m, n]`` indices, e.g. :func:`bootstrap_indices`); row i is
+        ``resampled(idx[i]).faithfulness``, number for number."""
+        idx = torch.as_tensor(np.asarray(idx), dtype=torch.long)
+        pp = self.per_prompt[:, idx].double().mean(2)  # [level, m]
+        lo, hi = self.empty[idx].double().mean(1), self.full[idx].double().mean(1)
+        return ((pp - lo) / (hi - lo)).T.numpy()
+
     def resampled(self, idx: Sequence[int]) -> "Curve":
         """The same circuits, scored on the prompts ``idx`` (e.g. a bootstrap resample)."""
         idx = torch.as_tensor(np.asarray(idx), dtype=torch.long)
@@ -159,6 +168,29 @@ def _trapezoid(x: Sequence[float], y: Sequence[float]) -> float:
     return float(sum((x[i + 1] - x[i]) * (y[i] + y[i + 1]) / 2 for i in range(len(x) - 1)))
 
 
+def _trapezoid_rows(x: Sequence[float], y: np.ndarray) -> np.ndarray:
+    """:func:`_trapezoid` of each row of ``y`` (``[m, len(x)]``), in the same order of
+    operations (so each value is the one :func:`_trapezoid` gives for that row)."""
+    y = np.asarray(y, dtype=float)
+    if y.ndim != 2 or y.shape[1] != len(x) or len(x) < 2:
+        raise ValueError("need rows of at least two points, as many as x")
+    total = np.zeros(len(y))
+    for i in range(len(x) - 1):
+        total = total + (x[i + 1] - x[i]) * (y[:, i] + y[:, i + 1]) / 2
+    return total
+
+
+def cpr_rows(fractions: Sequence[float], faithfulness: np.ndarray) -> np.ndarray:
+    """:func:`cpr` of each row of ``faithfulness`` (``[m, len(fractions)]``), e.g. of
+    :meth:`Curve.resampled_faithfulness`."""
+    return _trapezoid_rows(fractions, faithfulness)
+
+
+def cmd_rows(fractions: Sequence[float], faithfulness: np.ndarray) -> np.ndarray:
+    """:func:`cmd` of each row of ``faithfulness`` (``[m, len(fractions)]``)."""
+    return _trapezoid_rows(fractions, np.abs(1 - np.asarray(faithfulness, dtype=float)))
+
+
 def cpr(fractions: Sequence[float], faithfulness: Sequence[float]) -> float:
     """CPR: area under the faithfulness curve, trapezoid rule on the linear x-axis of edge
     fractions (0.001 .. 1), from the first point to the last.
@@ -189,29 +221,54 @@ def cmd(fractions: Sequence[float], faithfulness: Sequence[float]) -> float:
 # ----------------------------------------------------------------------------- uncertainty
 
 
+def bootstrap_indices(n: int, n_boot: int, seed: int = 0) -> np.ndarray:
+    """The resamples of :func:`bootstrap_ci`: ``[n_boot, n]`` item indices drawn with
+    replacement, one resample after the other from one generator seeded ``seed`` (so the same
+    seed gives the same resamples whether they are used one at a time or all at once)."""
+    if n < 1 or n_boot < 1:
+        raise ValueError("need n >= 1 and n_boot >= 1")
+    rng = np.random.default_rng(seed)
+    return np.stack([rng.integers(0, n, size=n) for _ in range(n_boot)])
+
+
+def percentile_interval(values, level: float = 0.95) -> tuple[float, float]:
+    """The ``(1 - level) / 2`` and ``(1 + level) / 2`` percentiles of bootstrap ``values``."""
+    if not 0 < level < 1:
+        raise ValueError("need 0 < level < 1")
+    tail = (1 - level) / 2 * 100
+    lo, hi = np.percentile(np.asarray(values, dtype=float), [tail, 100 - tail])
+    return float(lo), float(hi)
+
+
 def bootstrap_ci(statistic: Callable[[np.ndarray], float], n: int, n_boot: int = 1000,
-                 level: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
+                 level: float = 0.95, seed: int = 0, batched: bool = False
+                 ) -> tuple[float, float, float]:
     """A percentile bootstrap interval over ``n`` items (prompts).
 
     Args:
         statistic: maps an array of item indices (a resample, with repeats) to a number, e.g.
             ``lambda idx: curve.resampled(idx).cpr()`` or the AUC of
-            ``per_prompt_scores[idx].mean(0)``.
+            ``per_prompt_scores[idx].mean(0)``. With ``batched``, it maps an ``[m, n]`` array
+            (m resamples) to their ``m`` numbers at once.
         n: number of items.
-        n_boot: number of resamples.
+        n_boot: number of resamples (:func:`bootstrap_indices`: the same ones either way).
         level: coverage of the interval (0.95: the 2.5 and 97.5 percentiles).
         seed: seed of the resampling.
+        batched: ``statistic`` takes every resample in one call.
 
     Returns:
         ``(statistic on all items, lower, upper)``.
     """
     if n < 1 or n_boot < 1 or not 0 < level < 1:
         raise ValueError("need n >= 1, n_boot >= 1 and 0 < level < 1")
-    rng = np.random.default_rng(seed)
-    values = np.array([statistic(rng.integers(0, n, size=n)) for _ in range(n_boot)], dtype=float)
-    tail = (1 - level) / 2 * 100
-    lo, hi = np.percentile(values, [tail, 100 - tail])
-    return float(statistic(np.arange(n))), float(lo), float(hi)
+    idx = bootstrap_indices(n, n_boot, seed)
+    if batched:
+        values = np.asarray(statistic(idx), dtype=float).reshape(n_boot)
+        estimate = float(np.asarray(statistic(np.arange(n)[None]), dtype=float).reshape(1)[0])
+    else:
+        values = np.array([statistic(i) for i in idx], dtype=float)
+        estimate = float(statistic(np.arange(n)))
+    return (estimate, *percentile_interval(values, level))
 
 
 def topk_jaccard(graph: edges_mod.EdgeGraph, scores_a: Tensor, scores_b: Tensor, k: int,
