@@ -57,6 +57,7 @@ acdc_tau_min = 0.03  # ACDC's walk runs at this tau; its ROC curve covers every 
 # heads' keys). Add "IO" and "S1" for a wider (slower) walk.
 acdc_positions = ["END", "S2", "S1+1"]
 # the edge-level section
+edge_n_prompts = None  # None: all n_prompts; else its first prompts (fewer: faster, wider CIs)
 eap_ig_steps = 5  # EAP-IG's interpolation points (MIB's default)
 edge_n_boot = 200  # bootstrap resamples for every interval
 control_n_prompts = 16  # prompts for the negative control on gpt2-random (costly)
@@ -335,6 +336,8 @@ t_edges = time.perf_counter()  # the section's wall time, recorded at its end
 
 # %%
 graph = edges.graph_of(model)
+n_edge = len(ioi) if edge_n_prompts is None else min(edge_n_prompts, len(ioi))
+e_ioi, e_abc = ioi[:n_edge], abc[:n_edge]  # the prompts of the whole section
 n_edges = edges.count_edges(model.cfg.n_layers, model.cfg.n_heads)
 n_edges_gpt2 = edges.count_edges(12, 12)  # GPT-2 small's shape
 assert n_edges == graph.n_edges
@@ -343,12 +346,18 @@ assert n_edges == graph.n_edges
 glue("edge_n", f"{n_edges:,}", display=False)
 glue("edge_shape", f"{model.cfg.n_layers} layers of {model.cfg.n_heads} heads", display=False)
 glue("edge_n_gpt2", f"{n_edges_gpt2:,}", display=False)
+glue("edge_prompts", (
+    f"all N = {n_edge} p_IOI prompts and their p_ABC twins" if n_edge == len(ioi) else
+    f"the first {n_edge} of the N = {len(ioi)} prompts (`edge_n_prompts` = {edge_n_prompts}; "
+    f"the default, all of them, gives narrower intervals at {len(ioi) / n_edge:.1f} times "
+    f"the cost of scoring and patching)"), display=False)
 glue("edge_mib_match", (
     f"the number of edges in MIB's own GPT-2 IOI circuit file" if
     n_edges_gpt2 == edge_eval.MIB_GPT2_SMALL_EDGES else
     f"where MIB's own GPT-2 IOI circuit file has {edge_eval.MIB_GPT2_SMALL_EDGES:,}"),
     display=False)
-edge_settings = setup.settings() | {"ablation": "none (patching from p_ABC)",
+edge_settings = setup.settings() | {"N": n_edge, "edge_n_prompts": edge_n_prompts,
+                                    "ablation": "none (patching from p_ABC)",
                                     "eap_ig_steps": eap_ig_steps, "n_boot": edge_n_boot}
 for name, value in (("n_edges", n_edges), ("n_edges_gpt2_small", n_edges_gpt2)):
     results.record(CHAPTER, f"edges.graph.{name}", value, edge_settings)
@@ -356,7 +365,8 @@ for name, value in (("n_edges", n_edges), ("n_edges_gpt2_small", n_edges_gpt2)):
 # %% [markdown]
 # On {glue:text}`edge_shape` the graph has {glue:text}`edge_n` edges; on GPT-2 small's shape
 # it has {glue:text}`edge_n_gpt2`, {glue:text}`edge_mib_match` (`circuits/ioi-eap-ig.json`
-# of `hannamw/MIB-circuit-track`).
+# of `hannamw/MIB-circuit-track`). This section scores and patches on
+# {glue:text}`edge_prompts`.
 #
 # ### Every method scores every edge
 #
@@ -373,7 +383,7 @@ for name, value in (("n_edges", n_edges), ("n_edges_gpt2_small", n_edges_gpt2)):
 # * **random**: seeded standard-normal scores, the ranking every method should beat.
 
 # %%
-scores, per_prompt, seconds = edge_eval.score_methods(model, ioi, abc,
+scores, per_prompt, seconds = edge_eval.score_methods(model, e_ioi, e_abc,
                                                       steps=eap_ig_steps, seed=seed)
 pd.Series(seconds, name="wall seconds").round(2).to_frame()
 
@@ -383,7 +393,7 @@ if res_acdc is not None:
     scores["ACDC-style"] = edge_eval.acdc_edge_scores(graph, res_acdc.edges)
     seconds["ACDC-style"] = res_acdc.seconds
     acdc_text = (f"The ACDC-style scores come from the walk of (c) on the first {n_acdc} "
-                 f"prompts; its curve below is scored on all {len(ioi)}.")
+                 f"prompts; its curve below is scored on the section's {n_edge}.")
 else:
     acdc_text = (f"The ACDC-style walk did not run on {MODEL} (the model does not do the "
                  f"task, see above), so it scores no edge here.")
@@ -425,7 +435,7 @@ for name, s in seconds.items():
 
 # %%
 node_refs, edge_refs, how = edge_eval.edge_references(model, refs)
-table, curves = edge_eval.evaluate(model, ioi, abc, scores, per_prompt, node_refs,
+table, curves = edge_eval.evaluate(model, e_ioi, e_abc, scores, per_prompt, node_refs,
                                    edge_refs, n_boot=edge_n_boot, seed=seed)
 table = edge_eval.add_node_method(table, "attribution (heads)", res_attr.scores,
                                   node_refs)
@@ -523,7 +533,7 @@ glue("edge_control_text", ctrl_text, display=False)
 # reading; CPR and CMD integrate on the linear one.
 
 # %%
-points = edge_eval.circuit_points(model, ioi, abc, edge_refs, curves["EAP"])
+points = edge_eval.circuit_points(model, e_ioi, e_abc, edge_refs, curves["EAP"])
 lines, dots = edge_eval.panel_frames({MODEL: (curves, points)}, control=ctrl)
 plots.show(plots.faithfulness_chart(lines, dots, "MIB faithfulness curves"))
 
@@ -543,13 +553,15 @@ glue("edge_points_text", ". ".join(
 # ### Stability across prompts
 #
 # Each method scores the edges twice, on two disjoint random halves of the prompts, and the
-# table gives the Jaccard overlap |A and B| / |A or B| of the two top-k edge sets. The random
-# baseline draws two independent rankings: its overlap is chance. The ACDC-style walk is not
-# rerun per half (each rerun costs as much as the walk).
+# table gives the Jaccard overlap |A and B| / |A or B| of the two top-k edge sets. A half's
+# scores are the mean of the method's per-prompt scores above over that half (a prompt's
+# scores do not depend on the other prompts, so nothing is run again). The random baseline
+# draws two independent rankings: its overlap is chance. The ACDC-style walk is not rerun per
+# half (each rerun costs as much as the walk).
 
 # %%
-halves = edges.disjoint_halves(len(ioi), seed)
-half = edge_eval.half_scores(model, ioi, abc, halves, steps=eap_ig_steps, seed=seed)
+halves = edges.disjoint_halves(n_edge, seed)  # each method's per-prompt scores, averaged
+half = edge_eval.half_scores(model, e_ioi, e_abc, halves, seed=seed, per_prompt=per_prompt)
 stable = edge_eval.stability(graph, half)
 stable.round(3).style.hide(axis="index")
 
@@ -583,7 +595,7 @@ glue("edge_stability_text", (
 
 # %%
 main_classes = refs.get(main_ref, {})  # the planted classes, else the hand-found ones
-blind = edge_eval.backup_blind_spot(model, ioi, abc, main_classes.get("Name Mover", []),
+blind = edge_eval.backup_blind_spot(model, e_ioi, e_abc, main_classes.get("Name Mover", []),
                                     main_classes, threshold=eap_threshold)
 blind.round(3).style.hide(axis="index")
 

@@ -27,7 +27,14 @@ CONTROL_SIZES = {"n_prompts": 20, "n_adversarial": 20}
 # chapter took 421 CPU-s (8 min wall, 1 thread) on ioi-planted at those sizes, against 128 CPU-s
 # at these (163 CPU-s before batching): too long for the book tests, which run every code path at
 # these smaller sizes; the chapter prints the sizes it used beside the authors'.
-CI_SEARCH_SIZES = {"n_random_sets": 20, "greedy_n_sets": 2, "greedy_n_steps": 4, "greedy_candidates": 4}
+CI_SEARCH_SIZES = {"n_random_sets": 20, "greedy_n_sets": 2, "greedy_n_steps": 4, "greedy_candidates": 4,
+                   # chapter 9's edge-level section on its first 10 prompts (default: all 100, or
+                   # 20 in the control book at GPT-2 small's shape): every step still runs (halves
+                   # of 5, a bootstrap over 10), and its oracle (EAP's edge AUC from the exported
+                   # file) holds at any size
+                   "edge_n_prompts": 10,
+                   # and its negative control (gpt2-random in the other books) on 8 prompts, not 16
+                   "control_n_prompts": 8}
 
 
 CACHE_ENV_VAR = "IOI_CACHE_DIR"  # ioi_helpers.cache.CACHE_ENV_VAR (not imported: conftest stays light)

@@ -304,6 +304,8 @@ def parameter_rules() -> list[tuple[tuple[str, ...], str, Any]]:
     return [
         (("model_name", "results_dir"), "a string", lambda v: isinstance(v, str)),
         (("seed", "*_seed"), "an integer >= 0", _integer(0)),
+        # chapter 9's edge-level prompts: two disjoint halves and a bootstrap need two
+        (("edge_n_prompts", "control_n_prompts"), "an integer >= 2", _integer(2)),
         # counts: prompts, sequences, sets, steps, candidates, top-k, lengths, factors
         (("n_*", "*_n_*", "*_sets", "*_steps", "*_candidates", "*_k", "*_len", "*_factor"),
          "a positive integer", _integer(1)),
