@@ -1,7 +1,9 @@
 """Charts for the book: one Altair theme, a few chart builders, and offline HTML for the site.
 
 Importing this module registers and enables the ``"ioi"`` Altair theme and the ``"ioi"``
-renderer. The renderer refuses specs that load data from the network and emits two things:
+renderer, and (through :mod:`ioi_helpers.tables`) tells pandas to show every character of a
+table cell: a template or a prompt is the point of its cell, never cut to "...". The renderer
+refuses specs that load data from the network and emits two things:
 
 * Altair's usual HTML output, so a chart renders as it always does in a live Jupyter kernel;
 * the Vega-Lite spec itself under ``application/vnd.vegalite.v6+json``.
@@ -26,6 +28,7 @@ import numpy as np
 import pandas as pd
 from altair.vegalite.v6.display import html_renderer
 
+from . import tables  # noqa: F401  (sets pandas' table options for every chapter)
 from .paper import head_name
 
 THEME = "ioi"
