@@ -49,7 +49,7 @@ if missing:
     raise RuntimeError(
         "the scorecard cannot be built: these numbers were not recorded by their chapter, "
         "although it ran:\n  " + "\n  ".join(missing))
-models_used = sorted({r["model"] for r in recorded.values()})
+models_used = sorted({results.model_id(r["model"]) for r in recorded.values()})
 display(Markdown(f"Model(s): **{', '.join(models_used) or 'none'}**; chapters recorded: "
                  f"{', '.join(sorted(recorded)) or 'none'}."))
 if models_used != ["gpt2"]:

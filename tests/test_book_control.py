@@ -54,7 +54,7 @@ def test_every_chapter_ran_on_gpt2_random_in_one_run(built_control_book):
     assert set(CHAPTER_CLASSES) | {"01_task", "07_circuit_evaluation", "08_adversarial_examples",
                                    "09_automated_discovery"} <= set(recorded)
     for chapter, data in recorded.items():
-        assert results._model_id(data["provenance"]["model"]) == CONTROL_TEST_MODEL, chapter
+        assert results.model_id(data["provenance"]["model"]) == CONTROL_TEST_MODEL, chapter
     assert _values(built_control_book, "01_task")["baseline.logit_diff"]["settings"]["N"] == CONTROL_SIZES["n_prompts"]
 
 

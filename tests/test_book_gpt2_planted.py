@@ -36,7 +36,7 @@ def test_every_chapter_ran_on_gpt2_planted_in_one_run(built_paper_layout_book):
     assert not recorded.notes, recorded.notes
     assert set(CHAPTER_CLASSES) | {"01_task", "07_circuit_evaluation", "appendix_stand_in_model"} <= set(recorded)
     for chapter, data in recorded.items():
-        assert results._model_id(data["provenance"]["model"]) == PAPER_LAYOUT_TEST_MODEL, chapter
+        assert results.model_id(data["provenance"]["model"]) == PAPER_LAYOUT_TEST_MODEL, chapter
 
 
 @pytest.mark.parametrize("chapter", list(CHAPTER_CLASSES))

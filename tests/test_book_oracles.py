@@ -675,6 +675,24 @@ def test_scorecard_shows_the_recorded_numbers(built_book):
     assert not wrong, f"(shown, recorded): {wrong}"
 
 
+def test_scorecard_scores_the_planted_truth_and_names_the_model_once(built_book):
+    """On a planted model the scorecard scores the classes against the planted truth chapter 7
+    recorded, with the count of classes whose heads equal it exactly (counted here from the
+    results files), and names the model once, though the appendix records ``ioi-planted`` and
+    the chapters ``ioi-planted(seed=0)``."""
+    truth = {c: {tuple(h) for h in hs}
+             for c, hs in _values(built_book, "07_circuit_evaluation")["truth.planted"]["value"].items()}
+    found = _recorded_classes(built_book)
+    exact = sum(set(found.get(c, ())) == hs for c, hs in truth.items())
+    shown = " ".join(_text(o["data"][k]) for o in _outputs(built_book, "scorecard")
+                     for k in ("text/markdown", "text/html") if k in o.get("data", {}))
+    shown = re.sub(r"\s+", " ", re.sub(r"<[^>]+>|\*\*", "", shown))
+    assert f"{exact} of {len(truth)} classes recovered exactly" in shown
+    assert "Against the planted truth:" in shown
+    models_named = re.findall(r"Model\(s\): ([^;]+);", shown)
+    assert len(models_named) == 1 and "," not in models_named[0], models_named
+
+
 def test_explore_shows_the_recorded_numbers(built_book):
     """The Explore page against the results files: the classes it prints are the ones chapters
     2-6 recorded; the full circuit's F(C), F(M) and F(C)/F(M) in its text (glued, and on the

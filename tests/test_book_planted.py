@@ -81,7 +81,7 @@ def test_the_book_runs_on_ioi_planted(built_book):
     assert not recorded.notes, recorded.notes
     assert set(CHAPTER_CLASSES) | {"01_task", "appendix_stand_in_model"} <= set(recorded)
     for chapter, data in recorded.items():
-        assert results._model_id(data["provenance"]["model"]) == BOOK_TEST_MODEL, chapter
+        assert results.model_id(data["provenance"]["model"]) == BOOK_TEST_MODEL, chapter
 
 
 def _values(built_book, chapter: str) -> dict:

@@ -225,8 +225,9 @@ def _read(path: Path) -> dict:
     return data
 
 
-def _model_id(name: str) -> str:
-    """``ioi-planted`` and ``ioi-planted(seed=0)`` are one model (load_model's default seed)."""
+def model_id(name: str) -> str:
+    """One name per model: ``ioi-planted`` and ``ioi-planted(seed=0)`` are one model
+    (load_model's default seed), so pages that list the models of a run name it once."""
     return name.removesuffix("(seed=0)")
 
 
@@ -238,7 +239,7 @@ def differences(data: dict, reference: dict) -> list[str]:
     if not isinstance(a, dict) or not isinstance(b, dict):
         return ["recorded without provenance (an older version of the book)"]
     out = []
-    if _model_id(str(a.get("model"))) != _model_id(str(b.get("model"))):
+    if model_id(str(a.get("model"))) != model_id(str(b.get("model"))):
         out.append(f"model {a.get('model')}, not {b.get('model')}")
     if a.get("code") != b.get("code"):
         out.append("other code (the package's source or data changed between the runs)")
