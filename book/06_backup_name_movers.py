@@ -51,7 +51,7 @@ import torch
 from IPython.display import Markdown, display
 from myst_nb import glue
 
-from ioi_helpers import ablation, discovery, methods, models, paper, plots, results, truth
+from ioi_helpers import ablation, discovery, methods, models, paper, plots, results, tables, truth
 
 torch.set_grad_enabled(False)
 model = models.load_model(model_name)
@@ -154,7 +154,9 @@ if nm.heads:
         f"seed {seed}, mean ablation over p_ABC per template group and position. Paper: GPT-2 small, "
         f"knockout at END (the authors' code), "
         f"the logit difference drops by {paper.NUMBERS['backup.name_mover_knockout_drop']['value']:.0%}."))
-    display(pd.DataFrame(knock_rows, columns=["run", "mean logit diff", "drop (fraction of the model's)"]).round(3))
+    display(tables.table(pd.DataFrame(knock_rows, columns=["run", "mean logit diff",
+                                                            "drop (fraction of the model's)"]),
+                         na="n/a: the reference"))
 else:
     drop = None
     results.record(CHAPTER, "backup.name_mover_knockout_drop", None, settings,

@@ -23,7 +23,11 @@
 #
 #   $$
 #   F(C) = \mathbb{E}_{x \sim p_{\text{IOI}}} \big[ \text{logit}(\text{IO}) - \text{logit}(\text{S})
-#     \text{ in the run } C(x) \big], \qquad \text{faithfulness} = \frac{F(C)}{F(M)}.
+#     \text{ in the run } C(x) \big],
+#   $$
+#
+#   $$
+#   \text{faithfulness} = \frac{F(C)}{F(M)}.
 #   $$
 #
 #   For GPT-2 small the paper reports F(M) = 3.56 and F(C) ≈ 3.10: the circuit keeps
@@ -82,7 +86,7 @@ import torch
 from IPython.display import Markdown, display
 from myst_nb import glue
 
-from ioi_helpers import ablation, dataset, discovery, layout, methods, models, paper, plots, results
+from ioi_helpers import ablation, dataset, discovery, layout, methods, models, paper, plots, results, tables
 
 PAPER = {key: spec["value"] for key, spec in paper.NUMBERS.items()}  # the paper's numbers (ioi_helpers.paper)
 MIN_FRACTION = PAPER["minimality.smallest_fraction"]  # Sec. 4.2: every head >= 1% of F(M)
@@ -361,9 +365,12 @@ display(comp.groupby("kind")[["incompleteness", "incompleteness, K everywhere"]]
 for kind in ("random", "class"):
     sub = comp[comp["kind"] == kind]["incompleteness"]
     results.record(CHAPTER, f"circuit.{kind}_incompleteness_max", float(sub.max()) if len(sub) else None, settings)
-display(comp.sort_values("incompleteness", ascending=False).head(10).style.format(precision=3).hide(axis="index"))
+# greedy runs that end on the same set K read as one row, with the number of runs
+ranked = comp.assign(K=comp["K"].mask(comp["kind"] == "greedy", "greedy"))
+display(tables.table(ranked.sort_values("incompleteness", ascending=False).drop(columns="circuit", errors="ignore"),
+                     collapse=True, head=10))
 # every set K of the full circuit and its scores, as the table above has them (for the oracle tests)
-results.record(CHAPTER, "completeness.sets", [
+_ = results.record(CHAPTER, "completeness.sets", [
     {"K": r["K"], "kind": r["kind"], "heads": [[int(x) for x in n.split(".")] for n in r["heads"].split()],
      "F_C_minus_K": r["F(C∖K)"], "F_M_minus_K": r["F(M∖K)"], "incompleteness": r["incompleteness"],
      "F_M_minus_K_everywhere": r["F(M∖K), K everywhere"]} for r in comp.to_dict("records")],
@@ -408,9 +415,9 @@ mini, mini_var = (  # under K's sets, and under the variant's
 
 # %% tags=["hide-input"]
 mini_df = pd.DataFrame([{"head": paper.head_name(v), "class": next(n for n, hs in class_heads.items() if v in hs),
-                         "K": " ".join(paper.head_name(h) for h in r["K"]) or "{}",
+                         "K": " ".join(paper.head_name(h) for h in r["K"]) or "none",
                          "score": r["score"], "fraction of F(M)": r["relative"],
-                         f"K ({variant_name})": " ".join(paper.head_name(h) for h in mini_var[v]["K"]) or "{}",
+                         f"K ({variant_name})": " ".join(paper.head_name(h) for h in mini_var[v]["K"]) or "none",
                          f"score ({variant_name})": mini_var[v]["score"]} for v, r in mini.items()])
 settings_k = settings | {"K": k_source, "construction": methods.METHODS["minimality_k"].construction}
 results.record(CHAPTER, "minimality.k_sets", methods.default("minimality_k")["k_sets"] if K["authors"] else "own classes",
@@ -446,7 +453,7 @@ if len(mini_df):
     paper_chart = plots.bar_chart(paper_df, x="head", y="score",
                                   title="Paper, GPT-2 small (Fig. 20, the five heads quoted)")
     plots.show(alt.hconcat(ours_chart, paper_chart))
-    display(mini_df.sort_values("score", ascending=False).style.format(precision=3).hide(axis="index"))
+    display(tables.table(mini_df.sort_values("score", ascending=False)))
 else:
     display(Markdown(f"No head to score: the circuit found on {MODEL} is empty."))
 
@@ -583,6 +590,14 @@ if circuit:
                                              f"every head passes {MIN_FRACTION:.0%}."))
     text.append(f"The naive circuit ({len(naive)} heads) keeps {naive_faith.ratio:.0%} and its greedy "
                 f"incompleteness reaches {naive_greedy:.2f}, against {greedy_best:.2f} for the full circuit.")
+    nnm = comp[comp["K"] == "class: Negative Name Mover"]["F(M∖K)"]
+    if naive_faith.ratio > 1 and len(nnm) and nnm.iloc[0] > faith.F_M:
+        text.append(f"It keeps more than the whole model because it leaves out the Negative Name Movers, "
+                    f"which lower the logit difference: the model without them gives "
+                    f"{nnm.iloc[0]:.2f} instead of {faith.F_M:.2f}.")
+    elif naive_faith.ratio > 1:
+        text.append("It keeps more than the whole model: heads left out of it lower the logit "
+                    "difference in the model.")
 else:
     text.append("With no heads in the circuit there is nothing to test for completeness or minimality.")
 if VARIANT:

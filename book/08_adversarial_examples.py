@@ -61,7 +61,7 @@ import torch
 from IPython.display import Markdown, display
 from myst_nb import glue
 
-from ioi_helpers import dataset, discovery, hooks, methods, metrics, models, paper, plots, results, scores
+from ioi_helpers import dataset, discovery, hooks, methods, metrics, models, paper, plots, results, scores, tables
 from ioi_helpers.hooks import hook_name
 
 torch.set_grad_enabled(False)
@@ -334,7 +334,7 @@ if sinh.heads:
 
 # %% tags=["hide-input"]
 if sinh.heads:
-    display(att_table.round(3))
+    display(tables.table(att_table, na="n/a: the original prompt has no extra name"))
 else:
     display(Markdown(
         f"**No S-Inhibition heads were found on {MODEL}** (chapter 3's rule: {sinh.rule}; chapter 3 "

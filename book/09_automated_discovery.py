@@ -74,7 +74,7 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from ioi_helpers import autodiscovery, discovery, metrics, models, paper, plots, results
+from ioi_helpers import autodiscovery, discovery, metrics, models, paper, plots, results, tables
 
 torch.set_grad_enabled(False)  # the methods turn gradients on locally where they need them
 model = models.load_model(model_name)
@@ -146,8 +146,10 @@ if not DOES_TASK:
 # ```
 
 # %%
-res_attr = autodiscovery.attribution_heads(model, ioi, abc, threshold=attribution_threshold)
-plots.head_heatmap(res_attr.effect, f"(a) attribution estimate of patching each head ({MODEL})",
+res_attr = autodiscovery.attribution_heads(model, ioi, abc,
+                                          threshold=attribution_threshold)
+plots.head_heatmap(res_attr.effect,
+                   f"(a) attribution estimate of patching each head ({MODEL})",
                    "change / clean logit diff", highlight=main_heads)
 
 # %% [markdown]
@@ -162,8 +164,10 @@ plots.head_heatmap(res_attr.effect, f"(a) attribution estimate of patching each 
 
 # %%
 res_eap = autodiscovery.edge_attribution(model, ioi, abc, threshold=eap_threshold)
-res_eap_mlp = autodiscovery.edge_attribution(model, ioi, abc, mlps=True, threshold=eap_threshold)
-res_eap_mlp.edges.reindex(res_eap_mlp.edges.score.abs().sort_values(ascending=False).index).head(10)
+res_eap_mlp = autodiscovery.edge_attribution(model, ioi, abc, mlps=True,
+                                             threshold=eap_threshold)
+strongest = res_eap_mlp.edges.score.abs().sort_values(ascending=False).index
+tables.table(res_eap_mlp.edges.reindex(strongest).head(10), precision=4)
 
 # %% [markdown]
 # ## (c) ACDC-style pruning with the paper's path patching
@@ -187,11 +191,13 @@ res_eap_mlp.edges.reindex(res_eap_mlp.edges.score.abs().sort_values(ascending=Fa
 # %%
 n_acdc = min(acdc_n_prompts, len(ioi))
 res_acdc = autodiscovery.acdc(model, ioi[:n_acdc], abc[:n_acdc], tau=acdc_tau,
-                              tau_min=acdc_tau_min, positions=acdc_positions) if DOES_TASK else None
+                              tau_min=acdc_tau_min,
+                              positions=acdc_positions) if DOES_TASK else None
 
 # %% tags=["hide-input"]
 if res_acdc is not None:
-    display(autodiscovery.kept_edges(res_acdc.edges, acdc_tau).sort_values("score").head(12))
+    display(tables.table(autodiscovery.kept_edges(res_acdc.edges, acdc_tau)
+                         .sort_values("score").head(12)))
 
 # %% [markdown]
 # ## Scores against the references
@@ -233,7 +239,7 @@ display(Markdown(
     f"time of each method on this machine, and the CPU time of the process (all its threads), "
     f"which a busy machine inflates less."))
 if len(table):
-    display(table.round(3).style.hide(axis="index"))
+    display(tables.table(table))
 
 # %% [markdown]
 # ## Which classes each method misses, and why
@@ -267,18 +273,19 @@ else:
 # %%
 top = autodiscovery.top_heads(res_attr.scores, 8)  # without a reference: (a)'s top 8
 lin = autodiscovery.linearity(model, ioi, abc, res_attr, main_heads or top)
-lin["ratio"] = lin["attribution estimate"] / lin["activation patching"].where(lin["activation patching"].abs() > 1e-6)
-lin.round(3)
+patched = lin["activation patching"]
+lin["ratio"] = lin["attribution estimate"] / patched.where(patched.abs() > 1e-6)
+tables.table(lin)
 
 # %% tags=["hide-input"]
 backup_cls = classes["Backup Name Mover"]
 backup_heads = (refs.get("planted", {}).get("Backup Name Mover") or backup_cls.heads)
 if backup_heads and "before" in backup_cls.extra:
-    display(pd.DataFrame([{
+    display(tables.table(pd.DataFrame([{
         "head": paper.head_name(h),
         "direct effect, Name Movers working": float(backup_cls.extra["before"][h]),
         "direct effect, Name Movers knocked out": float(backup_cls.effect[h]),
-        **{r.method: float(r.scores[h]) for r in METHODS}} for h in backup_heads]).round(3).style.hide(axis="index"))
+        **{r.method: float(r.scores[h]) for r in METHODS}} for h in backup_heads])))
 else:
     display(Markdown(
         "No Backup Name Movers to check: " + (backup_cls.rule if not backup_heads else
@@ -385,7 +392,8 @@ for name, value in (("n_edges", n_edges), ("n_edges_gpt2_small", n_edges_gpt2)):
 # %%
 scores, per_prompt, seconds = edge_eval.score_methods(model, e_ioi, e_abc,
                                                       steps=eap_ig_steps, seed=seed)
-pd.Series(seconds, name="wall seconds").round(2).to_frame()
+tables.table(pd.Series(seconds, name="seconds on the machine that built this page")
+             .rename_axis("method"), precision=2, index=True)
 
 # %% tags=["hide-input"]
 glue("edge_ig_steps", eap_ig_steps, display=False)
@@ -560,10 +568,12 @@ glue("edge_points_text", ". ".join(
 # half (each rerun costs as much as the walk).
 
 # %%
-halves = edges.disjoint_halves(n_edge, seed)  # each method's per-prompt scores, averaged
-half = edge_eval.half_scores(model, e_ioi, e_abc, halves, seed=seed, per_prompt=per_prompt)
+halves = edges.disjoint_halves(n_edge, seed)
+# each method's per-prompt scores, averaged over each half
+half = edge_eval.half_scores(model, e_ioi, e_abc, halves, seed=seed,
+                             per_prompt=per_prompt)
 stable = edge_eval.stability(graph, half)
-stable.round(3).style.hide(axis="index")
+tables.table(stable)
 
 # %% tags=["hide-input"]
 for row in stable.to_dict("records"):
@@ -595,9 +605,10 @@ glue("edge_stability_text", (
 
 # %%
 main_classes = refs.get(main_ref, {})  # the planted classes, else the hand-found ones
-blind = edge_eval.backup_blind_spot(model, e_ioi, e_abc, main_classes.get("Name Mover", []),
+blind = edge_eval.backup_blind_spot(model, e_ioi, e_abc,
+                                    main_classes.get("Name Mover", []),
                                     main_classes, threshold=eap_threshold)
-blind.round(3).style.hide(axis="index")
+tables.table(blind)
 
 # %% tags=["hide-input"]
 rec_clean = edge_eval.recall(blind, "clean run")

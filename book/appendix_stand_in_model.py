@@ -443,7 +443,7 @@ facts = [
                      f"d_model {arch['d_model']} (d_head {arch['d_head']}), context {arch['n_positions']}, "
                      f"vocabulary {arch['vocab_size']} (GPT-2's), tied embeddings"),
     ("parameters", f"{arch['parameters']:,}"),
-    ("storage", f"{arch['storage']}; {record['weights_bytes'] / 1e6:.2f} MB, sha256 {record['sha256'][:16]}..."),
+    ("storage", f"{arch['storage']}; {record['weights_bytes'] / 1e6:.2f} MB, sha256 {record['sha256'][:16]} (first 16 hex digits)"),
     ("optimiser", f"AdamW, lr {record['config']['lr']} (warm-up {record['config']['warmup']} steps, "
                   f"cosine to {record['config']['min_lr_ratio']} x), weight decay {record['config']['weight_decay']}"),
     ("steps", f"{record['steps']}, {record['wall_seconds'] / 60:.1f} min wall time on "

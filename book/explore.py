@@ -82,14 +82,15 @@ print("\n\n".join(c.describe() for c in classes.values()))
 
 # %%
 direct = discovery.direct_effects(setup)
-examples = [setup.ioi.orders.index(o) for o in ("ABBA", "BABA") if o in setup.ioi.orders]
+orders = setup.ioi.orders
+examples = [orders.index(o) for o in ("ABBA", "BABA") if o in orders]
 patterns, tokens = widgets.attention_data(model, setup.ioi, examples)
 named = [h for c in classes.values() for h in c.heads]
 plots.show(plots.attention_explorer_chart(
     direct.relative, patterns, tokens, classes=widgets.class_heads(classes),
     value_label="direct effect", default=named[0] if named else None,
     title=f"Direct effect on the logit difference ({MODEL}, N={n_prompts})",
-    prompt_titles=[f"{setup.ioi.orders[i]}: {setup.ioi.texts[i]}" for i in examples]))
+    prompt_titles=[f"{orders[i]}: {setup.ioi.texts[i]}" for i in examples]))
 
 # %% [markdown]
 # ## Every path-patching experiment of the search
@@ -111,8 +112,11 @@ for c in classes.values():
         about[c.receivers] = f"finds: {', '.join(found_here)} (kept at {c.kept_at})"
 not_run = [f"{n} ({c.rule})" for n, c in classes.items() if c.receivers == "none"]
 plots.show(plots.patching_explorer_chart(
-    effects, widgets.class_heads(classes), value_label="relative effect", descriptions=about,
+    effects, widgets.class_heads(classes), value_label="relative effect",
+    descriptions=about,
     title=f"Path patching, senders = every head ({MODEL}, N={n_prompts})"))
+
+# %% tags=["remove-input"]
 display(Markdown(f"{len(effects)} experiment(s) shown. " + (
     "Not run on this model, because an earlier class is empty: " + "; ".join(not_run) + "."
     if not_run else "Every step of the search ran.")))
