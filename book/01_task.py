@@ -173,7 +173,7 @@ hist = plots.histogram(per_prompt, "logit diff", color="order",
 by_group = per_prompt.groupby(["group", "order"], as_index=False)["logit diff"].mean()
 bars = plots.bar_chart(by_group, x="group", y="logit diff", color="order",
                        title="Mean logit difference per template group")
-plots.show(alt.hconcat(hist, bars))
+plots.show(alt.vconcat(hist, bars))
 
 # %% [markdown]
 # ### A known trap: the BOS token

@@ -137,7 +137,7 @@ def projection_scatters(pts, corr, shown):
             color=alt.Color("name:N", title="name"), tooltip=["name", "attention", "projection"],
         ).properties(title=f"{c}: {paper.head_name(h)} (r = {float(corr['pooled'][h]):.2f})",
                      width=200, height=200))
-    return alt.hconcat(*charts).properties(
+    return alt.concat(*charts, columns=2).properties(
         title=f"Attention vs projection on the name's unembedding ({MODEL}, N={n_projection})")
 
 

@@ -96,8 +96,9 @@ def attention_split_scatter(ind, dup):
 
 
 def repeated_token_heatmaps(rep, ind_heads, dup_heads):
-    """Every head's induction and duplicate-token scores side by side, the kept heads outlined."""
-    return alt.hconcat(
+    """Every head's induction and duplicate-token scores, one above the other, the kept heads
+    outlined."""
+    return alt.vconcat(
         plots.head_heatmap(rep["induction"], f"Induction score ({MODEL})", "induction score",
                            highlight=ind_heads, vmax=1.0),
         plots.head_heatmap(rep["duplicate"], f"Duplicate-token score ({MODEL})", "duplicate score",

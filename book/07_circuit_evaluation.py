@@ -452,7 +452,7 @@ if len(mini_df):
     paper_df = pd.DataFrame([{"head": n, "score": P[f"minimality.{n}"]["value"]} for n in paper_heads])
     paper_chart = plots.bar_chart(paper_df, x="head", y="score",
                                   title="Paper, GPT-2 small (Fig. 20, the five heads quoted)")
-    plots.show(alt.hconcat(ours_chart, paper_chart))
+    plots.show(alt.vconcat(ours_chart, paper_chart))  # one above the other: the column
     display(tables.table(mini_df.sort_values("score", ascending=False)))
 else:
     display(Markdown(f"No head to score: the circuit found on {MODEL} is empty."))

@@ -171,16 +171,16 @@ def attention_bars(att_table):
     shown = att_table.melt(id_vars=["head", "class", "distribution"],
                            value_vars=["END->IO", "END->extra name", "END->S1", "END->S2"],
                            var_name="attends to", value_name="attention").dropna()
+    shown["panel"] = shown["class"] + " " + shown["head"]  # three panels a row: the column
     return alt.Chart(shown).mark_bar().encode(
         x=alt.X("attends to:N", title=None, sort=["END->IO", "END->extra name", "END->S1", "END->S2"],
                 axis=alt.Axis(labelAngle=-30)),
         y=alt.Y("attention:Q", title="mean attention from END"),
         color=alt.Color("distribution:N"),
         xOffset="distribution:N",
-        column=alt.Column("head:N", title=None),
-        row=alt.Row("class:N", title=None),
+        facet=alt.Facet("panel:N", title=None, columns=3, sort=list(dict.fromkeys(shown["panel"]))),
         tooltip=["head", "distribution", "attends to", alt.Tooltip("attention:Q", format=".3f")],
-    ).properties(width=160, height=140,
+    ).properties(width=140, height=140,
                  title="Attention from END: S-Inhibition heads and Name Movers, on the three distributions")
 
 
@@ -350,14 +350,14 @@ else:
 # heads are outlined.
 
 # %%
-plots.show(alt.hconcat(
+plots.show(alt.concat(
     plots.head_heatmap(att_io["extra"], "END -> second IO (adversarial)", "attention",
                        highlight=sinh.heads),
     plots.head_heatmap(att_io["S2"] - att_0["S2"], "END -> S2: adversarial - original",
                        "change", highlight=sinh.heads),
     plots.head_heatmap(att_io["IO"] - att_0["IO"], "END -> IO: adversarial - original",
                        "change", highlight=nm.heads),
-))
+    columns=2))
 
 # %%
 if sinh.heads:  # the S-Inhibition heads' mean attention from END

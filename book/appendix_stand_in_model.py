@@ -490,7 +490,7 @@ acc_chart = alt.Chart(calib).mark_line(point=True).encode(
     tooltip=["step", alt.Tooltip("calib_acc:Q", format=".3f"),
              alt.Tooltip("calib_logit_diff:Q", format=".2f")],
 ).properties(title="Accuracy on unseen name pairs during training", width=300)
-plots.show(alt.hconcat(loss_chart, acc_chart))
+plots.show(alt.vconcat(loss_chart, acc_chart))
 
 # %% [markdown]
 # ### Evaluation on held-out prompts
@@ -537,7 +537,7 @@ prev, ind = ev["previous_token"], ev["induction"]
 for kind in ("previous_token", "induction"):
     results.record("appendix_stand_in_model", f"{kind}.max", ev[kind]["max"], settings)
     results.record("appendix_stand_in_model", f"{kind}.head", ev[kind]["head"], settings)
-plots.show(alt.hconcat(
+plots.show(alt.vconcat(
     plots.head_heatmap(prev["scores"], f"Previous-token score ({MODEL})", "score",
                        highlight=[prev["head"]], vmax=1.0),
     plots.head_heatmap(ind["scores"], f"Induction score ({MODEL})", "score",

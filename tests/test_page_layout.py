@@ -80,9 +80,20 @@ TRUNCATED = r"""
 """
 
 
+MIN_CHART_SCALE = 0.65  # below this a chart's 12-px labels read at under 8 px
+SHRUNK = r"""
+(() => Array.from(document.querySelectorAll('article.bd-article svg.marks')).map(svg => {
+  const own = parseFloat(svg.getAttribute('width')), drawn = svg.getBoundingClientRect().width;
+  return [own, drawn];
+}).filter(([own, drawn]) => own > 0 && drawn / own < %s).map(([own, drawn]) =>
+  `chart of ${Math.round(own)} px drawn at ${(drawn / own).toFixed(2)} of its width`))()
+"""
+
+
 class Layout(DevTools):
     """Headless Chromium at the reader's window size; :meth:`offenders` lists what a page
-    shows past its column, :meth:`truncated` the table cells pandas cut short."""
+    shows past its column, :meth:`truncated` the table cells pandas cut short, :meth:`shrunk`
+    the charts scaled down too far to fit."""
 
     def __init__(self, executable: str, profile: Path) -> None:
         super().__init__(executable, profile, enable=("Page",), width=WINDOW[0], height=WINDOW[1])
@@ -106,6 +117,11 @@ class Layout(DevTools):
 
     def truncated(self) -> list[str]:
         return self.js(TRUNCATED)
+
+    def shrunk(self) -> list[str]:
+        """Charts the stylesheet had to shrink below MIN_CHART_SCALE of their own width to fit
+        the column: sized for a wider page, their text reads too small."""
+        return self.js(SHRUNK % MIN_CHART_SCALE)
 
 
 @pytest.fixture(scope="module")
@@ -156,6 +172,19 @@ def test_the_book_css_wraps_what_would_overflow(layout, tmp_path):
     assert len(before) == 2 and "a-long-cell" in before[0] and "300 px past" in before[1], before
     page.write_text(page.read_text().replace("</head>", f"<style>{css}</style></head>"))
     assert layout.offenders(page) == []
+    assert layout.shrunk() == []  # 900 px into 600: drawn at 0.67 of its width
+
+
+def test_a_chart_shrunk_too_far_is_reported(layout, tmp_path):
+    """A chart twice the column's width fits once the stylesheet scales it, but at half size:
+    reported, with the scale it was drawn at."""
+    css = (Path(__file__).parents[1] / "book" / "_static" / "ioi-book.css").read_text()
+    page = _page(tmp_path, "<div class='ioi-chart' data-ioi-chart='drawn'><div class='vega-embed'>"
+                           "<svg class='marks' width='1200' height='40' viewBox='0 0 1200 40'>"
+                           "</svg></div></div>")
+    page.write_text(page.read_text().replace("</head>", f"<style>{css}</style></head>"))
+    assert layout.offenders(page) == []
+    assert layout.shrunk() == ["chart of 1200 px drawn at 0.50 of its width"]
 
 
 def _failures(html: Path, layout: Layout) -> dict[str, list[str]]:
@@ -163,7 +192,8 @@ def _failures(html: Path, layout: Layout) -> dict[str, list[str]]:
     assert len(pages) > 1, f"no built pages under {html}"
     failures = {}
     for page in pages:
-        found = layout.offenders(page) + [f"truncated cell: {t!r}" for t in layout.truncated()]
+        found = (layout.offenders(page) + [f"truncated cell: {t!r}" for t in layout.truncated()]
+                 + layout.shrunk())
         if found:
             failures[page.name] = found
     return failures

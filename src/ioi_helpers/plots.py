@@ -583,10 +583,12 @@ def roc_chart(curves: pd.DataFrame, title: str = "",
     panels = []
     for ref in df["reference"].unique():
         lines = alt.Chart(df[df["reference"] == ref]).mark_line(point=True, strokeWidth=2).encode(
-            x, y, color=alt.Color("method:N", title="method"), order=alt.Order("step:Q"),
+            x, y, color=alt.Color("method:N", title="method", legend=alt.Legend(orient="bottom", columns=2)),
+            order=alt.Order("step:Q"),
             tooltip=_tooltip(df, tips))
         panels.append((diagonal + lines).properties(title=f"reference: {ref}", width=260, height=260))
-    return alt.hconcat(*panels).properties(title=title)
+    # two panels a row, the legend below: the figure fits the book's column (about 680 px)
+    return alt.concat(*panels, columns=2).properties(title=title)
 
 
 VERDICT_COLORS = {"reproduced": "#54a24b", "not reproduced": "#e45756",
@@ -620,10 +622,10 @@ def _scorecard_panel(rows: pd.DataFrame, x_title: str) -> alt.LayerChart:
     df["band from"] = df["low"].astype(float).fillna(lo - pad)
     df["band to"] = df["high"].astype(float).fillna(hi + pad)
     df["verdict"] = df["verdict"].astype(str)
-    y = alt.Y("claim:N", sort=None, title=None, axis=alt.Axis(labelLimit=420))
+    y = alt.Y("claim:N", sort=None, title=None, axis=alt.Axis(labelLimit=420))  # whole claims
     x_scale = alt.Scale(domain=[lo - pad, hi + pad], nice=False, clamp=True)
     height = 18 * len(df)
-    base = alt.Chart(df).properties(width=360, height=height)
+    base = alt.Chart(df).properties(width=220, height=height)  # with the claims: the column
     band = base.mark_bar(color="#d9d9d9", height=10).encode(
         y=y, x=alt.X("band from:Q", scale=x_scale, title=x_title),
         x2="band to:Q", tooltip=["claim", "paper", "low", "high"])
@@ -631,7 +633,7 @@ def _scorecard_panel(rows: pd.DataFrame, x_title: str) -> alt.LayerChart:
         "isValid(datum.paper)").encode(y=y, x=alt.X("paper:Q", scale=x_scale))
     dots = base.mark_point(filled=True, size=70, opacity=1).transform_filter("isValid(datum.ours)").encode(
         y=y, x=alt.X("ours:Q", scale=x_scale),
-        color=alt.Color("verdict:N", title="verdict",
+        color=alt.Color("verdict:N", title="verdict", legend=alt.Legend(orient="bottom", columns=1),
                         scale=alt.Scale(domain=list(VERDICT_COLORS), range=list(VERDICT_COLORS.values()))),
         tooltip=["claim", "paper", "ours", "verdict"])
     return alt.layer(band, tick, dots)
@@ -641,7 +643,7 @@ def _scorecard_panel(rows: pd.DataFrame, x_title: str) -> alt.LayerChart:
 
 
 def faithfulness_chart(curves: pd.DataFrame, points: pd.DataFrame | None = None,
-                       title: str = "") -> alt.LayerChart | alt.HConcatChart:
+                       title: str = "") -> alt.LayerChart | alt.VConcatChart:
     """MIB faithfulness curves, one line per method, with fixed circuits as labelled points.
 
     Args:
@@ -680,5 +682,5 @@ def faithfulness_chart(curves: pd.DataFrame, points: pd.DataFrame | None = None,
             labels = alt.Chart(p).mark_text(dx=8, align="left", fontSize=11).encode(x, y, text="circuit:N")
             layer = layer + dots + labels
         panels.append(layer.properties(title=str(panel), width=380, height=260))
-    chart = panels[0] if len(panels) == 1 else alt.hconcat(*panels)
+    chart = panels[0] if len(panels) == 1 else alt.vconcat(*panels)  # one above the other: the column
     return chart.properties(title=title)
