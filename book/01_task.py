@@ -51,7 +51,7 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from ioi_helpers import dataset, metrics, models, paper, plots, results
+from ioi_helpers import dataset, metrics, models, paper, plots, results, tables
 
 PAPER = {key: spec["value"] for key, spec in paper.NUMBERS.items()}  # the paper's numbers (ioi_helpers.paper)
 
@@ -92,19 +92,20 @@ table
 data = dataset.prompt_data()
 ioi = dataset.make_ioi_dataset(tokenizer, n_prompts, template_set=template_set,
                                seed=seed, prepend_bos=prepend_bos)
-pd.DataFrame([
+tables.table(pd.DataFrame([
     {"list": k, "published": len(data[k]),
      "single-token (used)": len(data[k]) - len(ioi.dropped[k]),
      "dropped": ", ".join(ioi.dropped[k]) or "none"}
     for k in ("names", "places", "objects")
-])
+]))
 
 # %% [markdown]
 # A few sampled prompts, with the answer the model should give and the one it should not:
 
 # %%
-pd.DataFrame([{"group": p.group, "prompt": p.text,
-               "IO (correct)": p.io, "S (wrong)": p.s} for p in ioi.prompts[:8]])
+sampled = pd.DataFrame([{"group": p.group, "prompt": p.text, "IO (correct)": p.io,
+                         "S (wrong)": p.s} for p in ioi.prompts[:8]])
+tables.table(sampled)
 
 # %% [markdown]
 # ### Positions: IO, S1, S1+1, S2, END
@@ -158,7 +159,7 @@ display(Markdown(
     f"Settings: model **{MODEL}**, N = {len(ioi)} prompts, templates '{template_set}' "
     f"({len(set(ioi.groups))} groups), BOS {'prepended' if prepend_bos else 'not prepended'}, "
     f"seed {seed}. The paper's numbers: GPT-2 small, 100,000 prompts, no BOS."))
-baseline.round(3)
+tables.table(baseline)
 
 # %% [markdown]
 # The logit difference varies a lot from prompt to prompt. Its distribution over the prompts,
@@ -191,7 +192,7 @@ for bos in (False, True):
                      **{k: s[k] for k in ("logit diff", "IO prob", "IO > S")}})
     results.record("01_task", f"baseline.logit_diff.bos={bos}", s["logit diff"],
                    settings | {"prepend_bos": bos})
-pd.DataFrame(bos_rows).round(3)
+tables.table(pd.DataFrame(bos_rows))
 
 # %% [markdown]
 # ## Takeaway

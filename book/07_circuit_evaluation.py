@@ -207,12 +207,12 @@ display(Markdown(
 glue("eval_faithfulness", faith.ratio, display=False)
 glue("eval_F_C", faith.F_C, display=False)
 glue("eval_F_M", faith.F_M, display=False)
-pd.DataFrame([
+tables.table(pd.DataFrame([
     ("F(M), the model", faith.F_M, P["circuit.F_M"]["value"]),
     ("F(C), the circuit", faith.F_C, P["circuit.F_C"]["value"]),
     ("F(C) / F(M)", faith.ratio, P["circuit.faithfulness"]["value"]),
     ("F(M) - F(C)", faith.gap, P["circuit.gap"]["value"]),
-], columns=["", MODEL, "paper (GPT-2 small)"]).round(3)
+], columns=["", MODEL, "paper (GPT-2 small)"]))
 
 # %% [markdown]
 # F(C) / F(M) = {glue:text}`eval_faithfulness:.2f` (F(C) = {glue:text}`eval_F_C:.2f`, F(M) =

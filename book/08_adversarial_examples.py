@@ -228,8 +228,9 @@ adv_templates = dataset.templates(template_set)
 display(Markdown(
     f"Templates used: {len(adv_templates)} of the {len(dataset.templates(template_set))} groups of "
     f"'{template_set}' ({', '.join(t.group for t in adv_templates)})."))
-pd.DataFrame([{"original": base.texts[i], "naming IO": adv_io.texts[i], "naming S": adv_s.texts[i],
-               "IO": base.prompts[i].io, "S": base.prompts[i].s} for i in range(5)])
+tables.table(pd.DataFrame([{"original": base.texts[i], "naming IO": adv_io.texts[i],
+                            "naming S": adv_s.texts[i], "IO": base.prompts[i].io,
+                            "S": base.prompts[i].s} for i in range(5)]))
 
 # %% [markdown]
 # ## Logit difference, IO probability, S above IO
@@ -258,7 +259,7 @@ display(Markdown(
     f"'{template_set}' ({len(adv_templates)} groups), the authors' construction (two sentences), BOS "
     f"{'prepended' if prepend_bos else 'not prepended'}, seed {seed}, no ablation. The paper: "
     f"GPT-2 small, its Fig. 8 table (no BOS)."))
-table.round(3)
+tables.table(table)
 
 # %% [markdown]
 # **The paper's one-sentence example, as a variant.** The same three numbers with one sentence
@@ -289,7 +290,7 @@ for name, ds in var_dists.items():
                        settings | {"construction": "variant: the paper's one sentence", "N": len(ds)})
     glue(f"adv_var_{name.split()[-1].lower()}", sm["logit diff"], display=False)
 display(Markdown(f"Example ({MODEL}): *{dataset.make_adversarial_dataset(tokenizer, var_base[:1], 'IO', **methods.variant('adversarial')).texts[0]}*"))
-pd.DataFrame(var_rows).round(3)
+tables.table(pd.DataFrame(var_rows))
 
 # %% [markdown]
 # With one sentence the logit difference goes from {glue:text}`adv_var_original:.2f` to

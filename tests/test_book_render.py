@@ -16,6 +16,7 @@ import time
 from html.parser import HTMLParser
 from pathlib import Path
 
+import altair as alt
 import numpy as np
 import pandas as pd
 import pytest
@@ -226,3 +227,21 @@ def test_the_pages_log_no_console_error(unexecuted_book, console):
 def test_the_executed_books_pages_log_no_console_error(built_book, console):
     """The same for the executed book, whose pages also draw charts."""
     assert console_failures(built_book / "html", console) == {}
+
+
+def test_a_long_chart_title_is_broken_into_lines_that_fit_the_column():
+    """plots.show draws a chart through plots.fitted: a title longer than TITLE_CHARS becomes
+    lines of at most that many characters, word by word, with every word kept; a short title,
+    or one already given as lines, is left alone."""
+    long = ("Repeated random tokens: 50 sequences of 20 random tokens x 2, BOS not prepended; "
+            "outlined: heads kept above")
+    chart = alt.vconcat(alt.Chart(pd.DataFrame({"x": [1]})).mark_point().encode(x="x:Q"),
+                        title=long)
+    lines = plots.fitted(chart).to_dict()["title"]
+    assert isinstance(lines, list) and len(lines) == 2
+    assert all(len(line) <= plots.TITLE_CHARS for line in lines)
+    assert " ".join(lines) == long
+    short = alt.Chart(pd.DataFrame({"x": [1]})).mark_point().encode(x="x:Q").properties(title="short")
+    assert plots.fitted(short).to_dict()["title"] == "short"
+    given = short.properties(title=["one", "two"])
+    assert plots.fitted(given).to_dict()["title"] == ["one", "two"]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import textwrap
 from typing import Any, Iterable, Mapping, Sequence
 
 import altair as alt
@@ -125,11 +126,25 @@ def vega_bundle() -> str:
     return "(function () {\n" + vl_convert.javascript_bundle(vl_version=version) + "\n})();\n"
 
 
+TITLE_CHARS = 64  # a title line in the theme's 15-px bold font fits the book's column (~680 px)
+
+
+def fitted(chart: alt.TopLevelMixin) -> alt.TopLevelMixin:
+    """``chart`` with a long string title broken into lines of at most :data:`TITLE_CHARS`
+    characters (Vega draws a list of strings as lines), so the title does not make the figure
+    wider than the column; any other title is left as it is."""
+    title = chart.title if hasattr(chart, "title") else alt.Undefined
+    if isinstance(title, str) and len(title) > TITLE_CHARS:
+        return chart.properties(title=textwrap.wrap(title, TITLE_CHARS))
+    return chart
+
+
 def show(chart: alt.TopLevelMixin) -> None:
-    """Display a chart in the notebook (through the ``"ioi"`` renderer, which checks it)."""
+    """Display a chart in the notebook (through the ``"ioi"`` renderer, which checks it), its
+    title :func:`fitted` to the column."""
     from IPython.display import display
 
-    display(chart)
+    display(fitted(chart))
 
 
 # ----------------------------------------------------------------------------- chart builders
