@@ -133,7 +133,7 @@ def fitted(chart: alt.TopLevelMixin) -> alt.TopLevelMixin:
     """``chart`` with a long string title broken into lines of at most :data:`TITLE_CHARS`
     characters (Vega draws a list of strings as lines), so the title does not make the figure
     wider than the column; any other title is left as it is."""
-    title = chart.title if hasattr(chart, "title") else alt.Undefined
+    title = getattr(chart, "title", alt.Undefined)
     if isinstance(title, str) and len(title) > TITLE_CHARS:
         return chart.properties(title=textwrap.wrap(title, TITLE_CHARS))
     return chart

@@ -17,6 +17,8 @@ from typing import Any
 import pandas as pd
 from pandas.io.formats.style import Styler
 
+from .paper import head_name
+
 # pandas' HTML tables: whole cells, never cut to 50 characters and "..."
 TABLE_OPTIONS = {"display.max_colwidth": None}
 for _option, _value in TABLE_OPTIONS.items():
@@ -26,12 +28,7 @@ COUNT = "rows"  # the column that says how many identical rows one row stands fo
 
 
 def _missing(value: Any) -> bool:
-    if value is None:
-        return True
-    try:
-        return isinstance(value, float) and math.isnan(value)
-    except TypeError:
-        return False
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def cell(value: Any, precision: int = 3, na: str = "n/a") -> str:
@@ -42,7 +39,7 @@ def cell(value: Any, precision: int = 3, na: str = "n/a") -> str:
         return na
     if (isinstance(value, tuple) and len(value) == 2
             and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
-        return f"{value[0]}.{value[1]}"  # a head, (layer, index)
+        return head_name(value)  # a head, (layer, index)
     if isinstance(value, (set, frozenset, list, tuple, dict)):
         if not value:
             return "none"
