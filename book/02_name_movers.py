@@ -53,7 +53,7 @@ import torch
 from IPython.display import Markdown, display
 from myst_nb import glue
 
-from ioi_helpers import (ablation, dataset, discovery, methods, models, paper, plots, results,
+from ioi_helpers import (ablation, dataset, discovery, methods, models, paper, plots, results, tables,
                          scores, truth)
 
 PAPER = {key: spec["value"] for key, spec in paper.NUMBERS.items()}  # the paper's numbers (ioi_helpers.paper)
@@ -242,8 +242,9 @@ table = nm.table.drop(columns=["layer", "index", "selected"]).rename(
     **{"change (logits)": [float(direct.delta[l, h]) for l, h in zip(nm.table["layer"], nm.table["index"])],
        "Name Mover": nm.table["selected"], "Negative Name Mover": nnm.table["selected"]})
 ordered = table.sort_values("change (logits)", kind="stable")
-pd.concat([ordered.head(6).assign(side="largest drops"),
-           ordered.tail(4).iloc[::-1].assign(side="largest rises")]).set_index(["side", "head"]).round(3)
+tables.table(pd.concat([ordered.head(6).assign(side="largest drops"),
+                        ordered.tail(4).iloc[::-1].assign(side="largest rises")]
+                       ).set_index(["side", "head"]), index=True)
 
 # %% tags=["hide-input"]
 other = ordered[(ordered["effect (fraction of clean)"].abs() >= name_mover_threshold)
@@ -350,7 +351,7 @@ corr_df = pd.DataFrame([{"head": paper.head_name(h), "class": c,
                          **{f"corr ({k})": float(corr[k][h]) for k in ("IO", "S", "pooled")},
                          "corr (pooled), S = S1 only (ARENA)": float(corr_s1["pooled"][h])}
                         for c, h in shown]).set_index("head")
-display(corr_df.round(3))
+display(tables.table(corr_df, index=True))
 corr_nm = float(torch.stack([corr["pooled"][h] for h in nm.heads]).min()) if nm.heads else None
 _ = results.record(CHAPTER, "name_movers.attn_projection_corr", corr_nm,
                settings | {"N": n_projection, "statistic": "smallest pooled (IO and S) correlation over the Name Movers",
@@ -381,7 +382,7 @@ copy_rows = [{"head": paper.head_name(h), "class": c, "copy score": float(cs["co
               "negative copy score": float(cs["negative"][h])} for c, h in shown]
 copy_rows.append({"head": "average head", "class": f"all {cs['copy'].numel()} heads",
                   "copy score": avg_copy, "negative copy score": avg_neg})
-display(pd.DataFrame(copy_rows).set_index("head").round(3))
+display(tables.table(pd.DataFrame(copy_rows)))
 copy_nm = float(torch.stack([cs["copy"][h] for h in nm.heads]).min()) if nm.heads else None
 neg_nnm = float(torch.stack([cs["negative"][h] for h in nnm.heads]).mean()) if nnm.heads else None
 copy_settings = settings | {"N": n_copy, "names": n_names, "top k": copy_k}
@@ -434,7 +435,7 @@ if nm.heads or nnm.heads:
         ko_settings = settings | {"ablation": "mean over p_ABC per template group"}
         results.record(CHAPTER, f"knockout.{key}.at_end.logit_diff", ld_end, ko_settings)
         results.record(CHAPTER, f"knockout.{key}.everywhere.logit_diff", ld_all, ko_settings)
-    display(pd.DataFrame(ko_rows).set_index("class").round(3))
+    display(tables.table(pd.DataFrame(ko_rows)))
 else:
     display(Markdown("Nothing to knock out: neither class has a head on this model."))
 KO = {r["class"]: r for r in ko_rows}
@@ -442,13 +443,13 @@ KO = {r["class"]: r for r in ko_rows}
 # %% [markdown]
 # ## Against the planted circuit
 #
-# On `ioi-planted` the answer is known: its weights were built to put each class in chosen heads
-# ({ref}`appendix-stand-ins`). The Name Movers and Negative Name Movers this chapter discovered, beside the planted ones
+# On a planted model (`ioi-planted`, `gpt2-planted`) the answer is known: its weights were built
+# to put each class in chosen heads ({ref}`appendix-stand-ins`). The Name Movers and Negative Name Movers this chapter discovered, beside the planted ones
 # (precision: the share of discovered heads that were planted; recall: the share of planted heads
-# that were discovered). Any other model has no planted circuit, and this table is empty.
+# that were discovered). Any other model has no planted circuit, and no table appears.
 
 # %%
-truth.against_planted(model, [nm, nnm])
+tables.table(truth.against_planted(model, [nm, nnm]))
 
 # %% [markdown]
 # ## Comparison with the paper

@@ -52,7 +52,7 @@ import torch
 from IPython.display import Markdown, display
 from myst_nb import glue
 
-from ioi_helpers import ablation, discovery, methods, models, paper, plots, results, signals, truth
+from ioi_helpers import ablation, discovery, methods, models, paper, plots, results, signals, tables, truth
 
 PAPER = {key: spec["value"] for key, spec in paper.NUMBERS.items()}  # the paper's numbers (ioi_helpers.paper)
 
@@ -142,14 +142,14 @@ elif not TASK:
         f"{nm.clean:.3f} <= 0), so there is nothing to trace: the S-Inhibition step and the "
         "experiments built on it are **not run** on this model. The evidence (chapter 2's "
         "experiment, the heads closest to its rule):"))
-    display(discovery.closest_heads(classes, ("Name Mover",)).round(3))
+    display(tables.table(discovery.closest_heads(classes, ("Name Mover",))))
 else:
     display(Markdown(
         f"**No Name Movers on {MODEL}**, so S-Inhibition heads cannot be discovered here. The "
         "evidence (the heads closest to chapter 2's rule) is below. What follows is an "
         f"**exploratory** run with stand-in receivers: {movers.how}: "
         f"{', '.join(map(paper.head_name, movers.heads)) or 'none'}."))
-    display(discovery.closest_heads(classes, ("Name Mover",)).round(3))
+    display(tables.table(discovery.closest_heads(classes, ("Name Mover",))))
 
 # %% [markdown]
 # ## Path patching to the Name Movers' queries at END
@@ -191,7 +191,7 @@ if RUN:
             f"that could change their queries here{' (the Name Movers are in the first layer)' if last == 0 else ''}."))
     top = sin.table.drop(columns=["layer", "index"]).sort_values("effect", kind="stable").head(8)
     display(Markdown("The heads with the largest drops and the attention the rule looks at:"))
-    display(top.round(3).set_index("head"))
+    display(tables.table(top))
 else:
     display(Markdown(f"**Not run:** {sin.rule.removeprefix('not run: ')}."))
 classes["S-Inhibition"] = sin
@@ -285,7 +285,7 @@ else:
 # %% tags=["hide-input"]
 if PATCH:
     wide = shift.pivot(index="head", columns="run", values=["attn END->IO", "attn END->S1"])
-    display(wide.round(3))
+    display(tables.table(wide, index=True))
     mean = shift.groupby("run")[["attn END->IO", "attn END->S1", "attn END->S2", "logit diff"]].mean()
     d_io = float(mean.loc["patched", "attn END->IO"] - mean.loc["clean", "attn END->IO"])
     d_s1 = float(mean.loc["patched", "attn END->S1"] - mean.loc["clean", "attn END->S1"])
@@ -383,7 +383,7 @@ if PATCH:
     display(Markdown(f"{P_LABEL}Patched heads: {', '.join(map(paper.head_name, patched))}; "
                      f"N = {n_prompts}. One example prompt per variant (the same original prompt):"))
     with pd.option_context("display.max_colwidth", None):
-        display(tp[["token", "position", "slots (IO, S1, S2)", "example"]].set_index(["token", "position"]))
+        display(tables.table(tp[["token", "position", "slots (IO, S1, S2)", "example"]]))
     order = (list(signals.TOKENS), list(signals.POSITION_SIGNALS))
     grid = tp.pivot(index="token", columns="position", values="logit diff").loc[order[0], order[1]]
     paper_grid = tp.pivot(index="token", columns="position", values="paper (GPT-2 small)").loc[order[0], order[1]]
@@ -394,8 +394,8 @@ if PATCH:
     display(Markdown(f"**The two constructions side by side** ({MODEL}): the authors' code replaces the IO "
                      "in the random variants (D C C, C D C); the variant keeps it (A C C, C A C). The other "
                      "four variants are the same in both."))
-    display(tp[["token", "position", "logit diff", "IO kept (variant)", "paper (GPT-2 small)"]]
-            .rename(columns={"logit diff": "authors' code (default)"}).set_index(["token", "position"]).round(3))
+    display(tables.table(tp[["token", "position", "logit diff", "IO kept (variant)", "paper (GPT-2 small)"]]
+            .rename(columns={"logit diff": "authors' code (default)"}).set_index(["token", "position"]), index=True))
 else:
     display(Markdown("**Not run:** there are no S-Inhibition heads (or stand-ins) to patch on this model."))
 
@@ -421,10 +421,10 @@ for token in signals.TOKENS:
 # to put each class in chosen heads ({ref}`appendix-stand-ins`). The S-Inhibition heads this
 # chapter discovered, beside the planted ones (precision: the share of discovered heads that were
 # planted; recall: the share of planted heads that were discovered). Any other model has no
-# planted circuit, and this table is empty.
+# planted circuit, and no table appears.
 
 # %%
-truth.against_planted(model, {"S-Inhibition": s_heads})
+tables.table(truth.against_planted(model, {"S-Inhibition": s_heads}))
 
 # %% [markdown]
 # ## Comparison with the paper

@@ -62,7 +62,7 @@ import torch
 from IPython.display import Markdown, display
 from myst_nb import glue
 
-from ioi_helpers import ablation, discovery, methods, models, paper, plots, results, scores, truth
+from ioi_helpers import ablation, discovery, methods, models, paper, plots, results, scores, tables, truth
 
 torch.set_grad_enabled(False)
 CHAPTER = "04_induction_and_duplicate_token"
@@ -168,7 +168,7 @@ else:
         "evidence (the heads closest to passing each earlier rule) is below; the repeated-token "
         "scores further down need no prerequisite and are shown in full."))
 if EXPLORATORY:
-    display(discovery.closest_heads(classes, ("Name Mover", "S-Inhibition")).round(3))
+    display(tables.table(discovery.closest_heads(classes, ("Name Mover", "S-Inhibition"))))
 
 # %% [markdown]
 # ## Path patching to the S-Inhibition heads' values at S2
@@ -218,7 +218,7 @@ else:
 if RAN:
     top = ind.table.drop(columns="selected").assign(
         Induction=ind.table["selected"], **{"Duplicate Token": dup.table["selected"]})
-    display(top.drop(columns=["layer", "index"]).sort_values("effect").head(12).round(3).set_index("head"))
+    display(tables.table(top.drop(columns=["layer", "index"]).sort_values("effect").head(12)))
 
 # %% [markdown]
 # **The paper's text as a variant: keys and values.** The same experiment with the receivers'
@@ -238,7 +238,7 @@ if RAN:
         "Duplicate Token": ", ".join(map(paper.head_name, d.heads)) or "none",
         "largest drop": float(i.effect.min()), "heads at or below the cut": len(i.extra["passed the effect cut"])}
         for label, i, d in (("values (authors' code, default)", ind, dup), ("keys and values (paper's text)", ind_kv, dup_kv))])
-    display(side.round(3).set_index("receivers' inputs patched"))
+    display(tables.table(side))
     moved = float((ind_kv.effect - ind.effect).abs().max())
     glue("induction_kv_change",
          f"the largest change of any head's effect is {moved:.3f} (fraction of the clean logit diff), "
@@ -293,7 +293,7 @@ behaving = {k: discovery.repeated_token_check(all_heads, rep, k, confirm_score)
 for cls, check in ((ind, check_ind), (dup, check_dup)):
     if len(check):
         display(Markdown(f"**{LABEL}{cls.name} heads** on repeated random tokens:"))
-        display(check.round(3).set_index("head"))
+        display(tables.table(check))
 display(Markdown("Every head, whatever its path-patching effect: the heads that pass the same "
                  "test for each score, and the strongest scores."))
 display(pd.DataFrame([
@@ -326,7 +326,7 @@ if not EXPLORATORY and (ind.heads or dup.heads):
 if base_ld is not None:
     display(Markdown(f"Model logit diff without knockout: **{base_ld:.3f}** (N = {n_prompts}, mean "
                      f"ablation over p_ABC per template group)."))
-    display(pd.DataFrame(knock).drop(columns="key").round(3).set_index("knocked out"))
+    display(tables.table(pd.DataFrame(knock).drop(columns="key")))
 else:
     display(Markdown("**Not run:** no class was discovered, so there is nothing to knock out."))
 
@@ -382,7 +382,7 @@ if share is not None:
     display(Markdown(f"{LABEL}Senders: {', '.join(map(paper.head_name, senders))}; receivers: "
                      f"{', '.join(map(paper.head_name, receivers.heads))}. Clean logit diff "
                      f"{share['clean'][0]:.3f}; N = {n_prompts}; changes in logits."))
-    display(share.drop(columns="clean").round(3).set_index("variant"))
+    display(tables.table(share.drop(columns="clean")))
 else:
     display(Markdown("**Not computed:** the share needs discovered S-Inhibition heads and "
                      "discovered Induction or Duplicate Token heads; "
@@ -393,14 +393,14 @@ else:
 # %% [markdown]
 # ## Against the planted circuit
 #
-# On `ioi-planted` the answer is known: its weights were built to put each class in chosen heads
-# ({ref}`appendix-stand-ins`). The Induction and Duplicate Token heads this chapter discovered, beside the planted ones
+# On a planted model (`ioi-planted`, `gpt2-planted`) the answer is known: its weights were built
+# to put each class in chosen heads ({ref}`appendix-stand-ins`). The Induction and Duplicate Token heads this chapter discovered, beside the planted ones
 # (precision: the share of discovered heads that were planted; recall: the share of planted heads
-# that were discovered). Any other model has no planted circuit, and this table is empty.
+# that were discovered). Any other model has no planted circuit, and no table appears.
 
 # %%
 discovered = {cls.name: [] if EXPLORATORY else cls.heads for cls in (ind, dup)}
-truth.against_planted(model, discovered)
+tables.table(truth.against_planted(model, discovered))
 
 # %% [markdown]
 # ## Comparison with the paper

@@ -48,7 +48,7 @@ import torch
 from IPython.display import Markdown, display
 from myst_nb import glue
 
-from ioi_helpers import ablation, discovery, models, paper, plots, results, scores, truth
+from ioi_helpers import ablation, discovery, models, paper, plots, results, scores, tables, truth
 
 torch.set_grad_enabled(False)
 CHAPTER = "05_previous_token"
@@ -109,7 +109,7 @@ else:
         "evidence (the heads closest to passing each earlier rule) is below; the previous-token "
         "scores further down need no prerequisite and are shown in full."))
 if EXPLORATORY:
-    display(discovery.closest_heads(classes, ("Name Mover", "S-Inhibition", "Induction")).round(3))
+    display(tables.table(discovery.closest_heads(classes, ("Name Mover", "S-Inhibition", "Induction"))))
 
 # %% [markdown]
 # ## Path patching to the Induction heads' keys at S1+1
@@ -145,7 +145,7 @@ if RAN:
 if RAN:
     display(Markdown(f"Receivers: {prev.receivers}. Clean logit diff {prev.clean:.3f}, on p_ABC "
                      f"{prev.corrupted:.3f}."))
-    display(prev.table.drop(columns=["layer", "index"]).sort_values("effect").head(10).round(3).set_index("head"))
+    display(tables.table(prev.table.drop(columns=["layer", "index"]).sort_values("effect").head(10)))
 else:
     display(Markdown("**Not run:** there are no receivers, not even exploratory ones."))
 
@@ -176,7 +176,7 @@ behaving = (discovery.repeated_token_check(all_heads, rep, "previous", confirm_s
 # %% tags=["hide-input"]
 if len(check):
     display(Markdown(f"**{LABEL}Previous Token heads** on repeated random tokens:"))
-    display(check.round(3).set_index("head"))
+    display(tables.table(check))
 strongest = torch.argsort(rep["previous"].flatten(), descending=True)[:6]
 glue("prev_behaving", f"{len(behaving)} pass the same test ({', '.join(behaving) or 'none'})",
      display=False)
@@ -225,10 +225,10 @@ else:
 # to put each class in chosen heads ({ref}`appendix-stand-ins`). The Previous Token heads this
 # chapter discovered, beside the planted ones (precision: the share of discovered heads that were
 # planted; recall: the share of planted heads that were discovered). Any other model has no
-# planted circuit, and this table is empty.
+# planted circuit, and no table appears.
 
 # %%
-truth.against_planted(model, {"Previous Token": [] if EXPLORATORY else prev.heads})
+tables.table(truth.against_planted(model, {"Previous Token": [] if EXPLORATORY else prev.heads}))
 
 # %% [markdown]
 # ## Comparison with the paper

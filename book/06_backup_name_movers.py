@@ -254,7 +254,7 @@ if nm.heads:
 if nnm.heads and nm.heads:
     nnm_rows = sign_table(nnm.heads, before, after)
     flipped = int(nnm_rows["sign changed"].sum())
-    display(nnm_rows.round(3))
+    display(tables.table(nnm_rows))
 
 # %% tags=["hide-input"]
 if nnm.heads and nm.heads:
@@ -289,9 +289,9 @@ if nm.heads and backup.heads:
     results.record(CHAPTER, "backup.name_mover_and_backup_knockout_drop", both_drop, settings)
     results.record(CHAPTER, "backup.name_mover_cost_with_backups", nm_cost_with, settings)
     results.record(CHAPTER, "backup.name_mover_cost_without_backups", nm_cost_without, settings)
-    display(pd.DataFrame([("model", F), ("Name Movers knocked out", ko_ld.mean().item()),
+    display(tables.table(pd.DataFrame([("model", F), ("Name Movers knocked out", ko_ld.mean().item()),
                           ("Backup Name Movers knocked out", backup_ld),
-                          ("both knocked out", both_ld)], columns=["run", "mean logit diff"]).round(3))
+                          ("both knocked out", both_ld)], columns=["run", "mean logit diff"])))
     comp_text = (f"Removing the Name Movers costs {nm_cost_with:.2f} of logit difference with the backups in "
                  f"place and {nm_cost_without:.2f} once they are gone: " +
                  ("the backups were covering for the Name Movers." if compensates else
@@ -305,13 +305,13 @@ display(Markdown(comp_text))
 # %% [markdown]
 # ## Against the planted circuit
 #
-# On `ioi-planted` the answer is known: its weights were built to put each class in chosen heads
-# ({ref}`appendix-stand-ins`). The Backup Name Movers this chapter discovered, beside the planted ones
+# On a planted model (`ioi-planted`, `gpt2-planted`) the answer is known: its weights were built
+# to put each class in chosen heads ({ref}`appendix-stand-ins`). The Backup Name Movers this chapter discovered, beside the planted ones
 # (precision: the share of discovered heads that were planted; recall: the share of planted heads
-# that were discovered). Any other model has no planted circuit, and this table is empty.
+# that were discovered). Any other model has no planted circuit, and no table appears.
 
 # %%
-truth.against_planted(model, [backup])
+tables.table(truth.against_planted(model, [backup]))
 
 # %% [markdown]
 # ## Comparison with the paper
@@ -322,10 +322,10 @@ display(pd.DataFrame([{"class": "Backup Name Mover",
                        "found": " ".join(paper.head_name(h) for h in backup.heads) or "none",
                        "paper (GPT-2 small)": " ".join(paper.head_name(h) for h in paper.CIRCUIT["Backup Name Mover"]),
                        **{k: " ".join(v) for k, v in cmp.items()}}]).style.hide(axis="index"))
-display(pd.DataFrame([{
+display(tables.table(pd.DataFrame([{
     "claim": paper.NUMBERS["backup.name_mover_knockout_drop"]["claim"],
     "paper (GPT-2 small)": paper.NUMBERS["backup.name_mover_knockout_drop"]["value"],
-    MODEL: drop, "settings": f"N={len(ioi)}, BOS={prepend_bos}, mean ablation over p_ABC at {KO_AT}"}]).round(3))
+    MODEL: drop, "settings": f"N={len(ioi)}, BOS={prepend_bos}, mean ablation over p_ABC at {KO_AT}"}])))
 if not models.is_gpt2_small(model):
     display(Markdown(paper.stand_in_note(MODEL) + " Head indices of GPT-2 small (12 x 12) mean nothing "
                      "here, so 'match' compares numbers, not functions."))

@@ -429,7 +429,7 @@ display(Markdown(
     f"Settings: model **{MODEL}**, N = {len(ioi)} p_IOI prompts (templates '{setup.template_set}'), "
     f"BOS {'prepended' if prepend_bos else 'not prepended'}, mean ablation of MLP0 over the "
     f"matched p_ABC prompts. Paper: GPT-2 small, the sign of the logit difference reverses."))
-pd.DataFrame(mlp0).T[["logit diff", "IO prob", "IO > S"]].round(3)
+tables.table(pd.DataFrame(mlp0).T[["logit diff", "IO prob", "IO > S"]].rename_axis("run"), index=True)
 
 # %% tags=["remove-input"]
 o, a, c = (summary[n] for n in DISTS)

@@ -62,7 +62,7 @@ from IPython.display import Markdown, display
 
 from myst_nb import glue
 
-from ioi_helpers import ablation, dataset, discovery, evaluate_tiny, metrics, models, paper, plots, results, truth
+from ioi_helpers import ablation, dataset, discovery, evaluate_tiny, metrics, models, paper, plots, results, tables, truth
 from ioi_helpers import planted_gpt2
 
 torch.set_grad_enabled(False)
@@ -520,7 +520,7 @@ table = pd.DataFrame([{
 } for label, key, pkey in rows])
 display(Markdown(f"Settings: model **{MODEL}**, N = {n_prompts} per split, seed {seed}, BOS "
                  f"{'prepended' if prepend_bos else 'not prepended'}."))
-table.round(3)
+tables.table(table)
 
 # %% [markdown]
 # ### Previous-token and induction heads
@@ -587,7 +587,7 @@ pd.DataFrame([
 verdicts = evaluate_tiny.checks(ev)
 for name, ok in verdicts.items():
     results.record("appendix_stand_in_model", f"check.{name}", ok, settings)
-pd.DataFrame([{"property": k, "holds": "yes" if v else "NO"} for k, v in verdicts.items()])
+tables.table(pd.DataFrame([{"property": k, "holds": "yes" if v else "NO"} for k, v in verdicts.items()]))
 
 # %% [markdown]
 # ## What the book's chapters found

@@ -61,3 +61,7 @@ def test_a_series_reads_as_a_one_column_table():
     s = pd.Series({"EAP": 1.234, "random": 0.5}, name="seconds").rename_axis("method")
     assert _cells(tables.table(s, precision=1, index=True)) == [["EAP", "1.2"], ["random", "0.5"]]
     assert _cells(tables.table(s, precision=1)) == [["1.2"], ["0.5"]]
+
+
+def test_a_comparison_that_does_not_apply_shows_nothing():
+    assert tables.table(None) is None

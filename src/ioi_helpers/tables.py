@@ -52,8 +52,8 @@ def cell(value: Any, precision: int = 3, na: str = "n/a") -> str:
     return str(value)
 
 
-def table(df: pd.DataFrame | pd.Series, precision: int | dict[str, int] = 3, na: str = "n/a",
-          index: bool = False, collapse: bool = False, head: int | None = None) -> Styler:
+def table(df: pd.DataFrame | pd.Series | None, precision: int | dict[str, int] = 3, na: str = "n/a",
+          index: bool = False, collapse: bool = False, head: int | None = None) -> Styler | None:
     """``df`` formatted for the page (see the module's docstring).
 
     ``precision``: decimals for every float column, or per column (others: 3). ``na``: what a
@@ -62,7 +62,12 @@ def table(df: pd.DataFrame | pd.Series, precision: int | dict[str, int] = 3, na:
     themselves are never shown. ``collapse=True``: identical rows become one, with their count
     in a :data:`COUNT` column (only when some row repeats); the first occurrence keeps its place.
     ``head``: the first rows only, counted after collapsing (the top 10 distinct rows).
+    ``df=None`` (a comparison that does not apply to this model, such as
+    :func:`ioi_helpers.truth.against_planted` on a model with no planted circuit) gives None:
+    the cell shows nothing.
     """
+    if df is None:
+        return None
     if isinstance(df, pd.Series):
         df = df.to_frame()
     out = df.reset_index() if index else df.reset_index(drop=True)
