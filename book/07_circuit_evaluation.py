@@ -367,7 +367,7 @@ for kind in ("random", "class"):
     results.record(CHAPTER, f"circuit.{kind}_incompleteness_max", float(sub.max()) if len(sub) else None, settings)
 # greedy runs that end on the same set K read as one row, with the number of runs
 ranked = comp.assign(K=comp["K"].mask(comp["kind"] == "greedy", "greedy"))
-display(tables.table(ranked.sort_values("incompleteness", ascending=False).drop(columns="circuit", errors="ignore"),
+display(tables.table(ranked.sort_values("incompleteness", ascending=False).drop(columns="circuit"),
                      collapse=True, head=10))
 # every set K of the full circuit and its scores, as the table above has them (for the oracle tests)
 _ = results.record(CHAPTER, "completeness.sets", [
@@ -590,11 +590,12 @@ if circuit:
                                              f"every head passes {MIN_FRACTION:.0%}."))
     text.append(f"The naive circuit ({len(naive)} heads) keeps {naive_faith.ratio:.0%} and its greedy "
                 f"incompleteness reaches {naive_greedy:.2f}, against {greedy_best:.2f} for the full circuit.")
-    nnm = comp[comp["K"] == "class: Negative Name Mover"]["F(M∖K)"]
-    if naive_faith.ratio > 1 and len(nnm) and nnm.iloc[0] > faith.F_M:
+    nnm_heads = class_heads.get("Negative Name Mover", [])
+    without_nnm = runs.F_M(nnm_heads, circuit).mean().item() if nnm_heads else None
+    if naive_faith.ratio > 1 and nnm_heads and without_nnm > faith.F_M:
         text.append(f"It keeps more than the whole model because it leaves out the Negative Name Movers, "
                     f"which lower the logit difference: the model without them gives "
-                    f"{nnm.iloc[0]:.2f} instead of {faith.F_M:.2f}.")
+                    f"{without_nnm:.2f} instead of {faith.F_M:.2f}.")
     elif naive_faith.ratio > 1:
         text.append("It keeps more than the whole model: heads left out of it lower the logit "
                     "difference in the model.")

@@ -127,7 +127,7 @@ for chapter in recorded.values():
         elif key == "truth.planted" and entry["value"]:
             truth_planted = {c: [tuple(h) for h in hs] for c, hs in entry["value"].items()}
 PAPER_LAYOUT = len(models_used) == 1 and models.name_has_paper_layout(models_used[0])
-PLANTED = len(models_used) == 1 and models_used[0].split("(")[0] in models.PLANTED_MODELS  # a known truth
+PLANTED = len(models_used) == 1 and models.name_is_planted(models_used[0])  # a known truth
 
 
 def _count(summary, what):

@@ -234,3 +234,9 @@ def test_the_handed_over_model_is_the_model_a_fresh_load_gives(monkeypatch):
     assert torch.equal(cache["blocks.1.attn.hook_z"], want_cache["blocks.1.attn.hook_z"])
     assert handed.ioi_model_name == fresh.ioi_model_name == "ioi-tiny"
     assert not any(p.requires_grad for p in handed.parameters())
+
+
+def test_a_recorded_name_says_whether_the_model_has_a_planted_truth():
+    assert [models.name_is_planted(n) for n in
+            ("ioi-planted", "ioi-planted(seed=3)", "gpt2-planted(seed=0)", "gpt2", "gpt2-random(seed=0)",
+             "ioi-tiny", "ioi-planted-copy")] == [True, True, True, False, False, False, False]

@@ -483,3 +483,9 @@ def name_has_paper_layout(name: str) -> bool:
     """:func:`has_paper_layout` from a model's name alone (for pages that read recorded results)."""
     name = str(name)
     return name == "gpt2" or name.startswith("gpt2-planted")
+
+
+def name_is_planted(name: str) -> bool:
+    """True for a model with a planted circuit (``model.planted``, a known truth), from its
+    recorded name alone: ``ioi-planted``, ``gpt2-planted(seed=3)``, ..."""
+    return str(name).split("(")[0] in PLANTED_MODELS
