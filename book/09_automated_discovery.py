@@ -365,7 +365,8 @@ glue("edge_mib_match", (
     display=False)
 edge_settings = setup.settings() | {"N": n_edge, "edge_n_prompts": edge_n_prompts,
                                     "ablation": "none (patching from p_ABC)",
-                                    "eap_ig_steps": eap_ig_steps, "n_boot": edge_n_boot}
+                                    "eap_ig_steps": eap_ig_steps, "n_boot": edge_n_boot,
+                                    "interval": "bias-corrected percentile bootstrap, 95%"}
 for name, value in (("n_edges", n_edges), ("n_edges_gpt2_small", n_edges_gpt2)):
     results.record(CHAPTER, f"edges.graph.{name}", value, edge_settings)
 
@@ -428,8 +429,12 @@ for name, s in seconds.items():
 # trapezoid rule between consecutive points, with no point added at 0 (MIB's
 # `evaluate_area_under_curve` with `log_scale=False`). **CPR** is the area under
 # faithfulness (higher is better; 0.999 for a curve at 1 everywhere); **CMD** the area
-# under |1 - faithfulness| (lower is better). Brackets: 95% percentile bootstrap intervals
-# over prompts ({glue:text}`edge_n_boot` resamples). AUC intervals need per-prompt scores
+# under |1 - faithfulness| (lower is better). Brackets: 95% bootstrap intervals over prompts
+# ({glue:text}`edge_n_boot` resamples), bias-corrected: an AUC of scores averaged over a
+# resample (fewer distinct prompts, more noise) is mostly *lower* than on all prompts, so the
+# plain percentile interval sits below its estimate; the bias-corrected percentile interval
+# (Efron's BC, `faithfulness.bias_corrected_interval`) moves the percentiles by that median
+# bias. The plain one is the variant `interval="percentile"`. AUC intervals need per-prompt scores
 # (EAP, EAP-IG); CPR and CMD intervals keep each circuit and resample the prompts it is
 # scored on.
 #
@@ -473,8 +478,8 @@ outside = [f"{row['method']}, {c}" for row in table.to_dict("records") for c in 
 if outside:
     edge_text += (f" {len(outside)} of the intervals {'does' if len(outside) == 1 else 'do'}"
                   f" not contain its own estimate "
-                  f"({'; '.join(outside)}): the percentile bootstrap shows the spread of an "
-                  f"AUC of resampled mean scores, it does not correct its bias.")
+                  f"({'; '.join(outside)}): every resample scores it on the same side, and a "
+                  f"bootstrap interval cannot reach past its resamples.")
 glue("edge_auc_text", edge_text + (
     f" The most faithful ranking is {best.iloc[0].method} (CPR {best.iloc[0].CPR:.3f}, "
     f"CMD {best.iloc[0].CMD:.3f}); random: CPR "

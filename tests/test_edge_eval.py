@@ -256,10 +256,11 @@ def test_rank_auc_is_the_pair_count_with_ties():
         roc.rank_auc_rows([[1.0, 2.0]], [True, True])
 
 
-def test_evaluate_intervals_are_those_of_a_plain_loop_over_resamples():
+@pytest.mark.parametrize("interval", ["bias-corrected", "percentile"])
+def test_evaluate_intervals_are_those_of_a_plain_loop_over_resamples(interval):
     """evaluate computes every interval over all bootstrap resamples at once; a plain loop
     (bootstrap_ci with one resample per call, the AUC of each resample's mean scores, the CPR
-    and CMD of each resampled curve) must give the same intervals."""
+    and CMD of each resampled curve) must give the same intervals, of either kind."""
     from ioi_helpers import roc
 
     model = random_model()
@@ -269,11 +270,12 @@ def test_evaluate_intervals_are_those_of_a_plain_loop_over_resamples():
     heads = [(0, 1), (1, 2), (2, 0)]
     emask = EV.circuit_edges(g, heads)
     table, curves = EV.evaluate(model, ioi, abc, {"EAP": pp.mean(0)}, {"EAP": pp},
-                                {"ref": heads}, {"edges": emask}, n_boot=40, seed=4)
+                                {"ref": heads}, {"edges": emask}, n_boot=40, seed=4,
+                                interval=interval)
     t = table.set_index("method").loc["EAP"]
 
     def loop(stat):
-        return F.bootstrap_ci(stat, len(ioi), n_boot=40, seed=4)
+        return F.bootstrap_ci(stat, len(ioi), n_boot=40, seed=4, interval=interval)
 
     mean = lambda idx: pp[torch.as_tensor(idx)].mean(0)  # noqa: E731
     labels = roc.labels_for((g.n_layers, g.n_heads), heads)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -86,6 +88,47 @@ def test_bootstrap_interval_of_a_mean():
     assert (hi - lo) / 2 == pytest.approx(half, rel=0.1)
     assert F.bootstrap_ci(lambda idx: data[idx].mean(), len(data), n_boot=50, seed=5) == \
         F.bootstrap_ci(lambda idx: data[idx].mean(), len(data), n_boot=50, seed=5)
+
+
+def _phi(x: float) -> float:
+    return 0.5 * (1 + math.erf(x / math.sqrt(2)))
+
+
+def _phi_inv(p: float) -> float:
+    lo, hi = -10.0, 10.0
+    for _ in range(200):  # bisection: independent of statistics.NormalDist
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if _phi(mid) < p else (lo, mid)
+    return (lo + hi) / 2
+
+
+def test_bias_corrected_interval_by_hand():
+    """Resamples 0, 1, ..., 999 and an estimate of 700: 700 resamples lie below it and one
+    equals it, so p0 = 0.7005, z0 = Phi^-1(p0), and the bounds are the Phi(2 z0 -+ 1.96)
+    percentiles of 0..999 (the q-th percentile of 0..999 is q/100 x 999 by linear
+    interpolation)."""
+    values = np.arange(1000.0)
+    z0, z = _phi_inv(0.7005), _phi_inv(0.975)
+    want = (_phi(2 * z0 - z) * 999, _phi(2 * z0 + z) * 999)
+    got = F.bias_corrected_interval(values, 700.0)
+    assert got == pytest.approx(want, abs=1e-6)
+    assert got[0] > F.percentile_interval(values)[0] + 150  # moved up with the estimate
+    # resamples centred on the estimate: no bias to correct, the percentile interval
+    centred = np.concatenate([values, 1998 - values])  # symmetric about 999
+    assert F.bias_corrected_interval(centred, 999.0) == pytest.approx(F.percentile_interval(centred))
+    # an estimate above every resample: p0 clipped to 1 - 1/(2B), the bounds stay finite
+    lo, hi = F.bias_corrected_interval(values, 5000.0)
+    assert lo == pytest.approx(_phi(2 * _phi_inv(1 - 1 / 2000) - z) * 999, abs=1e-6) and hi <= 999
+    with pytest.raises(ValueError):
+        F.bias_corrected_interval(values, 1.0, level=1.0)
+
+
+def test_bootstrap_ci_bias_corrected_uses_the_same_resamples():
+    data = np.random.default_rng(3).exponential(size=60)
+    stat = lambda idx: float(np.median(data[idx]))  # noqa: E731
+    est, lo, hi = F.bootstrap_ci(stat, 60, n_boot=300, seed=2, interval="bias-corrected")
+    values = [stat(i) for i in F.bootstrap_indices(60, 300, seed=2)]
+    assert (est, lo, hi) == (stat(np.arange(60)), *F.bias_corrected_interval(values, est))
 
 
 def test_topk_jaccard_by_hand():

@@ -9,8 +9,10 @@ its MIB faithfulness curve with CPR / CMD, and 95% bootstrap intervals over prom
   :func:`circuit_edges`).
 * Faithfulness: :func:`ioi_helpers.faithfulness.faithfulness_curve` with edges ranked by
   ``|score|`` (one curve per method: 10 patched forwards), CPR and CMD both from it.
-* Intervals: percentile bootstrap over prompts (the resamples of
-  :func:`ioi_helpers.faithfulness.bootstrap_ci`, all scored at once): the AUCs from the
+* Intervals: bias-corrected percentile bootstrap over prompts
+  (:func:`ioi_helpers.faithfulness.bias_corrected_interval`; the plain percentile interval is
+  the variant ``interval="percentile"``), every interval from the same resamples (those of
+  :func:`ioi_helpers.faithfulness.bootstrap_ci`), all scored at once: the AUCs from the
   per-prompt scores averaged over each resample (methods that give one score per prompt;
   :func:`resample_means`, :func:`ioi_helpers.roc.rank_auc_rows`), CPR and CMD from the curve's
   per-prompt logit differences (:meth:`ioi_helpers.faithfulness.Curve.resampled_faithfulness`:
@@ -22,7 +24,7 @@ its MIB faithfulness curve with CPR / CMD, and 95% bootstrap intervals over prom
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Literal, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -80,7 +82,8 @@ def node_auc(graph: E.EdgeGraph, scores: Tensor, heads: Iterable[Head]) -> float
 
 def evaluate(model, ioi, abc, methods: Mapping[str, Tensor], per_prompt: Mapping[str, Tensor],
              node_refs: Mapping[str, Iterable[Head]], edge_refs: Mapping[str, Tensor],
-             n_boot: int = 200, seed: int = 0, batch_size: int | None = None
+             n_boot: int = 200, seed: int = 0, batch_size: int | None = None,
+             interval: Literal["bias-corrected", "percentile"] = "bias-corrected"
              ) -> tuple[pd.DataFrame, dict[str, F.Curve]]:
     """One row per method: node AUC per reference, edge AUC per edge reference, CPR and CMD,
     each with its 95% bootstrap interval (``lo`` / ``hi`` columns; NaN where the method gives
@@ -94,6 +97,8 @@ def evaluate(model, ioi, abc, methods: Mapping[str, Tensor], per_prompt: Mapping
         node_refs: reference name -> heads.
         edge_refs: reference name -> edge mask.
         n_boot: bootstrap resamples; seed: their seed.
+        interval: :func:`ioi_helpers.faithfulness.bias_corrected_interval` (default) or the
+            plain :func:`ioi_helpers.faithfulness.percentile_interval` (the variant).
         batch_size: prompts per patched forward.
 
     Returns:
@@ -109,8 +114,10 @@ def evaluate(model, ioi, abc, methods: Mapping[str, Tensor], per_prompt: Mapping
     node_labels = {ref: roc.labels_for((graph.n_layers, graph.n_heads), list(heads)).ravel()
                    for ref, heads in node_refs.items()}
 
-    def interval(row, key, estimate, values):
-        row[key], (row[key + " lo"], row[key + " hi"]) = estimate, F.percentile_interval(values)
+    def add_interval(row, key, estimate, values):
+        bounds = (F.bias_corrected_interval(values, estimate) if interval == "bias-corrected"
+                  else F.percentile_interval(values))
+        row[key], (row[key + " lo"], row[key + " hi"]) = estimate, bounds
 
     for name, scores in methods.items():
         pp = per_prompt.get(name)
@@ -123,21 +130,21 @@ def evaluate(model, ioi, abc, methods: Mapping[str, Tensor], per_prompt: Mapping
             if means is None:
                 row[key], row[key + " lo"], row[key + " hi"] = node_auc(graph, scores, hs), np.nan, np.nan
             else:
-                interval(row, key, node_auc(graph, full, hs),
+                add_interval(row, key, node_auc(graph, full, hs),
                          roc.rank_auc_rows(heads, node_labels[ref]))
         for ref, mask in edge_refs.items():
             key = f"edge AUC ({ref})"
             if means is None:
                 row[key], row[key + " lo"], row[key + " hi"] = edge_auc(graph, scores, mask), np.nan, np.nan
             else:
-                interval(row, key, edge_auc(graph, full, mask), roc.rank_auc_rows(
+                add_interval(row, key, edge_auc(graph, full, mask), roc.rank_auc_rows(
                     means.abs()[:, graph.mask].numpy(), mask[graph.mask].numpy()))
         curve = F.faithfulness_curve(model, ioi, abc, scores, corrupted=corrupted, baselines=base,
                                      batch_size=batch_size)
         curves[name] = curve
         resampled = curve.resampled_faithfulness(idx)  # [n_boot, levels]
         for key, fn, rows_fn in (("CPR", F.Curve.cpr, F.cpr_rows), ("CMD", F.Curve.cmd, F.cmd_rows)):
-            interval(row, key, fn(curve.resampled(np.arange(n))),
+            add_interval(row, key, fn(curve.resampled(np.arange(n))),
                      rows_fn(curve.fractions, resampled))
         rows.append(row)
     return pd.DataFrame(rows), curves
