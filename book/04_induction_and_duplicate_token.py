@@ -498,13 +498,19 @@ for row in knock:
     verdict += (f"Knocking out {row['knocked out']} moves the logit difference from {base_ld:.2f} to "
                 f"{row['logit diff']:.2f} ({'a drop, as the paper predicts' if row['change'] < 0 else 'no drop'}). ")
 if share_pos is not None or share_tok is not None:
-    agree = share_pos is not None and share_tok is not None and share_pos > share_tok
+    # the paper's "most" and "little" (no numbers): read here as more and less than half
+    most_pos = share_pos is not None and share_pos > 0.5
+    little_tok = share_tok is not None and share_tok < 0.5
     verdict += (f"They explain {fmt(share_pos)} (smallest, position changed) and {fmt(share_tok)} "
-                f"(largest, token only) of the S-Inhibition heads' change: "
-                + ("more when the position changes than when only the token does, the paper's "
-                   "qualitative division of labour." if agree else
-                   "not more when the position changes than when only the token does, unlike the "
-                   "paper's qualitative description."))
+                f"(largest, token only) of the S-Inhibition heads' change. Reading the paper's "
+                f"\"most\" and \"little\" as more and less than half, "
+                + ("this is the paper's division of labour: these heads carry the position of the "
+                   "duplicate, not its identity." if most_pos and little_tok else
+                   "these heads carry most of the change whether the position or only the token "
+                   "changes: on this model they pass on the token as well, unlike the paper's "
+                   "account, where they carry the position." if most_pos else
+                   "these heads do not carry most of the change when the position changes, unlike "
+                   "the paper's account."))
 verdict += (f" On repeated random tokens, {len(behaving['induction'])} head(s) of the model behave as "
             f"induction heads ({', '.join(behaving['induction']) or 'none'}) and "
             f"{len(behaving['duplicate'])} as duplicate-token heads "
