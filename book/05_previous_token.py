@@ -228,7 +228,8 @@ else:
 # planted circuit, and no table appears.
 
 # %%
-tables.table(truth.against_planted(model, {"Previous Token": [] if EXPLORATORY else prev.heads}))
+discovered = {"Previous Token": [] if EXPLORATORY else prev.heads}
+tables.table(truth.against_planted(model, discovered))
 
 # %% [markdown]
 # ## Comparison with the paper
