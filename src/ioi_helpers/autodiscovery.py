@@ -344,11 +344,6 @@ def acdc(model, ioi: IOIDataset, abc: IOIDataset, tau: float = ACDC_TAU,
 
     ``edges``: every edge tested, columns ``sender``, ``receiver``, ``input``, ``position``,
     ``score`` (signed change, fraction of the clean logit diff).
-
-    Cost: the edges into a head receiver are scored by :class:`ioi_helpers.patching.EdgeWalk`,
-    which computes Algorithm 1's step (C) once per position for every sender and reuses it for
-    every receiver and input; only step (D) runs per (receiver, input, position)
-    (``benchmarks/bench_acdc.py`` times it against one ``path_patch`` call per edge set).
     """
     t0, c0 = time.perf_counter(), time.process_time()
     walk_tau = tau if tau_min is None else min(tau, tau_min)
@@ -357,8 +352,6 @@ def acdc(model, ioi: IOIDataset, abc: IOIDataset, tau: float = ACDC_TAU,
     clean = None
     rows: list[tuple] = []
     r = patching.path_patch(model, ioi, abc, "logits", caches=caches, progress=False)
-    # every edge into a head: step (C) once per position for all senders (patching.EdgeWalk)
-    walk = patching.EdgeWalk(model, ioi, abc, caches)
     clean = r.clean
     rel = r.relative
     pending: set[Head] = set()
@@ -372,10 +365,14 @@ def acdc(model, ioi: IOIDataset, abc: IOIDataset, tau: float = ACDC_TAU,
         rcv = max(pending)  # latest layer first
         pending.discard(rcv)
         done.add(rcv)
+        senders = [(l, h) for l in range(rcv[0]) for h in range(H)]
+        if not senders:
+            continue
         for c in inputs:
             for pos in positions:
-                senders, patched = walk.scores(rcv, c, pos)
-                for snd, v in zip(senders, ((patched - clean) / abs(clean)).tolist()):
+                res = patching.path_patch(model, ioi, abc, [rcv], receiver_input=c, position=pos,
+                                          senders=senders, caches=caches, progress=False)
+                for (snd,), v in zip(res.senders, res.relative.tolist()):
                     rows.append((_node(*snd), _node(*rcv), c, pos, v))
                     if abs(v) >= walk_tau and snd not in done:
                         pending.add(snd)

@@ -592,64 +592,6 @@ def path_patch(model, orig: IOIDataset, new: IOIDataset, receivers: Receivers = 
                               senders=groups, receivers=desc)
 
 
-class EdgeWalk:
-    """Path patching of single-head edges for a walk over receivers (the ACDC-style walk of
-    :func:`ioi_helpers.autodiscovery.acdc`): the scores :func:`path_patch` gives for ``senders``
-    = every head alone, receiver one head, one input, one position, with step (C) computed
-    once per position for every sender and every receiver layer, then reused by every receiver
-    and input at that position. Only step (D) runs per (receiver, input, position).
-
-    State: the step (C) residual streams per position, ``{layer: [L*H senders, n, d]}``
-    (``L*H * n * d`` floats per layer: 97 MB at GPT-2 small's shape for 20 prompts).
-    """
-
-    def __init__(self, model, orig: IOIDataset, new: IOIDataset, caches: PathPatchingCaches | None = None,
-                 metric: Metric | None = None, max_tokens: int = DEFAULT_MAX_TOKENS):
-        _check_supported(model)
-        _check_lengths(orig, new)
-        self.model, self.orig, self.metric, self.max_tokens = model, orig, metric, max_tokens
-        self.caches = caches or cache_path_patching(model, orig, new)
-        if self.caches.orig.ds is not orig or self.caches.new.ds is not new:
-            raise ValueError("caches were computed for other datasets")
-        if self.caches.orig.knockout is not None:
-            raise ValueError("EdgeWalk runs without a knockout")
-        self.n_layers, self.n_heads = model.cfg.n_layers, model.cfg.n_heads
-        self.clean = _value(metric or default_metric(orig), self.caches.orig.end_logits)
-        self._residuals: dict[str, dict[int, Tensor]] = {}
-
-    def _step_c(self, position: str) -> dict[int, Tensor]:
-        if position not in self._residuals:
-            L, H, c = self.n_layers, self.n_heads, self.caches
-            pos = hooks.positions(self.orig, position)
-            head_delta = {l: einops.einsum(gather(c.new.z[l], pos) - gather(c.orig.z[l], pos),
-                                           self.model.blocks[l].attn.W_O, "n h e, h e d -> n h d")
-                          for l in range(L - 1)}
-            member = torch.eye(L * H).reshape(L * H, L, H).to(c.orig.resid_pre[0].device)
-            parts = [_step_c(self.model, c.orig, pos, head_delta, member[sl], 0, list(range(1, L)))
-                     for sl in _chunks(L * H, len(self.orig) * (L - 1), self.max_tokens)]
-            self._residuals[position] = {l: torch.cat([p[l] for p in parts]) for l in range(1, L)}
-        return self._residuals[position]
-
-    def scores(self, receiver: Head, receiver_input: str, position: str) -> tuple[list[Head], Tensor]:
-        """``(senders, patched metric)``: every head before the receiver's layer, in
-        ``(layer, head)`` order, and the metric with that head's path to the receiver's
-        ``receiver_input`` (``"q"``, ``"k"`` or ``"v"``) at ``position`` patched (the values
-        ``path_patch(..., [receiver], receiver_input, position, senders).patched`` gives)."""
-        layer = receiver[0]
-        senders = [(l, h) for l in range(layer) for h in range(self.n_heads)]
-        if not senders:
-            return [], torch.empty(0)
-        if receiver_input not in ("q", "k", "v"):
-            raise ValueError("receiver_input must be one of 'q', 'k', 'v'")
-        pos = hooks.positions(self.orig, position)
-        recorded = self._step_c(position)[layer][:len(senders)]  # senders are the first heads
-        width = int((self.orig.pos["END"] - pos).max()) + 1
-        out = [_step_d(self.model, self.caches.orig, pos, {layer: recorded[sl]}, [tuple(receiver)],
-                       (receiver_input,), self.metric)
-               for sl in _chunks(len(senders), len(self.orig) * width, self.max_tokens)]
-        return senders, torch.cat(out).float()
-
-
 def _step_c(model, orig: RunCache, pos: Tensor, head_delta: dict[int, Tensor], member: Tensor,
             start: int, rec_layers: list[int]) -> dict[int, Float[Tensor, "g n d"]]:
     """Step (C) at the receiver position only: residual stream entering each receiver layer
