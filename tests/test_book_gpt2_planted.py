@@ -20,8 +20,9 @@ from conftest import PAPER_LAYOUT_TEST_MODEL
 from ioi_helpers import paper
 from test_book_planted import CHAPTER_CLASSES, main_path_failures
 
-# The whole book at GPT-2 small's shape on 2 CPU cores is long (chapter 7's searches, chapter 9's
-# ACDC walk over 144 heads): marked slow until its time is measured and fits CI's 90 minutes.
+# The whole book at GPT-2 small's shape on 2 CPU cores is long: about an hour at the tests' sizes
+# on an idle machine (README; chapter 9's ACDC walk 18 minutes, chapter 7 14), which with the
+# rest of the suite (about 35 minutes) does not fit CI's 90 minutes. Marked slow.
 pytestmark = [pytest.mark.book, pytest.mark.slow]
 
 
