@@ -366,7 +366,7 @@ glue("edge_mib_match", (
 edge_settings = setup.settings() | {"N": n_edge, "edge_n_prompts": edge_n_prompts,
                                     "ablation": "none (patching from p_ABC)",
                                     "eap_ig_steps": eap_ig_steps, "n_boot": edge_n_boot,
-                                    "interval": "bias-corrected percentile bootstrap, 95%"}
+                                    "interval": "bias-corrected percentile bootstrap"}
 for name, value in (("n_edges", n_edges), ("n_edges_gpt2_small", n_edges_gpt2)):
     results.record(CHAPTER, f"edges.graph.{name}", value, edge_settings)
 
