@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-
 import math
 
 import numpy as np
@@ -121,6 +120,11 @@ def test_bias_corrected_interval_by_hand():
     assert lo == pytest.approx(_phi(2 * _phi_inv(1 - 1 / 2000) - z) * 999, abs=1e-6) and hi <= 999
     with pytest.raises(ValueError):
         F.bias_corrected_interval(values, 1.0, level=1.0)
+
+
+def test_an_unknown_interval_kind_is_refused():
+    with pytest.raises(ValueError, match="percentile"):
+        F.bootstrap_ci(lambda idx: float(idx.mean()), 5, n_boot=3, interval="bca")
 
 
 def test_bootstrap_ci_bias_corrected_uses_the_same_resamples():

@@ -24,7 +24,7 @@ its MIB faithfulness curve with CPR / CMD, and 95% bootstrap intervals over prom
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Literal, Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -83,7 +83,7 @@ def node_auc(graph: E.EdgeGraph, scores: Tensor, heads: Iterable[Head]) -> float
 def evaluate(model, ioi, abc, methods: Mapping[str, Tensor], per_prompt: Mapping[str, Tensor],
              node_refs: Mapping[str, Iterable[Head]], edge_refs: Mapping[str, Tensor],
              n_boot: int = 200, seed: int = 0, batch_size: int | None = None,
-             interval: Literal["bias-corrected", "percentile"] = "bias-corrected"
+             interval: F.IntervalKind = "bias-corrected"
              ) -> tuple[pd.DataFrame, dict[str, F.Curve]]:
     """One row per method: node AUC per reference, edge AUC per edge reference, CPR and CMD,
     each with its 95% bootstrap interval (``lo`` / ``hi`` columns; NaN where the method gives
@@ -115,9 +115,8 @@ def evaluate(model, ioi, abc, methods: Mapping[str, Tensor], per_prompt: Mapping
                    for ref, heads in node_refs.items()}
 
     def add_interval(row, key, estimate, values):
-        bounds = (F.bias_corrected_interval(values, estimate) if interval == "bias-corrected"
-                  else F.percentile_interval(values))
-        row[key], (row[key + " lo"], row[key + " hi"]) = estimate, bounds
+        row[key], (row[key + " lo"], row[key + " hi"]) = (
+            estimate, F.interval_bounds(values, estimate, interval))
 
     for name, scores in methods.items():
         pp = per_prompt.get(name)
@@ -131,7 +130,7 @@ def evaluate(model, ioi, abc, methods: Mapping[str, Tensor], per_prompt: Mapping
                 row[key], row[key + " lo"], row[key + " hi"] = node_auc(graph, scores, hs), np.nan, np.nan
             else:
                 add_interval(row, key, node_auc(graph, full, hs),
-                         roc.rank_auc_rows(heads, node_labels[ref]))
+                             roc.rank_auc_rows(heads, node_labels[ref]))
         for ref, mask in edge_refs.items():
             key = f"edge AUC ({ref})"
             if means is None:
@@ -145,7 +144,7 @@ def evaluate(model, ioi, abc, methods: Mapping[str, Tensor], per_prompt: Mapping
         resampled = curve.resampled_faithfulness(idx)  # [n_boot, levels]
         for key, fn, rows_fn in (("CPR", F.Curve.cpr, F.cpr_rows), ("CMD", F.Curve.cmd, F.cmd_rows)):
             add_interval(row, key, fn(curve.resampled(np.arange(n))),
-                     rows_fn(curve.fractions, resampled))
+                         rows_fn(curve.fractions, resampled))
         rows.append(row)
     return pd.DataFrame(rows), curves
 

@@ -266,9 +266,23 @@ def bias_corrected_interval(values, estimate: float, level: float = 0.95) -> tup
     return float(lo), float(hi)
 
 
+IntervalKind = Literal["percentile", "bias-corrected"]
+
+
+def interval_bounds(values, estimate: float, kind: IntervalKind = "percentile",
+                    level: float = 0.95) -> tuple[float, float]:
+    """The ``kind`` interval of bootstrap ``values``: :func:`percentile_interval` or
+    :func:`bias_corrected_interval` (around ``estimate``)."""
+    if kind == "bias-corrected":
+        return bias_corrected_interval(values, estimate, level)
+    if kind == "percentile":
+        return percentile_interval(values, level)
+    raise ValueError(f"interval must be 'percentile' or 'bias-corrected', not {kind!r}")
+
+
 def bootstrap_ci(statistic: Callable[[np.ndarray], float], n: int, n_boot: int = 1000,
                  level: float = 0.95, seed: int = 0, batched: bool = False,
-                 interval: Literal["percentile", "bias-corrected"] = "percentile"
+                 interval: IntervalKind = "percentile"
                  ) -> tuple[float, float, float]:
     """A bootstrap interval over ``n`` items (prompts): percentile (default) or bias-corrected
     (:func:`bias_corrected_interval`).
@@ -297,9 +311,7 @@ def bootstrap_ci(statistic: Callable[[np.ndarray], float], n: int, n_boot: int =
     else:
         values = np.array([statistic(i) for i in idx], dtype=float)
         estimate = float(statistic(np.arange(n)))
-    if interval == "bias-corrected":
-        return (estimate, *bias_corrected_interval(values, estimate, level))
-    return (estimate, *percentile_interval(values, level))
+    return (estimate, *interval_bounds(values, estimate, interval, level))
 
 
 def topk_jaccard(graph: edges_mod.EdgeGraph, scores_a: Tensor, scores_b: Tensor, k: int,
