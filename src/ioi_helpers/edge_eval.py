@@ -5,8 +5,8 @@ its MIB faithfulness curve with CPR / CMD, and 95% bootstrap intervals over prom
   (a head's q, k, v inputs and its output are one node, max of ``|score|``); the AUC is
   :func:`ioi_helpers.roc.auc` against a set of heads.
 * Edge level: the AUC of ``|score|`` over every edge of the graph against an edge mask (the
-  planted edges, :func:`ioi_helpers.truth.planted_edge_mask`, or a head circuit's edges,
-  :func:`circuit_edges`).
+  planted edges of ioi-planted or gpt2-planted read off the construction,
+  :func:`ioi_helpers.truth.planted_edge_mask`, or a head circuit's edges, :func:`circuit_edges`).
 * Faithfulness: :func:`ioi_helpers.faithfulness.faithfulness_curve` with edges ranked by
   ``|score|`` (one curve per method: 10 patched forwards), CPR and CMD both from it.
 * Intervals: bias-corrected percentile bootstrap over prompts
@@ -279,9 +279,11 @@ def edge_references(model, refs: Mapping[str, Mapping[str, Iterable[Head]]]
     (:func:`ioi_helpers.autodiscovery.references`: ``planted``, ``manual``, ``paper``).
 
     Node reference: the union of a reference's classes. Edge reference: for ``planted`` on an
-    ``ioi-planted`` model, the planted edge truth (:func:`ioi_helpers.truth.planted_edge_mask`,
-    read off the construction); otherwise the edges between the reference's heads
-    (:func:`circuit_edges`).
+    ``ioi-planted`` or ``gpt2-planted`` model, the planted edge truth
+    (:func:`ioi_helpers.truth.planted_edge_mask`, read off the construction; on gpt2-planted it
+    also holds the edges through its decoys and background copiers that carry signal, so it is
+    not the edges between the planted heads only); otherwise the edges between the reference's
+    heads (:func:`circuit_edges`).
 
     Args:
         model: the (bridge) model.

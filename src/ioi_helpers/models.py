@@ -25,7 +25,8 @@ Names understood by :func:`load_model`:
     GPT-2 small's exact shape (12 layers x 12 heads, d_model 768, GPT-2's vocabulary) with the
     paper's 26 heads planted at the paper's positions, decoys that make every condition of the
     discovery rules matter, and a heavy-tailed background (:mod:`ioi_helpers.planted_gpt2`);
-    ``model.planted`` holds the truth, ``model.planted_decoys`` the decoys. The offline
+    ``model.planted`` holds the truth, ``model.planted_decoys`` the decoys and
+    ``model.planted_background`` the background copiers. The offline
     rehearsal of the published GPT-2 book: every branch for "the paper's head layout" runs on
     it. A match shows that a method recovers a circuit planted at the paper's heads, and says
     nothing about whether GPT-2 small has it.
@@ -427,6 +428,7 @@ def _build(name: str, device: str | None, seed: int):
         bridge.planted = {c: [tuple(x) for x in h] for c, h in hf.planted.items()}
         if hasattr(hf, "planted_decoys"):
             bridge.planted_decoys = {k: tuple(v) for k, v in hf.planted_decoys.items()}
+            bridge.planted_background = [tuple(h) for h in hf.planted_background]
     return bridge
 
 

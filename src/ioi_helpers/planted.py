@@ -134,6 +134,45 @@ DISTRACTOR_OV = 0.04
 MLP_STD = 0.011
 NOISE_STD = 1e-3
 
+# What each kind of head reads and writes, by feature (the names of the module docstring), read
+# off head_weights in build(): the construction's own facts, which ioi_helpers.truth turns into
+# the planted edges. ``anchor`` stands for the constant terms and the sinks.
+
+#: Features whose value differs between p_IOI and p_ABC (p_ABC replaces the three names by three
+#: others, so every feature derived from which names sit where differs; positions, the anchor
+#: and the "is a name" bit are the same in both).
+SIGNAL_FEATURES = frozenset({"TOK", "PREV", "DUP", "flag", "DPOS", "SINH", "SPOS", "OUT"})
+
+#: What each sender writes: the embedding, then each class's O matrix.
+WRITES: dict[str, frozenset[str]] = {
+    "input": frozenset({"anchor", "POS", "TOK", "isname"}),
+    "Previous Token": frozenset({"PREV"}),
+    "Duplicate Token": frozenset({"DUP", "flag", "DPOS"}),
+    "Induction": frozenset({"DUP", "flag", "DPOS"}),
+    "S-Inhibition": frozenset({"SINH", "SPOS"}),
+    "Name Mover": frozenset({"OUT"}),
+    "Negative Name Mover": frozenset({"OUT"}),
+    "Backup Name Mover": frozenset({"OUT"}),
+}
+
+_MOVER_READS = {"q": frozenset({"anchor", "SINH", "SPOS"}),
+                "k": frozenset({"isname", "TOK", "POS"}), "v": frozenset({"TOK"})}
+#: What each class's q, k and v matrices read (the rows of Q, K, V that are set), and what the
+#: logits read (the unembedding: ``OUT`` along each name's code, plus a constant from the anchor).
+READS: dict[str, dict[str, frozenset[str]]] = {
+    "Previous Token": {"q": frozenset({"POS"}), "k": frozenset({"POS"}), "v": frozenset({"TOK"})},
+    "Duplicate Token": {"q": frozenset({"TOK", "POS", "anchor"}), "k": frozenset({"TOK", "POS"}),
+                        "v": frozenset({"TOK", "POS", "anchor"})},
+    "Induction": {"q": frozenset({"TOK", "anchor"}), "k": frozenset({"PREV", "POS"}),
+                  "v": frozenset({"PREV", "POS", "anchor"})},
+    "S-Inhibition": {"q": frozenset({"anchor"}), "k": frozenset({"flag", "isname", "POS"}),
+                     "v": frozenset({"DUP", "DPOS"})},
+    "Name Mover": _MOVER_READS,
+    "Negative Name Mover": _MOVER_READS,
+    "Backup Name Mover": {**_MOVER_READS, "q": _MOVER_READS["q"] | {"OUT"}},
+    "logits": {"logits": frozenset({"OUT", "anchor"})},
+}
+
 
 @dataclass
 class Layout:

@@ -143,6 +143,60 @@ DECOY_STRENGTH = {
     "ind_junk": {"score": 6.0},
 }
 
+# What each kind of head reads and writes, by feature, read off _HeadWriter below (the features
+# of ioi-planted, planted.WRITES / planted.READS, plus NMW, PREVX and JUNK): the construction's
+# own facts, which ioi_helpers.truth turns into the planted edges. A partner decoy ("name~")
+# reads and writes what its decoy does. The distractors (random Q, K, V, O reading every feature
+# but the anchor) and the MLPs are not listed: nothing in them is written on purpose.
+
+#: ioi-planted's signal features, plus NMW and PREVX (names, so they differ between p_IOI and
+#: p_ABC) and JUNK (written from names too, but read by no head listed here).
+SIGNAL_FEATURES = base.SIGNAL_FEATURES | {"NMW", "PREVX", "JUNK"}
+
+_PREV_ATTN = {"q": frozenset({"POS"}), "k": frozenset({"POS"})}
+_PREV_SINK_ATTN = {**_PREV_ATTN, "q": frozenset({"POS", "anchor"})}  # with a sink
+_DUP_ATTN = {"q": frozenset({"TOK", "POS", "anchor"}), "k": frozenset({"TOK", "POS"})}
+_IND_ATTN = {"q": frozenset({"TOK", "anchor"}), "k": frozenset({"PREV", "POS"})}
+_S2_ATTN = {"q": frozenset({"anchor"}), "k": frozenset({"flag", "isname", "POS"})}
+_MOVER_ATTN = {"q": frozenset({"anchor", "SINH", "SPOS"}), "k": frozenset({"isname", "TOK", "POS"})}
+_TOK, _ANCHOR_POS = frozenset({"TOK"}), frozenset({"anchor", "POS"})
+
+#: What each sender writes: the embedding, each class's O matrix (the Name Movers also write
+#: NMW), each decoy's and the background heads'.
+WRITES: dict[str, frozenset[str]] = {
+    **base.WRITES,
+    "Name Mover": frozenset({"OUT", "NMW"}),
+    "io_low_gain": frozenset({"OUT"}), "s_anti_copier": frozenset({"OUT"}),
+    "s_copier": frozenset({"OUT"}), "io_position_writer": frozenset({"SPOS"}),
+    "s2_junk": frozenset({"JUNK"}), "flag_writer": frozenset({"flag"}),
+    "prevx_writer": frozenset({"PREVX"}), "weak_prev": frozenset({"PREV"}),
+    "prev_junk": frozenset({"JUNK"}), "dup_junk": frozenset({"JUNK"}), "ind_junk": frozenset({"JUNK"}),
+    "background": frozenset({"OUT"}),
+}
+
+#: What the q, k and v matrices of each class, decoy and background head read, and the logits.
+#: As in ioi-planted except: the Induction values also read PREVX; the Backup Name Movers'
+#: queries read NMW, not OUT (those of 9.0 and 9.7, ``written`` 0, read neither; the Name
+#: Movers, which write NMW, sit in layers 9-10, so no edge into layer 9 depends on it).
+READS: dict[str, dict[str, frozenset[str]]] = {
+    **base.READS,
+    "Induction": {**base.READS["Induction"], "v": base.READS["Induction"]["v"] | {"PREVX"}},
+    "Backup Name Mover": {**base.READS["Backup Name Mover"],
+                          "q": _MOVER_ATTN["q"] | {"NMW"}},
+    "io_low_gain": {**_MOVER_ATTN, "v": _TOK},
+    "s_anti_copier": {**_S2_ATTN, "v": _TOK},
+    "s_copier": {**_S2_ATTN, "v": _TOK},
+    "io_position_writer": {**_MOVER_ATTN, "v": frozenset({"POS"})},
+    "s2_junk": {**_S2_ATTN, "v": frozenset({"DUP"})},
+    "flag_writer": {**_DUP_ATTN, "v": _ANCHOR_POS},
+    "prevx_writer": {**_PREV_ATTN, "v": _TOK},
+    "weak_prev": {**_PREV_SINK_ATTN, "v": _TOK},
+    "prev_junk": {**_PREV_ATTN, "v": _TOK},
+    "dup_junk": {**_DUP_ATTN, "v": _TOK},
+    "ind_junk": {**_IND_ATTN, "v": frozenset({"PREV"})},
+    "background": {"q": frozenset({"anchor"}), "k": frozenset({"isname", "POS"}), "v": _TOK},
+}
+
 
 @dataclass
 class Layout:

@@ -3,8 +3,9 @@
 A known circuit is a mapping from class name (spelled as :class:`ioi_helpers.discovery.HeadClass`
 names it: "Name Mover", "S-Inhibition", ...) to heads as ``(layer, head)``. Two exist here:
 
-* the heads planted in ``ioi-planted`` (``model.planted``, see :mod:`ioi_helpers.planted`): an
-  exact ground truth, because the weights were built to put each class there;
+* the heads planted in ``ioi-planted`` and ``gpt2-planted`` (``model.planted``, see
+  :mod:`ioi_helpers.planted` and :mod:`ioi_helpers.planted_gpt2`): an exact ground truth,
+  because the weights were built to put each class there;
 * the paper's 26 heads (:data:`ioi_helpers.paper.CIRCUIT`): the authors' answer for GPT-2 small,
   meaningful only on GPT-2 small.
 
@@ -12,6 +13,10 @@ Precision is the share of discovered heads that are in the reference class; reca
 of the reference class that was discovered. An empty discovered class has precision 1 by
 convention only when the reference is empty too (nothing claimed, nothing missed); otherwise
 precision of an empty set is reported as NaN (undefined), and recall carries the miss.
+
+The planted edges (:func:`planted_edge_table`, :func:`planted_edge_mask`) are the edge-level
+truth of both planted models, read off their constructions (comment above
+:data:`CONSTRUCTIONS`).
 """
 
 from __future__ import annotations
@@ -83,103 +88,111 @@ def against_planted(model, classes) -> pd.DataFrame | None:
 
 # ----------------------------------------------------------------------------- planted edges
 #
-# Which edges of the edge graph (:mod:`ioi_helpers.edges`) carry the task's signal in
-# ``ioi-planted``, read off the construction (:mod:`ioi_helpers.planted`, ``head_weights``), not
-# off any method. A sender writes residual features; a receiver's q, k or v matrix reads some of
-# them. An edge carries signal when the sender writes a feature that the receiver reads and
-# that feature differs between p_IOI and p_ABC (p_ABC replaces the three names by three others,
-# so every feature derived from which names sit where differs; positions, the anchor and the
-# "is a name" bit are the same in both).
+# Which edges of the edge graph (:mod:`ioi_helpers.edges`) carry the task's signal in a planted
+# model, read off its construction, not off any method: the tables ``SIGNAL_FEATURES``,
+# ``WRITES`` and ``READS`` of :mod:`ioi_helpers.planted` (ioi-planted) and
+# :mod:`ioi_helpers.planted_gpt2` (gpt2-planted). A sender writes residual features; a
+# receiver's q, k or v matrix, or the logits, read some of them. An edge carries signal when
+# the sender writes a feature that the receiver reads and that feature differs between p_IOI
+# and p_ABC, and when it lies on a path of such edges from the input to the logits (a head
+# whose output no listed head reads, such as gpt2-planted's ``*_junk`` decoys, passes nothing
+# on, so the edges into it are not listed).
+#
+# Only heads written by formula are listed: the planted classes, and in gpt2-planted the decoys
+# (``model.planted_decoys``) and the background copiers (``model.planted_background``, small
+# by design). The random distractor heads and MLPs read and write every feature a little, so
+# edges through them carry a small signal too: the truth leaves them out, as noise.
 
-#: Features whose value differs between p_IOI and p_ABC (planted.py's names, ``TOK`` ... ``OUT``).
-SIGNAL_FEATURES = frozenset({"TOK", "PREV", "DUP", "flag", "DPOS", "SINH", "SPOS", "OUT"})
-
-#: What each sender writes (planted.py: the embedding, then each class's O matrix).
-PLANTED_WRITES: dict[str, frozenset[str]] = {
-    "input": frozenset({"anchor", "POS", "TOK", "isname"}),
-    "Previous Token": frozenset({"PREV"}),
-    "Duplicate Token": frozenset({"DUP", "flag", "DPOS"}),
-    "Induction": frozenset({"DUP", "flag", "DPOS"}),
-    "S-Inhibition": frozenset({"SINH", "SPOS"}),
-    "Name Mover": frozenset({"OUT"}),
-    "Negative Name Mover": frozenset({"OUT"}),
-    "Backup Name Mover": frozenset({"OUT"}),
-}
-
-_NAME_MOVER_READS = {"q": frozenset({"anchor", "SINH", "SPOS"}),
-                     "k": frozenset({"isname", "TOK", "POS"}), "v": frozenset({"TOK"})}
-#: What each class's q, k and v matrices read (planted.py's ``head_weights``: the rows of Q,
-#: K, V that are set; ``anchor`` for the constant terms and the sinks), and what the logits
-#: read (the unembedding: ``OUT`` along each name's code, plus a constant from the anchor).
-PLANTED_READS: dict[str, dict[str, frozenset[str]]] = {
-    "Previous Token": {"q": frozenset({"POS"}), "k": frozenset({"POS"}), "v": frozenset({"TOK"})},
-    "Duplicate Token": {"q": frozenset({"TOK", "POS", "anchor"}), "k": frozenset({"TOK", "POS"}),
-                        "v": frozenset({"TOK", "POS", "anchor"})},
-    "Induction": {"q": frozenset({"TOK", "anchor"}), "k": frozenset({"PREV", "POS"}),
-                  "v": frozenset({"PREV", "POS", "anchor"})},
-    "S-Inhibition": {"q": frozenset({"anchor"}), "k": frozenset({"flag", "isname", "POS"}),
-                     "v": frozenset({"DUP", "DPOS"})},
-    "Name Mover": _NAME_MOVER_READS,
-    "Negative Name Mover": _NAME_MOVER_READS,
-    "Backup Name Mover": {**_NAME_MOVER_READS,
-                          "q": frozenset({"anchor", "SINH", "SPOS", "OUT"})},
-    "logits": {"logits": frozenset({"OUT", "anchor"})},
-}
-
-def _is_ioi_planted(model) -> bool:
-    return str(getattr(model, "ioi_model_name", "")).startswith("ioi-planted")
+#: The planted models with a construction-derived edge truth (model name prefixes).
+CONSTRUCTIONS = ("ioi-planted", "gpt2-planted")
+_COLUMNS = ["sender", "receiver", "input", "name", "features", "sender class", "receiver class",
+            "sender kind", "receiver kind"]
 
 
-def planted_edge_table(planted: Mapping[str, Iterable[Head]], n_layers: int,
-                       n_heads: int) -> pd.DataFrame:
-    """The planted edges of an ``ioi-planted`` layout, one row per edge of the edge graph that
-    carries signal (module comment above :data:`SIGNAL_FEATURES`).
+def _tables(construction: str):
+    """The module holding a construction's ``SIGNAL_FEATURES``, ``WRITES`` and ``READS``."""
+    from . import planted, planted_gpt2
+
+    if construction not in CONSTRUCTIONS:
+        raise ValueError(f"no planted edge truth for {construction!r}; expected one of {list(CONSTRUCTIONS)}")
+    return planted if construction == "ioi-planted" else planted_gpt2
+
+
+def planted_edge_table(planted: Mapping[str, Iterable[Head]], n_layers: int, n_heads: int,
+                       construction: str = "ioi-planted", decoys: Mapping[str, Head] | None = None,
+                       background: Iterable[Head] = ()) -> pd.DataFrame:
+    """The planted edges of a planted layout, one row per edge of the edge graph that carries
+    signal (module comment above :data:`CONSTRUCTIONS`).
 
     Args:
         planted: class name -> heads, as ``model.planted`` (or ``planted.choose_heads(seed)``).
         n_layers, n_heads: the model's shape.
+        construction: ``"ioi-planted"`` or ``"gpt2-planted"``: whose read and write tables.
+        decoys: decoy name -> head, as ``model.planted_decoys`` (gpt2-planted; a partner
+            ``"name~"`` reads and writes as ``"name"``).
+        background: the background heads, as ``model.planted_background`` (gpt2-planted).
 
     Returns:
         Columns ``sender``, ``receiver`` (MIB node names), ``input`` (``q``, ``k``, ``v`` or
         ``logits``), ``name`` (MIB's edge name), ``features`` (the signal features carried,
-        comma-separated), ``sender class`` and ``receiver class`` (``input``, ``logits`` or the
-        planted class). Only pairs where the sender is upstream of the receiver (an edge of
-        the graph) are listed.
+        comma-separated), ``sender class`` and ``receiver class`` (``input``, ``logits``, the
+        planted class, the decoy's name or ``background``), ``sender kind`` and ``receiver
+        kind`` (``input``, ``logits``, ``planted``, ``decoy`` or ``background``). Only pairs
+        where the sender is upstream of the receiver (an edge of the graph), on a path of
+        such pairs from the input to the logits, are listed.
     """
     from . import edges as E
 
-    role: dict[Head, str] = {}
-    for cls, heads in planted.items():
-        if cls not in PLANTED_WRITES:
-            raise ValueError(f"unknown planted class {cls!r}; expected one of {sorted(PLANTED_WRITES)}")
+    T = _tables(construction)
+    node: dict[Head, tuple[str, str]] = {}  # head -> (class, kind)
+    entries = [(c, "planted", hs) for c, hs in planted.items()]
+    entries += [(name, "decoy", [h]) for name, h in (decoys or {}).items()]
+    entries += [("background", "background", list(background))] if background else []
+    known = set(T.WRITES) & set(T.READS)
+    for cls, kind, heads in entries:
+        if (cls if kind == "planted" else cls.rstrip("~")) not in known:
+            raise ValueError(f"unknown {'planted class' if kind == 'planted' else kind} {cls!r} "
+                             f"for {construction}; expected one of {sorted(known)}")
         for h in heads:
-            role[(int(h[0]), int(h[1]))] = cls
+            h = (int(h[0]), int(h[1]))
+            if h in node:
+                raise ValueError(f"head {h[0]}.{h[1]} is both {node[h][0]!r} and {cls!r}")
+            node[h] = (cls, kind)
     graph = E.edge_graph(n_layers, n_heads)
-    senders = [("input", "input")] + [(f"a{l}.h{h}", c) for (l, h), c in sorted(role.items())]
-    receivers = [(f"a{l}.h{h}<{x}>", c, x) for (l, h), c in sorted(role.items()) for x in "qkv"]
-    receivers.append((E.LOGITS, "logits", "logits"))
+    heads = sorted(node.items())
+    senders = [("input", "input", "input")] + [(f"a{l}.h{h}", c, k) for (l, h), (c, k) in heads]
+    receivers = [(f"a{l}.h{h}<{x}>", c, k, x) for (l, h), (c, k) in heads for x in "qkv"]
+    receivers.append((E.LOGITS, "logits", "logits", "logits"))
     rows = []
-    for snd, s_cls in senders:
+    for snd, s_cls, s_kind in senders:
         s = E.sender_index(n_heads, snd)
-        for rcv, r_cls, x in receivers:
-            r = E.receiver_index(n_layers, n_heads, rcv)
-            carried = PLANTED_WRITES[s_cls] & PLANTED_READS[r_cls][x] & SIGNAL_FEATURES
-            if not carried or not bool(graph.mask[s, r]):
-                continue
-            node = rcv[:-3] if rcv.endswith(">") else rcv
-            rows.append({"sender": snd, "receiver": node, "input": x,
-                         "name": E._edge_name(snd, rcv),
-                         "features": ", ".join(sorted(carried)),
-                         "sender class": s_cls, "receiver class": r_cls})
-    return pd.DataFrame(rows, columns=["sender", "receiver", "input", "name", "features",
-                                       "sender class", "receiver class"])
+        for rcv, r_cls, r_kind, x in receivers:
+            carried = T.WRITES[s_cls.rstrip("~")] & T.READS[r_cls.rstrip("~")][x] & T.SIGNAL_FEATURES
+            if carried and bool(graph.mask[s, E.receiver_index(n_layers, n_heads, rcv)]):
+                rows.append({"sender": snd, "receiver": rcv[:-3] if rcv.endswith(">") else rcv,
+                             "input": x, "name": E._edge_name(snd, rcv),
+                             "features": ", ".join(sorted(carried)), "sender class": s_cls,
+                             "receiver class": r_cls, "sender kind": s_kind, "receiver kind": r_kind})
+    table = pd.DataFrame(rows, columns=_COLUMNS)
+    # keep the edges on a path input -> logits: rows run sender-major in forward order, so one
+    # pass each way settles which nodes the input reaches and which reach the logits
+    fed = {"input"}
+    for snd, rcv in zip(table["sender"], table["receiver"]):
+        if snd in fed:
+            fed.add(rcv)
+    feeds = {"logits"}
+    for snd, rcv in zip(table["sender"][::-1], table["receiver"][::-1]):
+        if rcv in feeds:
+            feeds.add(snd)
+    keep = table["sender"].isin(fed) & table["receiver"].isin(feeds)
+    return table[keep].reset_index(drop=True)
 
 
 def planted_edge_mask(model):
     """``[n_senders, n_receivers]`` booleans: the planted edges of ``model``
-    (:func:`planted_edge_table` of ``model.planted``), or None for a model that is not an
-    ``ioi-planted`` (its construction is the one the table describes; ``gpt2-planted`` adds
-    features and decoys that it does not cover).
+    (:func:`planted_edge_table` of ``model.planted``, and for gpt2-planted of
+    ``model.planted_decoys`` and ``model.planted_background``), or None for a model with no
+    construction the tables describe (GPT-2 small, gpt2-random, ioi-tiny, a local model).
 
     Args:
         model: the (bridge) model.
@@ -188,10 +201,14 @@ def planted_edge_mask(model):
 
     from . import edges as E
 
-    if not _is_ioi_planted(model) or not getattr(model, "planted", None):
+    name = str(getattr(model, "ioi_model_name", ""))
+    construction = next((c for c in CONSTRUCTIONS if name.startswith(c)), None)
+    if construction is None or not getattr(model, "planted", None):
         return None
     L, H = model.cfg.n_layers, model.cfg.n_heads
-    table = planted_edge_table(model.planted, L, H)
+    extra = {} if construction == "ioi-planted" else {
+        "decoys": model.planted_decoys, "background": model.planted_background}
+    table = planted_edge_table(model.planted, L, H, construction, **extra)
     mask = torch.zeros(E.edge_graph(L, H).mask.shape, dtype=torch.bool)
     for name in table["name"]:
         snd, rcv = name.split("->")
