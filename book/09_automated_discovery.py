@@ -419,7 +419,8 @@ for name, s in seconds.items():
 # and its output are one node), ranked against a reference's heads. **Edge AUC**: |score|
 # over every edge, ranked against a reference's edges. For the planted circuit these are the
 # planted edges: the compositions the construction carries signal through, read off the
-# weights' construction, not off any method (appendix). For the hand-found classes and the
+# weights' construction, not off any method ({ref}`appendix-planted-edges`; on `gpt2-planted`
+# they include its decoys' and background copiers' edges). For the hand-found classes and the
 # paper's heads they are the edges between the reference's heads, the input and the logits.
 #
 # **Faithfulness** (MIB's circuit track): keep the top-|score| edges at 0.1, 0.2, 0.5, 1, 2,

@@ -418,6 +418,57 @@ _ = results.record(CHAPTER, "gpt2_planted.backup.same_layer_max_change", float(s
 # (other heads it classes: {glue:text}`gp_backups_extra`).
 
 # %% [markdown]
+# (appendix-planted-edges)=
+# ## The planted edges: chapter 9's edge-level truth
+#
+# Chapter 9 scores discovery methods edge by edge, so on a planted model it needs the circuit's
+# *edges*, not only its heads. They are read off the construction, not off any method. Each
+# sender writes named features into the residual stream (the embedding: token, position, "is a
+# name"; a head: what its O matrix writes) and each receiver reads some of them (a head's q, k
+# or v input: the rows of its Q, K or V matrix that are set; the logits: the answer subspace).
+# An edge **carries signal** when its sender writes a feature its receiver reads, that feature
+# differs between p_IOI and p_ABC (p_ABC swaps the three names; positions, the anchor and "is a
+# name" are the same in both), and it lies on a path of such edges from the input to the logits
+# (a head whose output no listed head reads passes nothing on). `truth.planted_edge_table`
+# applies this rule to the read and write tables kept beside each construction
+# (`planted.WRITES` and `READS`, `planted_gpt2.WRITES` and `READS`). `tests/test_edge_truth.py`
+# checks those tables against the weight formulas, lists a small layout's edges by hand, and
+# (a slow test) patches edges one at a time to check that the planted edges carry the largest
+# effects.
+#
+# Only heads written by formula are listed. On `gpt2-planted` these include the decoys and the
+# background copiers, whose edges carry signal through the same features: a decoy that writes
+# the repeated-token flag into the S-Inhibition heads' keys is in the truth, a decoy whose
+# output nothing reads is not. The random distractor heads and the MLPs read and write every
+# feature a little, so edges through them carry a small signal too; the truth leaves them out,
+# as noise. The planted edges of {glue:text}`pe_planted_model`, by class:
+
+# %%
+edge_truth = {m.ioi_model_name: truth.model_edge_table(m) for m in (planted_model, gpt2_model)}
+tables.table(truth.edge_table_summary(edge_truth[PLANTED]))
+
+# %% tags=["remove-input"]
+from ioi_helpers import edges
+
+n_graph = {name: int(edges.graph_of(m).mask.sum()) for name, m in ((PLANTED, planted_model), (GPT2P, gpt2_model))}
+gp = edge_truth[GPT2P]
+glue("pe_planted_model", f"`{PLANTED}`", display=False)
+glue("pe_counts", f"`{PLANTED}` has {len(edge_truth[PLANTED])} planted edges of its graph's "
+     f"{n_graph[PLANTED]:,}; `{GPT2P}` has {len(gp)} of {n_graph[GPT2P]:,}: "
+     f"{int(((gp['sender kind'] == 'decoy') | (gp['receiver kind'] == 'decoy')).sum())} with a decoy at one end "
+     f"and {int(((gp['sender kind'] == 'background') | (gp['receiver kind'] == 'background')).sum())} "
+     "with a background copier at one end", display=False)
+for name, table in edge_truth.items():
+    results.record(CHAPTER, f"planted_edges.{results.model_id(name)}.count", len(table), {"model": name})
+
+# %% [markdown]
+# {glue:text}`pe_counts`. Those of `gpt2-planted`, decoys and background included (the decoy's
+# name says what it imitates; the stand-in section above lists each decoy's rule condition):
+
+# %% tags=["hide-output"]
+tables.table(truth.edge_table_summary(edge_truth[GPT2P]))
+
+# %% [markdown]
 # ## `ioi-tiny`: a trained stand-in with a circuit of its own
 #
 # `ioi-tiny` was trained on the IOI task itself (plus repeated random tokens), so nothing made

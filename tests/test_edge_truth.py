@@ -39,6 +39,25 @@ def test_planted_edges_by_hand():
     assert "input->a2.h0<q>" not in names and "a0.h1->a3.h0<q>" not in names
 
 
+def test_summary_counts_the_edges_of_each_class_pair_by_hand():
+    summary = truth.edge_table_summary(truth.planted_edge_table(LAYOUT, 5, 2))
+    rows = {(r["sender class"], r["receiver class"], r["input"]): (r["features"], r["edges"])
+            for _, r in summary.iterrows()}
+    # one head per class here, so each pair is one edge, except the backups' query, which reads
+    # the S-Inhibition head and both Name Movers (three edges, two classes: OUT from each mover)
+    assert rows[("input", "Duplicate Token", "q")] == ("TOK", 1)
+    assert rows[("Previous Token", "Induction", "k")] == ("PREV", 1)
+    assert rows[("Name Mover", "Backup Name Mover", "q")] == ("OUT", 1)
+    assert rows[("Negative Name Mover", "Backup Name Mover", "q")] == ("OUT", 1)
+    assert rows[("Duplicate Token", "S-Inhibition", "v")][1] == 1
+    assert summary["edges"].sum() == 25  # the 25 edges listed by hand above
+    assert list(summary.columns) == ["sender class", "receiver class", "input", "features", "edges"]
+    # two Name Movers: one sender, two receivers, two edges
+    two = truth.edge_table_summary(truth.planted_edge_table({**LAYOUT, "Name Mover": [(3, 0), (4, 1)]}, 5, 2))
+    assert two.set_index(["sender class", "receiver class", "input"]).loc[
+        ("S-Inhibition", "Name Mover", "q"), "edges"] == 2
+
+
 def test_bad_planted_input_is_refused_in_one_line():
     for bad, match in [(dict(planted={"Mover": [(0, 0)]}), "unknown planted class 'Mover'"),
                        (dict(decoys={"flag_writr": (1, 1)}), "unknown decoy 'flag_writr'"),

@@ -188,11 +188,35 @@ def planted_edge_table(planted: Mapping[str, Iterable[Head]], n_layers: int, n_h
     return table[keep].reset_index(drop=True)
 
 
-def planted_edge_mask(model):
-    """``[n_senders, n_receivers]`` booleans: the planted edges of ``model``
-    (:func:`planted_edge_table` of ``model.planted``, and for gpt2-planted of
+def model_edge_table(model) -> pd.DataFrame | None:
+    """:func:`planted_edge_table` of a planted model (``model.planted``, and for gpt2-planted
     ``model.planted_decoys`` and ``model.planted_background``), or None for a model with no
     construction the tables describe (GPT-2 small, gpt2-random, ioi-tiny, a local model).
+
+    Args:
+        model: the (bridge) model.
+    """
+    name = str(getattr(model, "ioi_model_name", ""))
+    construction = next((c for c in CONSTRUCTIONS if name.startswith(c)), None)
+    if construction is None or not getattr(model, "planted", None):
+        return None
+    extra = {} if construction == "ioi-planted" else {
+        "decoys": model.planted_decoys, "background": model.planted_background}
+    return planted_edge_table(model.planted, model.cfg.n_layers, model.cfg.n_heads, construction, **extra)
+
+
+def edge_table_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per (sender class, receiver class, input) of a :func:`planted_edge_table`: the
+    features carried and the number of edges, in the table's (forward) order."""
+    keys = ["sender class", "receiver class", "input"]
+    grouped = table.groupby(keys, sort=False)
+    out = grouped["features"].agg(lambda f: ", ".join(sorted({x for s in f for x in s.split(", ")})))
+    return pd.concat([out, grouped.size().rename("edges")], axis=1).reset_index()
+
+
+def planted_edge_mask(model):
+    """``[n_senders, n_receivers]`` booleans: the planted edges of ``model``
+    (:func:`model_edge_table`), or None for a model with no construction the tables describe.
 
     Args:
         model: the (bridge) model.
@@ -201,14 +225,10 @@ def planted_edge_mask(model):
 
     from . import edges as E
 
-    name = str(getattr(model, "ioi_model_name", ""))
-    construction = next((c for c in CONSTRUCTIONS if name.startswith(c)), None)
-    if construction is None or not getattr(model, "planted", None):
+    table = model_edge_table(model)
+    if table is None:
         return None
     L, H = model.cfg.n_layers, model.cfg.n_heads
-    extra = {} if construction == "ioi-planted" else {
-        "decoys": model.planted_decoys, "background": model.planted_background}
-    table = planted_edge_table(model.planted, L, H, construction, **extra)
     mask = torch.zeros(E.edge_graph(L, H).mask.shape, dtype=torch.bool)
     for name in table["name"]:
         snd, rcv = name.split("->")
