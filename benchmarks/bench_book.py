@@ -10,8 +10,9 @@ Run from the repository root:
 It runs the real pipeline (``python -m ioi_helpers.pipeline --model MODEL``) in a subprocess per
 model, prints each chapter's wall time as the pipeline reports it, and samples the resident
 memory of the pipeline and every process under it (the papermill kernels) every 0.2 s with
-psutil. ``--sizes tests`` passes the search sizes the book tests use (tests/conftest.py
-``CI_SEARCH_SIZES``: chapter 7's completeness searches smaller); ``--sizes authors`` runs every
+psutil. ``--sizes tests`` passes the sizes the book tests use (tests/conftest.py
+``CI_SEARCH_SIZES``: chapter 7's completeness searches smaller; on gpt2-planted also
+``PAPER_LAYOUT_SIZES``: 50 prompts, ACDC on 6); ``--sizes authors`` runs every
 chapter at its defaults, the authors' sizes. The discovery cache starts empty (``--warm-cache``
 to reuse yours). Reported: the largest RSS of any single process (in practice a chapter's kernel)
 and the largest total RSS of the process tree, and a per-chapter table across models. Targets
@@ -82,16 +83,20 @@ class TreeMemory:
         self._thread.join()
 
 
-# the book tests' search sizes (tests/conftest.py CI_SEARCH_SIZES; read, not imported: conftest
-# imports pytest)
-def tests_sizes() -> dict:
+# the book tests' sizes (tests/conftest.py CI_SEARCH_SIZES, and for gpt2-planted also
+# PAPER_LAYOUT_SIZES, as the built_paper_layout_book fixture passes them; read, not imported:
+# conftest imports pytest)
+def tests_sizes(model: str = "ioi-planted") -> dict:
     import ast
 
     tree = ast.parse((ROOT / "tests" / "conftest.py").read_text())
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "CI_SEARCH_SIZES":
-            return ast.literal_eval(node.value)
-    raise RuntimeError("tests/conftest.py defines no CI_SEARCH_SIZES")
+    found = {getattr(node.targets[0], "id", ""): ast.literal_eval(node.value) for node in tree.body
+             if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") in
+             ("CI_SEARCH_SIZES", "PAPER_LAYOUT_SIZES")}
+    if "CI_SEARCH_SIZES" not in found:
+        raise RuntimeError("tests/conftest.py defines no CI_SEARCH_SIZES")
+    extra = found.get("PAPER_LAYOUT_SIZES", {}) if model.startswith("gpt2-planted") else {}
+    return found["CI_SEARCH_SIZES"] | extra
 
 
 def main(argv=None) -> int:
@@ -124,7 +129,7 @@ def run_one(model: str, args, out: Path | None) -> tuple[dict, bool]:
     out = out or Path(tempfile.mkdtemp(prefix=f"bench-book-{model}-"))
     cmd = [sys.executable, "-m", "ioi_helpers.pipeline", "--model", model, "--out", str(out)]
     if args.sizes == "tests":
-        cmd += [a for k, v in tests_sizes().items() for a in ("-p", k, str(v))]
+        cmd += [a for k, v in tests_sizes(model).items() for a in ("-p", k, str(v))]
     if args.chapters:
         cmd += ["--chapters", args.chapters]
     if args.no_build:

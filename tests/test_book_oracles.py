@@ -1,8 +1,9 @@
 """Oracles for the chapters' headline numbers: after the book runs on ioi-planted (the
-``built_book`` fixture), each test reads what a chapter recorded and computes the same number
-again here, with a plain forward pass, hand-written hooks and hand indexing, never through the
-package function that produced it. Only the inputs are shared: the model (``load_model``) and the
-prompts (``dataset``), rebuilt from the settings the chapter recorded."""
+``built_book`` fixture) and on gpt2-planted, GPT-2 small's shape and the paper's head layout
+(``built_paper_layout_book``), each test reads what a chapter recorded and computes the same
+number again here, with a plain forward pass, hand-written hooks and hand indexing, never
+through the package function that produced it. Only the inputs are shared: the model
+(``load_model``) and the prompts (``dataset``), rebuilt from the settings the chapter recorded."""
 
 from __future__ import annotations
 
@@ -21,8 +22,15 @@ pytestmark = pytest.mark.book
 TOL = 2e-5  # relative (plus 2e-6 absolute): batching and hook order change float sums in the last digits
 
 
-def _values(built_book, chapter: str) -> dict:
-    return json.loads((built_book / "results" / f"{chapter}.json").read_text())["values"]
+@pytest.fixture(scope="module", params=["ioi-planted", "gpt2-planted"])
+def book(request):
+    """The built book's folder, on each of the two planted models."""
+    return request.getfixturevalue({"ioi-planted": "built_book",
+                                    "gpt2-planted": "built_paper_layout_book"}[request.param])
+
+
+def _values(book, chapter: str) -> dict:
+    return json.loads((book / "results" / f"{chapter}.json").read_text())["values"]
 
 
 def _model(name: str):
@@ -50,8 +58,8 @@ def _close(ours: float, recorded: float) -> bool:
 
 
 @torch.no_grad()
-def test_chapter_1_baseline_numbers_by_hand(built_book):
-    v = _values(built_book, "01_task")
+def test_chapter_1_baseline_numbers_by_hand(book):
+    v = _values(book, "01_task")
     s = v["baseline.logit_diff"]["settings"]
     model = _model(s["model"])
     ioi, abc = _prompts(s | {"N": s["N"]})
@@ -68,13 +76,13 @@ def test_chapter_1_baseline_numbers_by_hand(built_book):
     assert not wrong, f"(by hand, recorded): {wrong}"
 
 
-def _kept_circuit(built_book) -> dict[tuple[int, int], set[str]]:
+def _kept_circuit(book) -> dict[tuple[int, int], set[str]]:
     """The circuit chapter 7 evaluated on ioi-planted, read from what chapters 2-6 recorded:
     each class's heads, kept at the class's position (the paper's table of positions)."""
     circuit: dict[tuple[int, int], set[str]] = {}
     for chapter in ("02_name_movers", "03_s_inhibition", "04_induction_and_duplicate_token",
                     "05_previous_token", "06_backup_name_movers"):
-        for key, entry in _values(built_book, chapter).items():
+        for key, entry in _values(book, chapter).items():
             if key.startswith("classes.") and entry["value"]:
                 cls = key.removeprefix("classes.")
                 for head in entry["value"]:
@@ -137,13 +145,13 @@ def _clean_logit_diff(model, ioi) -> float:
 
 
 @torch.no_grad()
-def test_chapter_7_faithfulness_by_hand(built_book):
+def test_chapter_7_faithfulness_by_hand(book):
     """F(M), F(C) and F(C)/F(M): every head outside the circuit, and every circuit head away from
     its kept position, mean-ablated (p_ABC, per template and position)."""
-    v = _values(built_book, "07_circuit_evaluation")
+    v = _values(book, "07_circuit_evaluation")
     s = v["circuit.F_C"]["settings"]
     assert s["ablation"].startswith("mean"), s
-    circuit = _kept_circuit(built_book)
+    circuit = _kept_circuit(book)
     assert sorted(circuit) == sorted(map(tuple, v["circuit.heads"]["value"]))
     model = _model(s["model"])
     ioi, abc = _prompts(s)
@@ -154,12 +162,12 @@ def test_chapter_7_faithfulness_by_hand(built_book):
     assert not wrong, f"(by hand, recorded): {wrong}"
 
 
-def _found_classes(built_book) -> dict[str, list[tuple[int, int]]]:
+def _found_classes(book) -> dict[str, list[tuple[int, int]]]:
     """Each non-empty class, as chapters 2-6 recorded it."""
     out = {}
     for chapter in ("02_name_movers", "03_s_inhibition", "04_induction_and_duplicate_token",
                     "05_previous_token", "06_backup_name_movers"):
-        for key, entry in _values(built_book, chapter).items():
+        for key, entry in _values(book, chapter).items():
             if key.startswith("classes.") and entry["value"]:
                 out[key.removeprefix("classes.")] = [tuple(h) for h in entry["value"]]
     return out
@@ -172,18 +180,18 @@ def _without(model, ioi, circuit, removed) -> torch.Tensor:
 
 
 @torch.no_grad()
-def test_chapter_7_incompleteness_by_hand(built_book):
+def test_chapter_7_incompleteness_by_hand(book):
     """|F(C \\ K) - F(M \\ K)| for every class set K, every greedy set, the empty set and three
     random sets chapter 7 recorded: K knocked out of the circuit everywhere, and out of the
     model at its kept positions (the authors' completeness.py) and, as the variant, everywhere.
     The class sets must be the classes of chapters 2-6, the Backup Name Movers folded into the
     Name Movers (the authors' 6 groups), and the recorded maxima must come from these rows."""
-    v = _values(built_book, "07_circuit_evaluation")
+    v = _values(book, "07_circuit_evaluation")
     entry = v["completeness.sets"]
     s, rows = entry["settings"], entry["value"]
     assert s["ablation"].startswith("mean") and s["k_positions"] == "kept", s
-    circuit = _kept_circuit(built_book)
-    classes = _found_classes(built_book)
+    circuit = _kept_circuit(book)
+    classes = _found_classes(book)
     groups = {frozenset(classes.get("Name Mover", []) + classes.get("Backup Name Mover", []))}
     groups |= {frozenset(hs) for c, hs in classes.items() if c not in ("Name Mover", "Backup Name Mover")}
     assert {frozenset(map(tuple, r["heads"])) for r in rows if r["kind"] == "class"} - {frozenset()} == groups
@@ -212,20 +220,9 @@ def test_chapter_7_incompleteness_by_hand(built_book):
     assert not wrong, f"(by hand, recorded): {wrong}"
 
 
-@torch.no_grad()
-def test_chapter_7_minimality_by_hand(built_book):
-    """|F(C \\ (K u {v})) - F(C \\ K)| for every circuit head v, with the K chapter 7 recorded for
-    v, and the smallest as a fraction of F(M). K must follow the authors' rule on the classes of
-    chapters 2-6: the other heads of v's class, except among the Name Movers (Backup Name
-    Movers after them), where K(v) is the heads ordered before v."""
-    v = _values(built_book, "07_circuit_evaluation")
-    ks = {tuple(int(x) for x in name.split(".")): [tuple(h) for h in k]
-          for name, k in v["minimality.ours_k"]["value"].items()}
-    s = v["minimality.ours_k"]["settings"]
-    assert s["ablation"].startswith("mean"), s
-    circuit = _kept_circuit(built_book)
-    assert sorted(ks) == sorted(circuit)
-    classes = _found_classes(built_book)
+def _check_own_rule_k_sets(book, ks: dict) -> None:
+    """The authors' rule for K on the classes of chapters 2-6 (see the test below)."""
+    classes = _found_classes(book)
     movers = classes.get("Name Mover", []) + classes.get("Backup Name Mover", [])
     for c, hs in classes.items():
         if c not in ("Name Mover", "Backup Name Mover"):
@@ -233,6 +230,28 @@ def test_chapter_7_minimality_by_hand(built_book):
     chain = sorted(movers, key=lambda h: len(ks[h]))  # K(v) = the movers before v, Backup after the Name Movers
     assert all(ks[h] == chain[:i] for i, h in enumerate(chain)), {h: ks[h] for h in movers}
     assert set(chain[:len(classes.get("Name Mover", []))]) == set(classes.get("Name Mover", []))
+
+
+@torch.no_grad()
+def test_chapter_7_minimality_by_hand(book):
+    """|F(C \\ (K u {v})) - F(C \\ K)| for every circuit head v, with the K chapter 7 recorded for
+    v, and the smallest as a fraction of F(M). On the paper's head layout (gpt2-planted) K must
+    be the authors' own sets, minimality.py's, as data in ``paper.MINIMALITY_K["code"]``;
+    elsewhere it must follow the authors' rule on the classes of chapters 2-6: the other heads
+    of v's class, except among the Name Movers (Backup Name Movers after them), where K(v) is
+    the heads ordered before v."""
+    v = _values(book, "07_circuit_evaluation")
+    ks = {tuple(int(x) for x in name.split(".")): [tuple(h) for h in k]
+          for name, k in v["minimality.ours_k"]["value"].items()}
+    s = v["minimality.ours_k"]["settings"]
+    assert s["ablation"].startswith("mean"), s
+    circuit = _kept_circuit(book)
+    assert sorted(ks) == sorted(circuit)
+    if s["model"].startswith("gpt2"):
+        assert v["minimality.k_sets"]["value"] == "code"
+        assert ks == {h: list(paper.MINIMALITY_K["code"][h]) for h in circuit}
+    else:
+        _check_own_rule_k_sets(book, ks)
     model = _model(s["model"])
     ioi, abc = _prompts(s)
     means = _abc_means(model, ioi, abc)
@@ -251,10 +270,10 @@ def test_chapter_7_minimality_by_hand(built_book):
 
 
 @torch.no_grad()
-def test_chapters_2_and_6_name_mover_knockout_by_hand(built_book):
+def test_chapters_2_and_6_name_mover_knockout_by_hand(book):
     """The Name Movers (as chapter 2 recorded them) mean-ablated at END: chapter 2's logit
     difference and chapter 6's drop, 1 - knocked out / clean."""
-    v2, v6 = _values(built_book, "02_name_movers"), _values(built_book, "06_backup_name_movers")
+    v2, v6 = _values(book, "02_name_movers"), _values(book, "06_backup_name_movers")
     movers = {tuple(h): ["END"] for h in v2["classes.Name Mover"]["value"]}
     assert movers, "no Name Movers recorded on ioi-planted"
     mine, rec = {}, {}
@@ -271,12 +290,12 @@ def test_chapters_2_and_6_name_mover_knockout_by_hand(built_book):
 
 
 @torch.no_grad()
-def test_chapter_8_adversarial_numbers_by_hand(built_book):
+def test_chapter_8_adversarial_numbers_by_hand(book):
     """The logit difference, IO probability and S-above-IO fraction with the extra sentence
     naming IO (the adversarial case) and naming S (the control), by a plain forward pass."""
     from ioi_helpers import methods
 
-    v = _values(built_book, "08_adversarial_examples")
+    v = _values(book, "08_adversarial_examples")
     s = v["adversarial.io.logit_diff"]["settings"]
     model = _model(s["model"])
     tok = models.get_tokenizer()
@@ -303,10 +322,10 @@ def _auc_by_pairs(scores: list[float], positive: list[bool]) -> float:
     return wins / (len(pos) * len(neg))
 
 
-def test_chapter_9_every_methods_auc_by_pairs(built_book):
+def test_chapter_9_every_methods_auc_by_pairs(book):
     """Every method's AUC against every reference, recomputed from the head scores the chapter
     recorded by counting pairs; the ACDC-style walk is among the methods scored."""
-    v = _values(built_book, "09_automated_discovery")
+    v = _values(book, "09_automated_discovery")
     methods = {k.split(".")[1] for k in v if k.endswith(".head_scores")}
     assert {"attribution", "eap_heads", "acdc"} <= methods, methods
     refs = {k.removeprefix("autodiscovery.reference."): {tuple(h) for h in e["value"]}
@@ -325,13 +344,13 @@ def test_chapter_9_every_methods_auc_by_pairs(built_book):
     assert checked == len(methods) * len(refs)
 
 
-def test_chapter_9_edge_auc_by_pairs_from_the_exported_file(built_book):
+def test_chapter_9_edge_auc_by_pairs_from_the_exported_file(book):
     """EAP's edge AUC against the planted edges, recomputed by counting pairs from the edge
     scores the chapter exported in MIB's file format (read as plain JSON) and the planted edge
     names it recorded."""
-    v = _values(built_book, "09_automated_discovery")
+    v = _values(book, "09_automated_discovery")
     truth = set(v["edges.reference.planted"]["value"])
-    exported = built_book / "results" / v["edges.mib_file.eap"]["value"]
+    exported = book / "results" / v["edges.mib_file.eap"]["value"]
     scored = json.loads(exported.read_text())["edges"]
     assert truth and truth <= set(scored), "every planted edge is an edge of the exported graph"
     names = sorted(scored)
@@ -356,13 +375,13 @@ def _attention_from_end(model, ioi, to: str) -> torch.Tensor:
 
 
 @torch.no_grad()
-def test_chapters_2_and_3_attention_of_the_found_heads_by_hand(built_book):
+def test_chapters_2_and_3_attention_of_the_found_heads_by_hand(book):
     """Chapter 2's mean attention END->IO of its Name Movers and chapter 3's END->S2 of its
     S-Inhibition heads, from the attention patterns of one plain forward pass."""
     mine, rec = {}, {}
     for chapter, cls, key, to in (("02_name_movers", "Name Mover", "name_movers.attention_to_io", "IO"),
                                   ("03_s_inhibition", "S-Inhibition", "s_inhibition.attention_to_s2", "S2")):
-        v = _values(built_book, chapter)
+        v = _values(book, chapter)
         heads = [tuple(h) for h in v[f"classes.{cls}"]["value"]]
         assert heads, f"no {cls} recorded on the book's model"
         s = v[key]["settings"]
@@ -376,11 +395,11 @@ def test_chapters_2_and_3_attention_of_the_found_heads_by_hand(built_book):
 
 
 @torch.no_grad()
-def test_chapters_3_to_5_knockouts_by_hand(built_book):
+def test_chapters_3_to_5_knockouts_by_hand(book):
     """Each class mean-ablated as its chapter knocks it out: chapter 3's S-Inhibition heads at
     END; chapter 4's Induction, Duplicate Token and both, and chapter 5's Previous Token heads,
     at every position."""
-    v3, v4, v5 = (_values(built_book, c) for c in
+    v3, v4, v5 = (_values(book, c) for c in
                   ("03_s_inhibition", "04_induction_and_duplicate_token", "05_previous_token"))
     heads = lambda v, cls: [tuple(h) for h in v[f"classes.{cls}"]["value"]]  # noqa: E731
     every = lambda hs: {h: None for h in hs}  # noqa: E731
@@ -417,13 +436,13 @@ def _layer_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 @torch.no_grad()
-def test_chapter_2_copy_scores_by_hand(built_book):
+def test_chapter_2_copy_scores_by_hand(book):
     """Chapter 2's copy scores (Sec. 3.1), head by head in a plain loop: the residual after
     block 0 (a hook) at each name's position (IO, S1, S2), LayerNorm, then the head's W_V, b_V
     and W_O (no b_O), +OV or -OV, the final LayerNorm and W_U, b_U; a hit is the name's own
     token among the top k logits. Checked: the Name Movers' smallest copy score, the Negative
     Name Movers' mean negative copy score, and both averages over every head."""
-    v = _values(built_book, "02_name_movers")
+    v = _values(book, "02_name_movers")
     s = v["name_movers.copy_score"]["settings"]
     model = _model(s["model"])
     ioi, _ = _prompts(s)
@@ -465,7 +484,7 @@ def test_chapter_2_copy_scores_by_hand(built_book):
 
 
 @torch.no_grad()
-def test_chapters_4_and_5_repeated_token_scores_by_hand(built_book):
+def test_chapters_4_and_5_repeated_token_scores_by_hand(book):
     """Chapters 4 and 5's scores on repeated random tokens (Sec. 3.3), from the attention patterns
     of one plain forward pass read in a loop: for each query i of the second copy, the attention
     to i - n + 1 (induction), i - n (duplicate) and i - 1 (previous), averaged over queries and
@@ -474,8 +493,8 @@ def test_chapters_4_and_5_repeated_token_scores_by_hand(built_book):
     largest score of any head, and the list of every head that behaves so. The sequences are
     drawn here by the recipe the chapters state: ``n`` distinct tokens (never <|endoftext|>) by
     ``torch.randperm`` from the recorded seed, twice over."""
-    v4 = _values(built_book, "04_induction_and_duplicate_token")
-    v5 = _values(built_book, "05_previous_token")
+    v4 = _values(book, "04_induction_and_duplicate_token")
+    v5 = _values(book, "05_previous_token")
     s = v4["repeated_tokens.max_induction_score"]["settings"]
     recipe = s["repeated tokens"]
     assert recipe == v5["repeated_tokens.max_previous_score"]["settings"]["repeated tokens"]
@@ -529,14 +548,14 @@ def _every_position(model, ioi, heads) -> torch.Tensor:
 
 
 @torch.no_grad()
-def test_chapters_2_and_6_other_knockouts_by_hand(built_book):
+def test_chapters_2_and_6_other_knockouts_by_hand(book):
     """The knockouts of chapters 2 and 6 that the test above leaves out, each a mean ablation
     by hooks written here: chapter 2's Name Movers at every position and its Negative Name
     Movers at END and at every position; chapter 6's logit difference with the Name Movers out
     at END, the drop with them out at every position, the drop with the Name Movers and the
     Backup Name Movers out, and what removing the Name Movers costs with and without the
     backups in place (F - F(no NM), and F(no backups) - F(neither))."""
-    v2, v6 = _values(built_book, "02_name_movers"), _values(built_book, "06_backup_name_movers")
+    v2, v6 = _values(book, "02_name_movers"), _values(book, "06_backup_name_movers")
     heads = lambda v, cls: [tuple(h) for h in v[f"classes.{cls}"]["value"]]  # noqa: E731
     nm, nnm = heads(v2, "Name Mover"), heads(v2, "Negative Name Mover")
     backup = heads(v6, "Backup Name Mover")
@@ -612,9 +631,9 @@ def _table(text: str, *columns: str, one: bool = True) -> list[dict[str, str]]:
     return [dict(zip(head, r)) for head, *rows in found for r in rows]
 
 
-def _outputs(built_book, page: str) -> list[dict]:
+def _outputs(book, page: str) -> list[dict]:
     """Every output of the executed notebook ``page``, in order."""
-    nb = json.loads((built_book / "executed" / f"{page}.ipynb").read_text())
+    nb = json.loads((book / "executed" / f"{page}.ipynb").read_text())
     return [o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])]
 
 
@@ -629,16 +648,16 @@ def _vega_rows(outputs: list[dict]) -> list[dict]:
     return [row for s in specs for rows in s.get("datasets", {}).values() for row in rows]
 
 
-def _recorded_classes(built_book) -> dict[str, list[tuple[int, int]]]:
+def _recorded_classes(book) -> dict[str, list[tuple[int, int]]]:
     out = {}
-    for f in sorted((built_book / "results").glob("0*.json")):
+    for f in sorted((book / "results").glob("0*.json")):
         for key, e in json.loads(f.read_text())["values"].items():
             if key.startswith("classes."):
                 out[key.removeprefix("classes.")] = [tuple(h) for h in e["value"]]
     return out
 
 
-def test_scorecard_shows_the_recorded_numbers(built_book):
+def test_scorecard_shows_the_recorded_numbers(book):
     """The scorecard page against the results files: in its table, as the notebook executed it
     and as the built HTML page shows it, each paper number's "ours" is the value its chapter
     recorded, written here with the page's rounding (three significant digits, "n/a" when not
@@ -646,15 +665,15 @@ def test_scorecard_shows_the_recorded_numbers(built_book):
     the heads each chapter recorded for its class."""
     recorded = {}
     for key, spec in paper.NUMBERS.items():
-        recorded[spec["claim"]] = _values(built_book, spec["chapter"])[key]["value"]
+        recorded[spec["claim"]] = _values(book, spec["chapter"])[key]["value"]
 
     def shown(v) -> str:  # the page's rounding
         return "n/a" if v is None else f"{v:.3g}" if isinstance(v, float) else str(v)
 
-    outputs = _outputs(built_book, "scorecard")
+    outputs = _outputs(book, "scorecard")
     html_outputs = "\n".join(_text(o["data"]["text/html"])
                              for o in outputs if "text/html" in o.get("data", {}))
-    page = (built_book / "html" / "book" / "scorecard.html").read_text()
+    page = (book / "html" / "book" / "scorecard.html").read_text()
     wrong = {}
     for where, text in (("notebook", html_outputs), ("html page", page)):
         rows = {r["claim"]: r["ours"] for r in _table(text, "claim", "ours", "verdict")}
@@ -666,7 +685,7 @@ def test_scorecard_shows_the_recorded_numbers(built_book):
     wrong |= {("chart", c): (x, recorded[c]) for c, x in charted.items()
               if not (x is None and recorded[c] is None or x is not None and recorded[c] is not None
                       and math.isclose(x, recorded[c], rel_tol=1e-12))}
-    classes = _recorded_classes(built_book)
+    classes = _recorded_classes(book)
     for where, text in (("notebook", html_outputs), ("html page", page)):
         for r in _table(text, "class", "discovered", one=False):  # against the paper or the truth
             heads = re.findall(r"\b(\d+)\.(\d+)\b", r["discovered"])
@@ -675,16 +694,16 @@ def test_scorecard_shows_the_recorded_numbers(built_book):
     assert not wrong, f"(shown, recorded): {wrong}"
 
 
-def test_scorecard_scores_the_planted_truth_and_names_the_model_once(built_book):
+def test_scorecard_scores_the_planted_truth_and_names_the_model_once(book):
     """On a planted model the scorecard scores the classes against the planted truth chapter 7
     recorded, with the count of classes whose heads equal it exactly (counted here from the
     results files), and names the model once, though the appendix records ``ioi-planted`` and
     the chapters ``ioi-planted(seed=0)``."""
     truth = {c: {tuple(h) for h in hs}
-             for c, hs in _values(built_book, "07_circuit_evaluation")["truth.planted"]["value"].items()}
-    found = _recorded_classes(built_book)
+             for c, hs in _values(book, "07_circuit_evaluation")["truth.planted"]["value"].items()}
+    found = _recorded_classes(book)
     exact = sum(set(found.get(c, ())) == hs for c, hs in truth.items())
-    shown = " ".join(_text(o["data"][k]) for o in _outputs(built_book, "scorecard")
+    shown = " ".join(_text(o["data"][k]) for o in _outputs(book, "scorecard")
                      for k in ("text/markdown", "text/html") if k in o.get("data", {}))
     shown = re.sub(r"\s+", " ", re.sub(r"<[^>]+>|\*\*", "", shown))
     assert f"{exact} of {len(truth)} classes recovered exactly" in shown
@@ -693,15 +712,15 @@ def test_scorecard_scores_the_planted_truth_and_names_the_model_once(built_book)
     assert len(models_named) == 1 and "," not in models_named[0], models_named
 
 
-def test_explore_shows_the_recorded_numbers(built_book):
+def test_explore_shows_the_recorded_numbers(book):
     """The Explore page against the results files: the classes it prints are the ones chapters
     2-6 recorded; the full circuit's F(C), F(M) and F(C)/F(M) in its text (glued, and on the
     built HTML page, three decimals) and in its ablation figure (the values themselves) are
     chapter 7's; the paper's faithfulness beside them is ``paper.NUMBERS``'."""
-    v7 = _values(built_book, "07_circuit_evaluation")
+    v7 = _values(book, "07_circuit_evaluation")
     F_C, F_M, ratio = (v7[f"circuit.{k}"]["value"] for k in ("F_C", "F_M", "faithfulness"))
-    classes = _recorded_classes(built_book)
-    outputs = _outputs(built_book, "explore")
+    classes = _recorded_classes(book)
+    outputs = _outputs(book, "explore")
     printed = "".join(_text(o["text"]) for o in outputs if o.get("output_type") == "stream")
     listed = dict(re.findall(r"^(.+) heads: (.*)$", printed, re.M))
     names = {c: ", ".join(paper.head_name(h) for h in hs) for c, hs in classes.items() if hs}
@@ -710,7 +729,7 @@ def test_explore_shows_the_recorded_numbers(built_book):
              for o in outputs if "scrapbook" in o.get("metadata", {})  # MyST-NB glue
              for k in o["data"]}
     numbers = f"F(C) = {F_C:.3f} and F(M) = {F_M:.3f}, so F(C)/F(M) = {ratio:.3f}"
-    page = re.sub(r"<[^>]+>", "", (built_book / "html" / "book" / "explore.html").read_text())
+    page = re.sub(r"<[^>]+>", "", (book / "html" / "book" / "explore.html").read_text())
     for where, text in (("glue", glued["explore_full"]), ("html page", page)):
         if numbers not in text:
             shown = re.findall(r"F\(C\) = [^)]*F\(M\) = [0-9.-]*", text)
