@@ -542,9 +542,9 @@ elif evaluated.variant is not None:
                      "at the same positions. Every number above is its number too."))
 else:
     display(Markdown(f"On {MODEL} the discovered circuit is the circuit evaluated above."))
-results.record(CHAPTER, "circuit.discovered.same_as_authors",
-               evaluated.same if evaluated.variant is not None else None, setup.settings(),
-               note="" if evaluated.variant is not None else "no authors' circuit on this model's layout")
+_ = results.record(CHAPTER, "circuit.discovered.same_as_authors",
+                   evaluated.same if evaluated.variant is not None else None, setup.settings(),
+                   note="" if evaluated.variant is not None else "no authors' circuit on this model's layout")
 
 # %% [markdown]
 # ## Comparison with the paper and takeaway
