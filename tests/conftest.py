@@ -112,6 +112,14 @@ def built_paper_layout_book(tmp_path_factory) -> Path:
     return _run_book(tmp_path_factory, PAPER_LAYOUT_TEST_MODEL, "book-gpt2-planted", PAPER_LAYOUT_SIZES)
 
 
+@pytest.fixture(scope="session", params=[BOOK_TEST_MODEL, PAPER_LAYOUT_TEST_MODEL])
+def planted_book(request) -> Path:
+    """Each of the two planted books in turn (``built_book``, ``built_paper_layout_book``): for
+    the checks that must hold on both, the oracles and the pages as a reader sees them."""
+    return request.getfixturevalue({BOOK_TEST_MODEL: "built_book",
+                                    PAPER_LAYOUT_TEST_MODEL: "built_paper_layout_book"}[request.param])
+
+
 @pytest.fixture(scope="session")
 def built_control_book(tmp_path_factory) -> Path:
     """The same on ``CONTROL_TEST_MODEL`` (gpt2-random) at ``CONTROL_SIZES``: the negative

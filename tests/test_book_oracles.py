@@ -22,11 +22,10 @@ pytestmark = pytest.mark.book
 TOL = 2e-5  # relative (plus 2e-6 absolute): batching and hook order change float sums in the last digits
 
 
-@pytest.fixture(scope="module", params=["ioi-planted", "gpt2-planted"])
-def book(request):
-    """The built book's folder, on each of the two planted models."""
-    return request.getfixturevalue({"ioi-planted": "built_book",
-                                    "gpt2-planted": "built_paper_layout_book"}[request.param])
+@pytest.fixture
+def book(planted_book):
+    """The built book's folder, on each of the two planted models (conftest's ``planted_book``)."""
+    return planted_book
 
 
 def _values(book, chapter: str) -> dict:

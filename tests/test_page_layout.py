@@ -206,10 +206,10 @@ def test_the_pages_fit_their_column(unexecuted_book, layout):
 
 
 @pytest.mark.book
-def test_the_executed_books_pages_fit_their_column(built_book, layout):
-    """The executed book: every chart, table, printed line and formula fits the column, and
-    no table cell is cut short."""
-    assert _failures(built_book / "html", layout) == {}
+def test_the_executed_books_pages_fit_their_column(planted_book, layout):
+    """The executed books (ioi-planted; gpt2-planted, the published book's shape): every chart,
+    table, printed line and formula fits the column, and no table cell is cut short."""
+    assert _failures(planted_book / "html", layout) == {}
 
 
 def test_tables_show_whole_cells():
@@ -251,5 +251,5 @@ def test_the_raw_value_check_finds_a_dump(tmp_path):
 
 
 @pytest.mark.book
-def test_no_page_shows_a_raw_python_value(built_book):
-    assert raw_values(built_book / "executed") == {}
+def test_no_page_shows_a_raw_python_value(planted_book):
+    assert raw_values(planted_book / "executed") == {}
